@@ -1,0 +1,175 @@
+"""Base distributions as modules: they move with ``.to()``, convert with ``.double()`` and save in ``state_dict``.
+
+Every distribution has an ``event_shape`` and the methods ``log_prob(x, context=None)`` (event dimensions summed),
+``sample(n, context=None)`` and ``sample_and_log_prob(n, context=None)``; the last is reparameterized (the pathwise
+gradient flows to the parameters), as reverse-KL fitting needs. They accept ``context`` and ignore it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"expected a positive event shape, got {shape}")
+    return shape
+
+
+class Distribution(nn.Module):
+    """A base distribution over events of shape ``event_shape``."""
+
+    event_shape: tuple[int, ...]
+
+    def _reference(self) -> Tensor:
+        """A tensor whose dtype and device the samples take."""
+        raise NotImplementedError
+
+    def _check(self, x: Tensor) -> None:
+        k = len(self.event_shape)
+        if x.dim() <= k or tuple(x.shape[-k:]) != self.event_shape:
+            raise ValueError(
+                f"expected input of shape (batch, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}"
+            )
+
+    def _sum_event(self, t: Tensor) -> Tensor:
+        return t.flatten(-len(self.event_shape)).sum(-1)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each event in ``x``; shape ``x.shape[:-len(event_shape)]``."""
+        raise NotImplementedError
+
+    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` reparameterized samples and their log-densities."""
+        raise NotImplementedError
+
+    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` samples (reparameterized where the distribution allows it)."""
+        return self.sample_and_log_prob(n, context)[0]
+
+
+class StandardNormal(Distribution):
+    """The standard normal ``N(0, I)`` over events of shape ``shape``.
+
+    Args:
+        shape: the event shape, e.g. ``2`` or ``(3, 32, 32)``.
+    """
+
+    def __init__(self, shape: int | Sequence[int]):
+        super().__init__()
+        self.event_shape = _shape(shape)
+        self.register_buffer("_zero", torch.zeros(()))
+
+    def _reference(self) -> Tensor:
+        return self._zero
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        self._check(x)
+        return -0.5 * self._sum_event(x * x) - 0.5 * math.prod(self.event_shape) * _LOG_2PI
+
+    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z = torch.randn((n, *self.event_shape), dtype=self._zero.dtype, device=self._zero.device)
+        return z, self.log_prob(z)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.event_shape}"
+
+
+class DiagonalGaussian(Distribution):
+    """A Gaussian ``N(μ, diag(σ²))`` with learnable mean and log-scale (initialised at ``N(0, I)``).
+
+    Args:
+        shape: the event shape.
+        trainable: learn ``μ`` and ``log σ`` (default) or keep them fixed as buffers.
+    """
+
+    def __init__(self, shape: int | Sequence[int], *, trainable: bool = True):
+        super().__init__()
+        self.event_shape = _shape(shape)
+        loc, log_scale = torch.zeros(self.event_shape), torch.zeros(self.event_shape)
+        if trainable:
+            self.loc, self.log_scale = nn.Parameter(loc), nn.Parameter(log_scale)
+        else:
+            self.register_buffer("loc", loc)
+            self.register_buffer("log_scale", log_scale)
+
+    def _reference(self) -> Tensor:
+        return self.loc
+
+    def _log_prob_eps(self, eps: Tensor) -> Tensor:
+        const = 0.5 * math.prod(self.event_shape) * _LOG_2PI
+        return -0.5 * self._sum_event(eps * eps) - self.log_scale.sum() - const
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        self._check(x)
+        return self._log_prob_eps((x - self.loc) * torch.exp(-self.log_scale))
+
+    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        eps = torch.randn((n, *self.event_shape), dtype=self.loc.dtype, device=self.loc.device)
+        return torch.addcmul(self.loc, eps, torch.exp(self.log_scale)), self._log_prob_eps(eps)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.event_shape}"
+
+
+class GaussianMixture(Distribution):
+    """A mixture of ``components`` diagonal Gaussians over vectors, with learnable means, scales and weights.
+
+    Samples are reparameterized within their component (means and scales receive pathwise gradients); the discrete
+    choice of component is not, so in reverse-KL fitting the weights learn only through the ``log_prob`` term.
+    Fix them with ``trainable_weights=False`` there.
+
+    Args:
+        features: dimension of the vectors.
+        components: number of mixture components.
+        spread: standard deviation of the initial means around the origin.
+        trainable_weights: learn the mixture weights (initialised uniform).
+    """
+
+    def __init__(self, features: int, components: int = 4, *, spread: float = 1.0, trainable_weights: bool = True):
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"expected components >= 1, got {components}")
+        self.event_shape = _shape(features)
+        self.loc = nn.Parameter(spread * torch.randn(components, features))
+        self.log_scale = nn.Parameter(torch.zeros(components, features))
+        logits = torch.zeros(components)
+        if trainable_weights:
+            self.logits = nn.Parameter(logits)
+        else:
+            self.register_buffer("logits", logits)
+
+    def _reference(self) -> Tensor:
+        return self.loc
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        self._check(x)
+        eps = (x.unsqueeze(-2) - self.loc) * torch.exp(-self.log_scale)
+        comp = -0.5 * (eps * eps).sum(-1) - self.log_scale.sum(-1) - 0.5 * self.event_shape[0] * _LOG_2PI
+        return torch.logsumexp(comp + torch.log_softmax(self.logits, -1), -1)
+
+    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        k = torch.multinomial(torch.softmax(self.logits.detach(), -1), n, replacement=True)
+        eps = torch.randn((n, *self.event_shape), dtype=self.loc.dtype, device=self.loc.device)
+        x = torch.addcmul(self.loc[k], eps, torch.exp(self.log_scale[k]))
+        return x, self.log_prob(x)
+
+    def extra_repr(self) -> str:
+        return f"features={self.event_shape[0]}, components={self.loc.shape[0]}"
+
+
+BASES = {"normal": StandardNormal, "diagonal": DiagonalGaussian, "mixture": GaussianMixture}
+
+
+def make_base(name: str, features: int) -> Distribution:
+    """Build a base distribution by name: ``normal``, ``diagonal`` (learnable) or ``mixture``."""
+    if name not in BASES:
+        raise ValueError(f"unknown base distribution {name!r}; expected one of {sorted(BASES)}")
+    return BASES[name](features)

@@ -1,0 +1,38 @@
+"""`PlanarFlow`: a base distribution and a chain of planar, radial or Sylvester maps, for variational fitting."""
+
+from __future__ import annotations
+
+from ..distributions import make_base
+from ..flow import Flow
+from ..transforms.base import Inverse
+from ..transforms.planar import Planar, Radial
+
+FLOW_TYPES = {"planar": Planar, "radial": Radial}
+
+
+class PlanarFlow(Flow):
+    """A flow whose generative pass is a chain of ``layers`` planar-family maps applied to a base sample.
+
+    The chain is analytic when sampling (``sample_and_log_prob``, the reverse-KL path) and numerically inverted in
+    ``log_prob``, so the same model also evaluates densities on data.
+
+    Args:
+        features: dimension of the data.
+        layers: number of maps in the chain.
+        flow: ``planar``, ``radial`` or ``sylvester``.
+        base: ``diagonal`` (learnable mean and scale, the default), ``normal`` or ``mixture``.
+        **kwargs: passed to the layer class (e.g. ``hidden`` or ``variant`` for Sylvester).
+
+    Example:
+        >>> from tractable import PlanarFlow
+        >>> flow = PlanarFlow(2, layers=16)
+        >>> x, log_q = flow.sample_and_log_prob(512)
+        >>> tuple(x.shape), tuple(log_q.shape)
+        ((512, 2), (512,))
+    """
+
+    def __init__(self, features: int = 2, layers: int = 16, *, flow: str = "planar", base: str = "diagonal", **kwargs):
+        if flow not in FLOW_TYPES:
+            raise ValueError(f"unknown flow type {flow!r}; expected one of {', '.join(FLOW_TYPES)}")
+        super().__init__(Inverse(FLOW_TYPES[flow](features, layers=layers, **kwargs)), make_base(base, features))
+        self.flow_type, self.layers = flow, layers

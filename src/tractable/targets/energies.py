@@ -1,0 +1,194 @@
+"""Unnormalized 2D target densities ``p̃(z) = exp(-U(z))`` for variational (reverse-KL) fitting.
+
+Each target knows its energy ``U``, a plotting/integration box, and its log-normalizer ``log Z``: analytic where it
+is, otherwise by converged float64 grid quadrature (computed once per process and cached), so that the exact
+``KL(q‖p) = E_q[log q + U] + log Z`` can be reported, not just the loss.
+
+References:
+    Variational Inference with Normalizing Flows (Rezende & Mohamed, 2015), arXiv:1505.05770 — energies U1–U4.
+    acids-ircam/pytorch_flows, flows_01.ipynb — the ``ring`` density.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .quadrature import grid_log_z
+
+
+def _check(z: Tensor, features: int, name: str) -> None:
+    if z.dim() < 2 or z.shape[-1] != features:
+        raise ValueError(f"target {name!r} expects points of shape (batch, {features}), got {tuple(z.shape)}")
+
+
+def _gauss(x: Tensor, mu: float, s: float) -> Tensor:
+    """The log of an unnormalized Gaussian bump, ``-½((x - μ)/s)²``."""
+    return -0.5 * ((x - mu) / s) ** 2
+
+
+def _wall(z1: Tensor) -> Tensor:
+    """The soft wall ``½(max(|z₁| - 4, 0)/0.2)²`` that makes U2–U4 integrable (DESIGN.md §5)."""
+    return 0.5 * (torch.clamp(z1.abs() - 4.0, min=0.0) / 0.2) ** 2
+
+
+class Energy:
+    """An unnormalized density ``exp(-U(z))`` on ``R^features``.
+
+    Subclasses implement :meth:`energy`. ``box`` is the square ``[lo, hi]²`` used for pictures and quadrature; it
+    must hold all but a negligible part of the mass.
+    """
+
+    name: str = "energy"
+    features: int = 2
+    box: tuple[float, float] = (-4.0, 4.0)
+    quadrature_box: tuple[float, float] = (-8.0, 8.0)
+
+    def energy(self, z: Tensor) -> Tensor:
+        """The energy ``U(z)`` of each row (shape ``(batch,)``)."""
+        raise NotImplementedError
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """The unnormalized log-density ``-U(z)``."""
+        _check(z, self.features, self.name)
+        return -self.energy(z)
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.log_prob(z)
+
+    @property
+    def log_z(self) -> float | None:
+        """``log ∫ exp(-U)``: analytic, or by grid quadrature in 2D (cached), or ``None`` when unknown."""
+        if self.features != 2:
+            return None
+        return grid_log_z(self.name, self.energy, self.quadrature_box)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Ring(Energy):
+    """The ``ring`` of acids-ircam/pytorch_flows (flows_01): a ring of radius 4 with four bumps; ``log Z ≈ 2.3133``.
+
+    ``U(z) = ½((‖z‖ - 4)/0.4)² - log(exp(-½((z₁ - 2)/0.8)²) + exp(-½((z₁ + 2)/0.8)²))``.
+    """
+
+    name, box = "ring", (-6.0, 6.0)
+
+    def energy(self, z: Tensor) -> Tensor:
+        r = torch.linalg.vector_norm(z, dim=-1)
+        return 0.5 * ((r - 4) / 0.4) ** 2 - torch.logaddexp(_gauss(z[..., 0], 2, 0.8), _gauss(z[..., 0], -2, 0.8))
+
+
+class U1(Energy):
+    """Rezende & Mohamed's U1: two crescents on a ring of radius 2; ``log Z ≈ 1.8775``."""
+
+    name = "u1"
+
+    def energy(self, z: Tensor) -> Tensor:
+        r = torch.linalg.vector_norm(z, dim=-1)
+        return 0.5 * ((r - 2) / 0.4) ** 2 - torch.logaddexp(_gauss(z[..., 0], 2, 0.6), _gauss(z[..., 0], -2, 0.6))
+
+
+def _w1(z1: Tensor) -> Tensor:
+    return torch.sin(2 * math.pi * z1 / 4)
+
+
+class U2(Energy):
+    """Rezende & Mohamed's U2, a sine band, with the soft wall at ``|z₁| = 4``; ``log Z ≈ 2.143``."""
+
+    name = "u2"
+
+    def energy(self, z: Tensor) -> Tensor:
+        z1, z2 = z[..., 0], z[..., 1]
+        return 0.5 * ((z2 - _w1(z1)) / 0.4) ** 2 + _wall(z1)
+
+
+class U3(Energy):
+    """Rezende & Mohamed's U3, two sine bands splitting at ``z₁ = 1``, with the soft wall; ``log Z ≈ 2.702``."""
+
+    name = "u3"
+
+    def energy(self, z: Tensor) -> Tensor:
+        z1, z2 = z[..., 0], z[..., 1]
+        w1, w2 = _w1(z1), 3 * torch.exp(-0.5 * ((z1 - 1) / 0.6) ** 2)
+        return -torch.logaddexp(_gauss(z2 - w1, 0, 0.35), _gauss(z2 - w1 + w2, 0, 0.35)) + _wall(z1)
+
+
+class U4(Energy):
+    """Rezende & Mohamed's U4, a sine band and a sigmoid-shifted copy, with the soft wall; ``log Z ≈ 2.771``."""
+
+    name = "u4"
+
+    def energy(self, z: Tensor) -> Tensor:
+        z1, z2 = z[..., 0], z[..., 1]
+        w1, w3 = _w1(z1), 3 * torch.sigmoid((z1 - 1) / 0.3)
+        return -torch.logaddexp(_gauss(z2 - w1, 0, 0.4), _gauss(z2 - w1 + w3, 0, 0.35)) + _wall(z1)
+
+
+class GaussianMixtureEnergy(Energy):
+    """A normalized mixture of isotropic Gaussians (``log Z = 0`` exactly), in any dimension.
+
+    The default is a 2D mixture of three well-separated components with unequal weights, a test of whether a
+    mode-seeking fit covers every mode with the right mass.
+
+    Args:
+        locs: component means, ``(components, features)``.
+        scales: component standard deviations, ``(components,)``.
+        weights: mixture weights (normalized here).
+    """
+
+    name = "mixture"
+
+    def __init__(
+        self,
+        locs: Sequence[Sequence[float]] = ((-2.0, -1.5), (2.0, -1.5), (0.0, 2.0)),
+        scales: Sequence[float] = (0.6, 0.6, 0.6),
+        weights: Sequence[float] = (0.5, 0.3, 0.2),
+    ):
+        self.locs = torch.as_tensor(locs, dtype=torch.float64)
+        self.scales = torch.as_tensor(scales, dtype=torch.float64)
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        if self.locs.dim() != 2 or self.scales.shape != self.locs.shape[:1] or w.shape != self.scales.shape:
+            raise ValueError(
+                f"expected locs (K, D), scales (K,) and weights (K,), got {tuple(self.locs.shape)}, "
+                f"{tuple(self.scales.shape)} and {tuple(w.shape)}"
+            )
+        if (self.scales <= 0).any() or (w <= 0).any():
+            raise ValueError("expected positive scales and weights")
+        self.log_weights = torch.log(w / w.sum())
+        self.features = self.locs.shape[1]
+        reach = float((self.locs.abs().max() + 4 * self.scales.max()).ceil())
+        self.box = (-reach, reach)
+
+    def energy(self, z: Tensor) -> Tensor:
+        locs, scales, logw = (t.to(z) for t in (self.locs, self.scales, self.log_weights))
+        d = self.features
+        sq = ((z.unsqueeze(-2) - locs) ** 2).sum(-1) / scales**2
+        comp = -0.5 * sq - d * torch.log(scales) - 0.5 * d * math.log(2 * math.pi)
+        return -torch.logsumexp(comp + logw, -1)
+
+    @property
+    def log_z(self) -> float:
+        return 0.0
+
+
+TARGETS: dict[str, type[Energy]] = {
+    "ring": Ring,
+    "u1": U1,
+    "u2": U2,
+    "u3": U3,
+    "u4": U4,
+    "mixture": GaussianMixtureEnergy,
+}
+
+
+def get_target(name: str) -> Energy:
+    """The target energy called ``name`` (``ring``, ``u1`` … ``u4``, ``mixture``)."""
+    key = name.lower()
+    if key not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; expected one of {', '.join(TARGETS)}")
+    return TARGETS[key]()

@@ -1,0 +1,143 @@
+"""The transform interface: `Transform`, `Compose` and `Inverse`.
+
+A transform is an invertible map that returns its output *and* the log-absolute-determinant of its Jacobian
+(``ladj``) from one call. ``forward`` is the *normalizing* direction (data ``x`` -> latent ``z``), ``inverse`` the
+generative one, as in nflows and zuko (see ``DESIGN.md`` §1).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Transform(nn.Module):
+    """An invertible map with a tractable log-absolute-determinant of its Jacobian.
+
+    Subclasses implement :meth:`forward` and :meth:`inverse`; both return ``(output, ladj)`` where ``ladj`` has the
+    batch shape of the input (event dimensions summed). Every transform accepts ``context``; those that do not use it
+    ignore it.
+
+    Example:
+        >>> import torch
+        >>> from tractable import Planar
+        >>> t = Planar(2)
+        >>> x = torch.randn(5, 2)
+        >>> y, ladj = t(x)
+        >>> x2, ladj_inv = t.inverse(y)
+        >>> bool(torch.allclose(x, x2, atol=1e-5)), ladj.shape
+        (True, torch.Size([5]))
+    """
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map ``x`` to ``y``; return ``(y, log|det dy/dx|)``."""
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map ``y`` back to ``x``; return ``(x, log|det dx/dy|)``."""
+        raise NotImplementedError
+
+    @property
+    def inv(self) -> Transform:
+        """This transform with its directions swapped."""
+        return Inverse(self)
+
+    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        """The outputs after each elementary layer in the forward direction (one step unless overridden).
+
+        Used to picture how a chain warps its input layer by layer.
+        """
+        return [self.forward(x, context)[0]]
+
+    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        """The outputs after each elementary layer in the inverse direction (one step unless overridden)."""
+        return [self.inverse(y, context)[0]]
+
+
+class Compose(Transform):
+    """Apply transforms in list order and sum their log-determinants.
+
+    ``Compose(t1, t2)(x)`` computes ``t2(t1(x))``; its inverse runs ``t2.inverse`` first. There is no reversed-order
+    surprise: the order you write is the order of the forward pass.
+
+    Args:
+        *transforms: the transforms, first applied first.
+    """
+
+    def __init__(self, *transforms: Transform):
+        super().__init__()
+        if not transforms:
+            raise ValueError("Compose expects at least one transform, got none")
+        for i, t in enumerate(transforms):
+            if not isinstance(t, Transform):
+                raise TypeError(f"Compose expects Transform instances, got {type(t).__name__} at position {i}")
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, total = self.transforms[0](x, context)
+        for t in self.transforms[1:]:
+            x, ladj = t(x, context)
+            total = total + ladj
+        return x, total
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, total = self.transforms[-1].inverse(y, context)
+        for t in reversed(self.transforms[:-1]):
+            y, ladj = t.inverse(y, context)
+            total = total + ladj
+        return y, total
+
+    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        steps: list[Tensor] = []
+        for t in self.transforms:
+            steps += t.forward_steps(x, context)
+            x = steps[-1]
+        return steps
+
+    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        steps: list[Tensor] = []
+        for t in reversed(self.transforms):
+            steps += t.inverse_steps(y, context)
+            y = steps[-1]
+        return steps
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __getitem__(self, i: int) -> Transform:
+        return self.transforms[i]
+
+
+class Inverse(Transform):
+    """A transform with its two directions swapped: ``Inverse(t).forward`` is ``t.inverse`` and vice versa.
+
+    Layers whose cheap direction is the generative one (planar, radial, Sylvester, IAF) are placed in a flow as
+    ``Inverse(layer)`` so that sampling runs their analytic direction.
+    """
+
+    def __init__(self, transform: Transform):
+        super().__init__()
+        if not isinstance(transform, Transform):
+            raise TypeError(f"Inverse expects a Transform, got {type(transform).__name__}")
+        self.transform = transform
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(x, context)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform(y, context)
+
+    @property
+    def inv(self) -> Transform:
+        return self.transform
+
+    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        return self.transform.inverse_steps(x, context)
+
+    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        return self.transform.forward_steps(y, context)
+
+
+def check_features(x: Tensor, features: int, name: str = "input") -> None:
+    """Raise a ``ValueError`` unless ``x`` has shape ``(..., features)`` with at least one batch dimension."""
+    if x.dim() < 2 or x.shape[-1] != features:
+        raise ValueError(f"expected {name} of shape (batch, {features}), got {name} of shape {tuple(x.shape)}")
