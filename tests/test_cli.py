@@ -1,0 +1,82 @@
+"""The `tractable` command: smoke runs with few steps, the run directory's contract, and clear errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tractable.cli import main
+from tractable.config import FitConfig
+from tractable.training import REVERSE_KL_KEYS, load_run
+
+FAST = ["--steps", "40", "--batch-size", "64", "--eval-samples", "2000", "--quiet"]
+
+
+def _metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("flow", ["planar", "radial", "sylvester"])
+def test_fit_writes_run_directory(tmp_path, flow, capsys):
+    out = tmp_path / "run"
+    code = main(["fit", "ring", "--flow", flow, "--layers", "3", "--seed", "1", "--lr", "1e-3", "--out", str(out),
+                 "--no-plots", *FAST])
+    assert code == 0
+    assert {"config.toml", "metrics.csv", "metrics.json", "checkpoint.pt"} <= {p.name for p in out.iterdir()}
+    m = _metrics(out)
+    assert set(REVERSE_KL_KEYS) <= set(m)
+    assert m["steps"] == 40 and m["flow"] == flow and m["layers"] == 3 and m["seed"] == 1
+    assert m["kl"] > 0 and 0 < m["ess"] <= 1 and m["log_z"] == pytest.approx(2.3133, abs=1e-4)
+    printed = capsys.readouterr().out
+    assert "KL(q‖p)" in printed and "ESS" in printed
+    config = FitConfig.from_toml(out / "config.toml")
+    assert config.model.flow == flow and config.train.lr == 1e-3 and config.train.batch_size == 64
+    flow_model, target, _ = load_run(out)  # the checkpoint rebuilds the trained model
+    assert target.name == "ring" and sum(p.numel() for p in flow_model.parameters()) == m["parameters"]
+
+
+def test_fit_with_figures(tmp_path):
+    out = tmp_path / "run"
+    assert main(["fit", "u1", "--layers", "2", "--out", str(out), *FAST]) == 0
+    for name in ("densities.png", "samples.png", "layers.png", "layers.gif", "training.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+def test_config_file_and_set_override(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('target = "u2"\n[model]\nlayers = 2\n[train]\nsteps = 30\n')
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(config), "--set", "model.flow=radial", "--set", "train.steps=25",
+                 "--out", str(out), "--no-plots", "--eval-samples", "1000", "--quiet"]) == 0
+    m = _metrics(out)
+    assert (m["target"], m["flow"], m["layers"], m["steps"]) == ("u2", "radial", 2, 25)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "moon"], "unknown target 'moon'; expected one of ring"),
+        (["fit", "ring", "--set", "model.depth=3"], "unknown config key 'model.depth'"),
+        (["fit", "ring", "--set", "layers"], "--set expects KEY=VALUE"),
+        (["fit", "ring", "--steps", "0"], "steps to be a positive integer"),
+        (["fit", "ring", "--config", "/nonexistent.toml"], "does not exist"),
+        (["fit"], "fit needs a target"),
+    ],
+)
+def test_errors_are_one_clear_line(tmp_path, capsys, args, message):
+    code = main([*args, "--out", str(tmp_path / "run"), "--no-plots", "--quiet"] if len(args) > 1 else args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_module_entry_point_help_and_list():
+    run = subprocess.run([sys.executable, "-m", "tractable", "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "fit" in run.stdout and "list" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "tractable", "fit", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and "--batch-size" in run.stdout and "--out" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "tractable", "list"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and all(n in run.stdout for n in ("ring", "u1", "u4", "planar", "sylvester"))
