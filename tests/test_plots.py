@@ -10,6 +10,7 @@ import torch
 
 from tractable import PlanarFlow, get_target
 from tractable import plots
+from tractable.plots._common import _select_panels
 
 PNG = b"\x89PNG\r\n\x1a\n"
 GIF = b"GIF89a"
@@ -61,9 +62,9 @@ def test_plot_layers(flow, target, tmp_path):
 
 
 def test_plot_layers_panel_selection():
-    assert plots._select_panels(17, 9) == [0, 2, 4, 6, 8, 10, 12, 14, 16]
-    assert plots._select_panels(4, 9) == [0, 1, 2, 3]
-    chosen = plots._select_panels(33, 9)
+    assert _select_panels(17, 9) == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    assert _select_panels(4, 9) == [0, 1, 2, 3]
+    chosen = _select_panels(33, 9)
     assert len(chosen) == 9 and chosen[0] == 0 and chosen[-1] == 32
 
 
