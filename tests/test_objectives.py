@@ -35,9 +35,9 @@ def test_exact_kl_is_zero_when_flow_equals_target():
     target = GaussianMixtureEnergy(locs=[[0.5, -1.0]], scales=[0.7], weights=[1.0])
     flow = _gaussian_flow([0.5, -1.0], [math.log(0.7)] * 2)
     m = evaluate_reverse(flow, target, 20_000)
-    assert m["kl"] == pytest.approx(0.0, abs=1e-8)
-    assert m["ess"] == pytest.approx(1.0, abs=1e-8)
-    assert m["log_z_estimate"] == pytest.approx(0.0, abs=1e-8)
+    assert m["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert m["ess"] == pytest.approx(1.0, abs=1e-6)
+    assert m["log_z_estimate"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_exact_kl_between_gaussians_matches_closed_form():

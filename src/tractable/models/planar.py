@@ -6,8 +6,9 @@ from ..distributions import make_base
 from ..flow import Flow
 from ..transforms.base import Inverse
 from ..transforms.planar import Planar, Radial
+from ..transforms.sylvester import Sylvester
 
-FLOW_TYPES = {"planar": Planar, "radial": Radial}
+FLOW_TYPES = {"planar": Planar, "radial": Radial, "sylvester": Sylvester}
 
 
 class PlanarFlow(Flow):

@@ -3,8 +3,9 @@
 from .base import Compose, Inverse, Transform, check_features
 from .numerics import newton_refine, solve_increasing, solve_tanh_shift
 from .planar import Planar, Radial
+from .sylvester import Sylvester
 
 __all__ = [
-    "Compose", "Inverse", "Planar", "Radial", "Transform",
+    "Compose", "Inverse", "Planar", "Radial", "Sylvester", "Transform",
     "check_features", "newton_refine", "solve_increasing", "solve_tanh_shift",
 ]

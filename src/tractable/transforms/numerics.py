@@ -1,10 +1,11 @@
 """Numerical inversion of monotone scalar equations, shared by the layers whose inverse has no closed form.
 
 The solver is a safeguarded Newton iteration: each element keeps a bracket ``[lo, hi]`` that contains its root, takes
-the Newton step when it stays inside the bracket and bisects otherwise. It converges quadratically near the root and
-can never leave the bracket, so it is both fast and robust. It runs without gradient tracking; layers then take one
-differentiable Newton step at the solution (:func:`newton_refine`), which by the implicit function theorem gives
-exact first derivatives with respect to the input and the parameters.
+the Newton step when it stays inside the bracket and is at most half the step before last (as rtsafe does), and
+bisects otherwise. It converges quadratically near the root and can never leave the bracket, so it is both fast and
+robust. It runs without gradient tracking; layers then take one differentiable Newton step at the solution
+(:func:`newton_refine`), which by the implicit function theorem gives exact first derivatives with respect to the
+input and the parameters.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def solve_increasing(
         target = target.detach()
         lo, hi = lo.clone(), hi.clone()
         x = 0.5 * (lo + hi)
+        step = step_before = hi - lo
         for _ in range(max_iter):
             f, df = fn(x)
             r = f - target
@@ -61,9 +63,16 @@ def solve_increasing(
                 new = mid
             else:
                 newton = x - r / df
-                ok = (newton > lo) & (newton < hi) & torch.isfinite(newton)
-                new = torch.where(ok, newton, mid)
-            step = (new - x).abs()
+                # As rtsafe (Numerical Recipes §9.4): bisect unless the Newton step stays in the bracket *and* is at
+                # most half the step before last; otherwise Newton can bounce between the two ends of the bracket,
+                # shrinking it by a sliver per iteration, and exhaust max_iter far from the root. A step landing on a
+                # bracket end up to rounding is accepted (a root at the end of the initial bracket, e.g. a saturated
+                # tanh, is common), then clamped into the bracket.
+                slack = tol * x.abs().clamp(min=1.0)
+                ok = (newton >= lo - slack) & (newton <= hi + slack) & torch.isfinite(newton)
+                ok = ok & ((newton - x).abs() <= 0.5 * step_before)
+                new = torch.where(ok, torch.minimum(torch.maximum(newton, lo), hi), mid)
+            step_before, step = step, (new - x).abs()
             x = new
             if bool((step <= tol * x.abs().clamp(min=1.0)).all()):
                 break

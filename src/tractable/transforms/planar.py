@@ -38,8 +38,9 @@ class Planar(Transform):
     ``α = wᵀz``, solved by safeguarded Newton iteration to ``1e-12`` (float64) or ``1e-6`` (float32), relative, then
     ``z = y - û tanh(α + b)``. Gradients through the inverse are exact (implicit function theorem).
 
-    Initialisation: ``w ~ N(0, 2/features)``, ``u ~ N(0, 0.01²)``, ``b = 0``; each map starts close to the identity
-    while ``tanh`` already works in its non-linear range.
+    Initialisation: ``w`` of random direction and norm ``√2`` (the root-mean-square norm of ``N(0, 2/features)``),
+    ``u = log(e - 1) w / ‖w‖² + N(0, 0.01²)`` (so that ``m(wᵀu) ≈ 0`` and ``û`` is of order 0.01), ``b = 0``; each map
+    starts close to the identity while ``tanh`` already works in its non-linear range.
 
     Args:
         features: dimension of the input.
@@ -61,8 +62,11 @@ class Planar(Transform):
         if features < 1 or layers < 1:
             raise ValueError(f"expected features >= 1 and layers >= 1, got features={features}, layers={layers}")
         self.features, self.layers = features, layers
-        self.w = nn.Parameter(torch.randn(layers, features) * math.sqrt(2.0 / features))
-        self.u = nn.Parameter(torch.randn(layers, features) * 0.01)
+        w = torch.randn(layers, features)
+        w = w * (math.sqrt(2.0) / torch.linalg.vector_norm(w, dim=-1, keepdim=True))
+        # wᵀu ≈ log(e - 1) puts m(wᵀu) ≈ 0, hence û ≈ small noise (u ≈ 0 would give m = log 2 - 1 ≈ -0.31, û = m w/‖w‖²).
+        u = torch.randn(layers, features) * 0.01 + (math.log(math.e - 1) / 2.0) * w
+        self.w, self.u = nn.Parameter(w), nn.Parameter(u)
         self.b = nn.Parameter(torch.zeros(layers))
 
     def constrained(self) -> tuple[Tensor, Tensor]:

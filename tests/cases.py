@@ -1,0 +1,56 @@
+"""The named transforms every check of the shared suite runs on (DESIGN.md §4), flowjax-style.
+
+``TRANSFORMS`` maps a name to a constructor returning a float64 transform whose parameters were moved away from their
+(near-identity) initialisation, so the checks are not passed trivially by the identity. Constructors draw from the
+global RNG: seed it first for a reproducible instance. To put a new transform under the suite, add an entry here.
+
+``AT_INIT`` holds the transforms that are designed to start near the identity, constructed as a user would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from tractable import Compose, Inverse, Planar, Radial, Sylvester, Transform
+
+
+def randomised(t: Transform, scale: float = 0.7) -> Transform:
+    """``t`` in float64 with Gaussian noise of standard deviation ``scale`` added to every parameter."""
+    t = t.double()
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return t
+
+
+TRANSFORMS: dict[str, Callable[[], Transform]] = {
+    "planar": lambda: randomised(Planar(2)),
+    "planar-4": lambda: randomised(Planar(3, layers=4)),
+    "planar-1d": lambda: randomised(Planar(1, layers=2)),
+    "radial": lambda: randomised(Radial(2)),
+    "radial-3": lambda: randomised(Radial(3, layers=3)),
+    "sylvester-orthogonal": lambda: randomised(Sylvester(3, layers=3, hidden=2)),
+    "sylvester-householder": lambda: randomised(Sylvester(3, layers=2, variant="householder")),
+    "compose-planar-radial": lambda: randomised(Compose(Planar(2, layers=2), Radial(2, layers=2))),
+    "inverse-planar": lambda: randomised(Inverse(Planar(2, layers=3))),
+}
+
+#: The cases whose inverse (or, for ``Inverse``, whose forward) is a numerical solve.
+NUMERICAL = ["planar", "planar-4", "planar-1d", "sylvester-orthogonal", "sylvester-householder", "inverse-planar"]
+
+AT_INIT: dict[str, Callable[[], Transform]] = {
+    "planar": lambda: Planar(2, layers=4),
+    "planar-1d": lambda: Planar(1, layers=4),
+    "radial": lambda: Radial(3, layers=4),
+    "sylvester-orthogonal": lambda: Sylvester(3, layers=4, hidden=2),
+    "sylvester-householder": lambda: Sylvester(3, layers=4, variant="householder"),
+}
+
+
+def features_of(t: Transform) -> int:
+    """The input dimension of a transform of this suite."""
+    while not hasattr(t, "features"):
+        t = t.transforms[0] if isinstance(t, Compose) else t.transform  # type: ignore[assignment]
+    return int(t.features)  # type: ignore[arg-type]
