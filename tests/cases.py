@@ -5,11 +5,17 @@
 global RNG: seed it first for a reproducible instance. To put a new transform under the suite, add an entry here.
 
 ``AT_INIT`` holds the transforms that are designed to start near the identity, constructed as a user would.
+``CONDITIONAL`` maps names of conditional transforms to ``(constructor, context_features)``.
+
+Each layer family may keep its cases in its own ``tests/cases_<family>.py`` with any of the dicts ``TRANSFORMS``,
+``AT_INIT``, ``CONDITIONAL`` and the list ``NUMERICAL``; they are merged into these at import.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -54,3 +60,13 @@ def features_of(t: Transform) -> int:
     while not hasattr(t, "features"):
         t = t.transforms[0] if isinstance(t, Compose) else t.transform  # type: ignore[assignment]
     return int(t.features)  # type: ignore[arg-type]
+
+
+CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {}
+
+for _path in sorted(Path(__file__).parent.glob("cases_*.py")):
+    _module = importlib.import_module(_path.stem)
+    TRANSFORMS.update(getattr(_module, "TRANSFORMS", {}))
+    AT_INIT.update(getattr(_module, "AT_INIT", {}))
+    CONDITIONAL.update(getattr(_module, "CONDITIONAL", {}))
+    NUMERICAL.extend(getattr(_module, "NUMERICAL", []))
