@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from tractable import (
-    DiagonalGaussian, Flow, GaussianMixtureEnergy, Inverse, Planar, annealing, ess_fraction, evaluate_reverse,
-    forward_kl, log_z_estimate, reverse_kl,
+    DiagonalGaussian,
+    Flow,
+    GaussianMixtureEnergy,
+    Inverse,
+    Planar,
+    annealing,
+    ess_fraction,
+    evaluate_reverse,
+    forward_kl,
+    log_z_estimate,
+    reverse_kl,
 )
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tractable import PlanarFlow, get_target
-from tractable import plots
+from tractable import PlanarFlow, get_target, plots
 from tractable.plots._common import _select_panels
 
 PNG = b"\x89PNG\r\n\x1a\n"

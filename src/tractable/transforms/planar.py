@@ -17,16 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Transform, check_features
+from .base import LayerStack
 from .numerics import newton_refine, solve_tanh_shift
 
 
-def _flat(x: Tensor, features: int) -> tuple[Tensor, torch.Size]:
-    check_features(x, features)
-    return x.reshape(-1, features), x.shape[:-1]
-
-
-class Planar(Transform):
+class Planar(LayerStack):
     """A stack of planar maps ``f(z) = z + û tanh(wᵀz + b)``, applied in order.
 
     The invertibility constraint ``wᵀû ≥ -1`` holds by construction: ``û = u + (m(wᵀu) - wᵀu) w / ‖w‖²`` with
@@ -58,10 +53,7 @@ class Planar(Transform):
     """
 
     def __init__(self, features: int, layers: int = 1):
-        super().__init__()
-        if features < 1 or layers < 1:
-            raise ValueError(f"expected features >= 1 and layers >= 1, got features={features}, layers={layers}")
-        self.features, self.layers = features, layers
+        super().__init__(features, layers)
         w = torch.randn(layers, features)
         w = w * (math.sqrt(2.0) / torch.linalg.vector_norm(w, dim=-1, keepdim=True))
         # wᵀu ≈ log(e - 1) puts m(wᵀu) ≈ 0, hence û ≈ small noise (u ≈ 0 would give m = log 2 - 1 ≈ -0.31, û = m w/‖w‖²).
@@ -77,7 +69,7 @@ class Planar(Transform):
         return uh, m
 
     def _run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        z, batch = _flat(x, self.features)
+        z, batch = self._flat(x)
         uh, m = self.constrained()
         steps, ts = [], []
         for k in range(self.layers):
@@ -89,15 +81,8 @@ class Planar(Transform):
         ladj = torch.log1p((1 - t * t) * m.unsqueeze(-1)).sum(0)
         return steps, ladj.reshape(batch)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        steps, ladj = self._run(x)
-        return steps[-1], ladj
-
-    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self._run(x)[0]
-
     def _run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
-        z, batch = _flat(y, self.features)
+        z, batch = self._flat(y)
         uh, m = self.constrained()
         steps, ladj = [], z.new_zeros(z.shape[0])
         for k in reversed(range(self.layers)):
@@ -112,18 +97,8 @@ class Planar(Transform):
             steps.append(z.reshape(y.shape))
         return steps, ladj.reshape(batch)
 
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        steps, ladj = self._run_inverse(y)
-        return steps[-1], ladj
 
-    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self._run_inverse(y)[0]
-
-    def extra_repr(self) -> str:
-        return f"features={self.features}, layers={self.layers}"
-
-
-class Radial(Transform):
+class Radial(LayerStack):
     """A stack of radial maps ``f(z) = z + β h(α, r) (z - z₀)``, ``h = 1/(α + r)``, ``r = ‖z - z₀‖``.
 
     ``α = softplus(α̂) > 0`` and ``β = -α + softplus(β̂) > -α`` keep each map invertible, and
@@ -142,10 +117,7 @@ class Radial(Transform):
     """
 
     def __init__(self, features: int, layers: int = 1):
-        super().__init__()
-        if features < 1 or layers < 1:
-            raise ValueError(f"expected features >= 1 and layers >= 1, got features={features}, layers={layers}")
-        self.features, self.layers = features, layers
+        super().__init__(features, layers)
         self.z0 = nn.Parameter(torch.randn(layers, features))
         self.alpha_raw = nn.Parameter(torch.full((layers,), math.log(math.e - 1)))  # softplus -> 1
         self.beta_raw = nn.Parameter(torch.full((layers,), math.log(math.e - 1)) + 0.01 * torch.randn(layers))
@@ -161,7 +133,7 @@ class Radial(Transform):
         return bh, (self.features - 1) * torch.log1p(bh) + torch.log1p(alpha * beta * h * h)
 
     def _run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        z, batch = _flat(x, self.features)
+        z, batch = self._flat(x)
         alpha, beta = self.constrained()
         steps, ladj = [], z.new_zeros(z.shape[0])
         for k in range(self.layers):
@@ -173,15 +145,8 @@ class Radial(Transform):
             steps.append(z.reshape(x.shape))
         return steps, ladj.reshape(batch)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        steps, ladj = self._run(x)
-        return steps[-1], ladj
-
-    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self._run(x)[0]
-
     def _run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
-        z, batch = _flat(y, self.features)
+        z, batch = self._flat(y)
         alpha, beta = self.constrained()
         steps, ladj = [], z.new_zeros(z.shape[0])
         for k in reversed(range(self.layers)):
@@ -198,13 +163,3 @@ class Radial(Transform):
             ladj = ladj - la
             steps.append(z.reshape(y.shape))
         return steps, ladj.reshape(batch)
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        steps, ladj = self._run_inverse(y)
-        return steps[-1], ladj
-
-    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self._run_inverse(y)[0]
-
-    def extra_repr(self) -> str:
-        return f"features={self.features}, layers={self.layers}"

@@ -18,15 +18,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Transform, check_features
+from .base import LayerStack
 from .numerics import newton_refine, solve_tanh_shift
 
 VARIANTS = ("orthogonal", "householder")
 
-
-def _flat(x: Tensor, features: int) -> tuple[Tensor, torch.Size]:
-    check_features(x, features)
-    return x.reshape(-1, features), x.shape[:-1]
 
 
 def _triangular(diag: Tensor, upper: Tensor, size: int) -> Tensor:
@@ -37,7 +33,7 @@ def _triangular(diag: Tensor, upper: Tensor, size: int) -> Tensor:
     return m
 
 
-class Sylvester(Transform):
+class Sylvester(LayerStack):
     """A stack of Sylvester maps ``f(z) = z + Q R tanh(R̃ Qᵀ z + b)``, applied in order.
 
     ``Q`` is a ``(features × M)`` matrix with orthonormal columns, ``R`` and ``R̃`` are ``M × M`` upper triangular and
@@ -98,9 +94,7 @@ class Sylvester(Transform):
         variant: str = "orthogonal",
         reflections: int | None = None,
     ):
-        super().__init__()
-        if features < 1 or layers < 1:
-            raise ValueError(f"expected features >= 1 and layers >= 1, got features={features}, layers={layers}")
+        super().__init__(features, layers)
         if variant not in VARIANTS:
             raise ValueError(f"unknown Sylvester variant {variant!r}; expected one of {', '.join(VARIANTS)}")
         if variant == "orthogonal":
@@ -119,7 +113,7 @@ class Sylvester(Transform):
             reflections = features if reflections is None else reflections
             if reflections < 1:
                 raise ValueError(f"expected reflections >= 1, got reflections={reflections}")
-        self.features, self.layers, self.hidden = features, layers, hidden
+        self.hidden = hidden
         self.variant, self.reflections = variant, reflections
         m, n_upper = hidden, hidden * (hidden - 1) // 2
         if variant == "orthogonal":
@@ -153,7 +147,7 @@ class Sylvester(Transform):
         return self.orthonormal(), r, rt
 
     def _run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        z, batch = _flat(x, self.features)
+        z, batch = self._flat(x)
         q, r, rt = self.matrices()
         w = q @ rt.mT  # a = R̃ Qᵀ z + b  ->  z @ (Q R̃ᵀ) + b
         u = (q @ r).mT  # Q R h        ->  h @ (Q R)ᵀ
@@ -168,15 +162,8 @@ class Sylvester(Transform):
         ladj = torch.log1p((1 - h * h) * diag).sum((0, 2))
         return steps, ladj.reshape(batch)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        steps, ladj = self._run(x)
-        return steps[-1], ladj
-
-    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self._run(x)[0]
-
     def _run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
-        z, batch = _flat(y, self.features)
+        z, batch = self._flat(y)
         q, r, rt = self.matrices()
         u = (q @ r).mT
         r_off, rt_off = torch.triu(r, 1), torch.triu(rt, 1)
@@ -204,13 +191,6 @@ class Sylvester(Transform):
             ladj = ladj - torch.log1p((1 - h * h) * (r_d[k] * rt_d[k])).sum(-1)
             steps.append(z.reshape(y.shape))
         return steps, ladj.reshape(batch)
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        steps, ladj = self._run_inverse(y)
-        return steps[-1], ladj
-
-    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self._run_inverse(y)[0]
 
     def extra_repr(self) -> str:
         s = f"features={self.features}, layers={self.layers}, hidden={self.hidden}, variant={self.variant}"
