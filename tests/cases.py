@@ -7,8 +7,14 @@ global RNG: seed it first for a reproducible instance. To put a new transform un
 ``AT_INIT`` holds the transforms that are designed to start near the identity, constructed as a user would.
 ``CONDITIONAL`` maps names of conditional transforms to ``(constructor, context_features)``.
 
+``SIGNED`` lists the cases whose Jacobian determinant may be negative (permutations, LU layers): ``ladj`` is
+``log|det|`` and the suite checks its sign only for the others. ``DOMAINS`` maps the names of cases that are not
+bijections of the whole space to ``(forward domain, inverse domain)``, each a per-entry interval ``(lo, hi)``.
+``IMAGES`` maps names to ``(constructor, event shape)`` for transforms checked on image-shaped inputs too.
+
 Each layer family may keep its cases in its own ``tests/cases_<family>.py`` with any of the dicts ``TRANSFORMS``,
-``AT_INIT``, ``CONDITIONAL`` and the list ``NUMERICAL``; they are merged into these at import.
+``AT_INIT``, ``CONDITIONAL``, ``DOMAINS``, ``IMAGES`` and the lists ``NUMERICAL``, ``SIGNED``; they are merged into
+these at import.
 """
 
 from __future__ import annotations
@@ -56,13 +62,23 @@ AT_INIT: dict[str, Callable[[], Transform]] = {
 
 
 def features_of(t: Transform) -> int:
-    """The input dimension of a transform of this suite."""
-    while not hasattr(t, "features"):
-        t = t.transforms[0] if isinstance(t, Compose) else t.transform  # type: ignore[assignment]
-    return int(t.features)  # type: ignore[arg-type]
+    """The input dimension of a transform of this suite (of a chain: of its first layer that declares one)."""
+    if isinstance(getattr(t, "features", None), int):
+        return int(t.features)  # type: ignore[arg-type]
+    children = list(t.transforms) if isinstance(t, Compose) else [getattr(t, "transform", None)]
+    for child in children:
+        if isinstance(child, Transform):
+            try:
+                return features_of(child)
+            except ValueError:
+                continue
+    raise ValueError(f"cannot tell the number of features of {type(t).__name__}: no layer has a `features` int")
 
 
 CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {}
+SIGNED: list[str] = []
+DOMAINS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}
+IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {}
 
 for _path in sorted(Path(__file__).parent.glob("cases_*.py")):
     _module = importlib.import_module(_path.stem)
@@ -70,3 +86,6 @@ for _path in sorted(Path(__file__).parent.glob("cases_*.py")):
     AT_INIT.update(getattr(_module, "AT_INIT", {}))
     CONDITIONAL.update(getattr(_module, "CONDITIONAL", {}))
     NUMERICAL.extend(getattr(_module, "NUMERICAL", []))
+    SIGNED.extend(getattr(_module, "SIGNED", []))
+    DOMAINS.update(getattr(_module, "DOMAINS", {}))
+    IMAGES.update(getattr(_module, "IMAGES", {}))

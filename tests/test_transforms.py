@@ -1,12 +1,14 @@
-"""The shared suite (DESIGN.md §4): every transform in ``cases.TRANSFORMS`` passes every check here."""
+"""The shared suite (DESIGN.md §4): every transform in ``cases.TRANSFORMS`` (and ``cases.CONDITIONAL``, each given a
+context in every check) passes every check here; ``cases.IMAGES`` are checked on image-shaped inputs too."""
 
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
-from cases import AT_INIT, NUMERICAL, TRANSFORMS, features_of
+from cases import AT_INIT, CONDITIONAL, DOMAINS, IMAGES, NUMERICAL, SIGNED, TRANSFORMS, features_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
@@ -14,20 +16,49 @@ from torch.func import functional_call
 from tractable import Inverse, Transform
 from tractable.transforms.numerics import solve_tanh_shift
 
-NAMES = sorted(TRANSFORMS)
+UNCONDITIONAL = sorted(TRANSFORMS)
+NAMES = UNCONDITIONAL + sorted(CONDITIONAL)
 SETTINGS = settings(deadline=None, max_examples=10, database=None)
 batches = st.integers(1, 16)
 seeds = st.integers(0, 2**31 - 1)
+REAL = (-math.inf, math.inf)
 
 
 def make(name: str, seed: int) -> tuple[Transform, int]:
     torch.manual_seed(seed)
-    t = TRANSFORMS[name]()
+    t = TRANSFORMS[name]() if name in TRANSFORMS else CONDITIONAL[name][0]()
     return t, features_of(t)
 
 
 def inputs(batch: int, features: int, scale: float = 3.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return scale * (2 * torch.rand(batch, features, dtype=dtype) - 1)
+
+
+def domain(name: str, direction: str) -> tuple[float, float]:
+    """The per-entry input interval of case ``name`` in ``direction`` (``forward`` or ``inverse``)."""
+    return DOMAINS.get(name, (REAL, REAL))[0 if direction == "forward" else 1]
+
+
+def draw(
+    name: str, direction: str, *shape: int, scale: float = 3.0, normal: bool = False, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Inputs for ``direction`` of case ``name``: uniform on ``[-scale, scale]`` (standard normal if ``normal``), or
+    uniform well inside the case's bounded domain."""
+    lo, hi = domain(name, direction)
+    if (lo, hi) == REAL:
+        return torch.randn(shape, dtype=dtype) if normal else scale * (2 * torch.rand(shape, dtype=dtype) - 1)
+    u = torch.rand(shape, dtype=dtype)
+    return lo + (hi - lo) * (0.005 + 0.99 * u)
+
+
+def ctx(name: str, *batch: int, dtype: torch.dtype = torch.float64) -> torch.Tensor | None:
+    """A random context of batch shape ``batch`` for a conditional case; ``None`` for the others."""
+    return torch.randn(*batch, CONDITIONAL[name][1], dtype=dtype) if name in CONDITIONAL else None
+
+
+def context_width(t: Transform) -> int:
+    """The context width a transform's conditioners read (0 if none)."""
+    return max((int(getattr(m, "context_features", 0)) for m in t.modules()), default=0)
 
 
 def jacobians(fn, x: torch.Tensor) -> torch.Tensor:
@@ -42,12 +73,13 @@ def jacobians(fn, x: torch.Tensor) -> torch.Tensor:
 @given(batch=batches, seed=seeds)
 def test_round_trip(name: str, batch: int, seed: int) -> None:
     t, d = make(name, seed)
-    x = inputs(batch, d)
-    y, _ = t(x)
-    x2, _ = t.inverse(y)
+    x, c = draw(name, "forward", batch, d), ctx(name, batch)
+    y, _ = t(x, c)
+    x2, _ = t.inverse(y, c)
     torch.testing.assert_close(x2, x, rtol=0, atol=1e-6)
-    y2, _ = t(t.inverse(x)[0])
-    torch.testing.assert_close(y2, x, rtol=0, atol=1e-6)
+    z = draw(name, "inverse", batch, d)
+    y2, _ = t(t.inverse(z, c)[0], c)
+    torch.testing.assert_close(y2, z, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -55,11 +87,15 @@ def test_round_trip(name: str, batch: int, seed: int) -> None:
 @given(batch=batches, seed=seeds)
 def test_ladj_matches_jacobian(name: str, batch: int, seed: int) -> None:
     t, d = make(name, seed)
-    x = inputs(batch, d)
-    for fn in (t.forward, t.inverse):
-        _, ladj = fn(x)
-        sign, logdet = torch.linalg.slogdet(jacobians(lambda v, fn=fn: fn(v)[0], x))
-        assert bool((sign > 0).all()), f"{name}: Jacobian determinant not positive, signs {sign.tolist()}"
+    c = ctx(name, batch)
+    for fn, direction in ((t.forward, "forward"), (t.inverse, "inverse")):
+        x = draw(name, direction, batch, d)
+        _, ladj = fn(x, c)
+        sign, logdet = torch.linalg.slogdet(jacobians(lambda v, fn=fn: fn(v, c)[0], x))
+        if name in SIGNED:  # ladj is log|det|; the sign may be either
+            assert bool((sign != 0).all()), f"{name}: singular Jacobian"
+        else:
+            assert bool((sign > 0).all()), f"{name}: Jacobian determinant not positive, signs {sign.tolist()}"
         torch.testing.assert_close(ladj, logdet, rtol=0, atol=1e-6)
 
 
@@ -68,9 +104,9 @@ def test_ladj_matches_jacobian(name: str, batch: int, seed: int) -> None:
 @given(batch=batches, seed=seeds)
 def test_ladj_cancels(name: str, batch: int, seed: int) -> None:
     t, d = make(name, seed)
-    x = inputs(batch, d)
-    y, ladj = t(x)
-    _, ladj_inv = t.inverse(y)
+    x, c = draw(name, "forward", batch, d), ctx(name, batch)
+    y, ladj = t(x, c)
+    _, ladj_inv = t.inverse(y, c)
     torch.testing.assert_close(ladj + ladj_inv, torch.zeros_like(ladj), rtol=0, atol=1e-8)
 
 
@@ -80,39 +116,66 @@ def test_ladj_cancels(name: str, batch: int, seed: int) -> None:
 def test_shapes_and_dtype(name: str, batch: int, seed: int) -> None:
     t, d = make(name, seed)
     for shape in [(batch, d), (2, batch, d)]:
-        x = torch.randn(shape, dtype=torch.float64)
-        for fn, steps_fn in ((t.forward, t.forward_steps), (t.inverse, t.inverse_steps)):
-            y, ladj = fn(x)
+        c = ctx(name, *shape[:-1])
+        c_flat = None if c is None else c.reshape(-1, c.shape[-1])
+        for fn, steps_fn, direction in ((t.forward, t.forward_steps, "forward"), (t.inverse, t.inverse_steps, "inverse")):
+            x = draw(name, direction, *shape, normal=True)
+            y, ladj = fn(x, c)
             assert y.shape == x.shape and ladj.shape == x.shape[:-1]
             assert y.dtype == ladj.dtype == torch.float64
             # The batch dimensions are independent: a flattened batch gives the flattened result.
-            y_flat, ladj_flat = fn(x.reshape(-1, d))
+            y_flat, ladj_flat = fn(x.reshape(-1, d), c_flat)
             torch.testing.assert_close(y_flat, y.reshape(-1, d))
             torch.testing.assert_close(ladj_flat, ladj.reshape(-1))
-            steps = steps_fn(x)
+            steps = steps_fn(x, c)
             assert steps and all(s.shape == x.shape for s in steps)
             torch.testing.assert_close(steps[-1], y)
     t32 = t.float()
-    x32 = torch.randn(batch, d)
-    for fn in (t32.forward, t32.inverse):
-        y, ladj = fn(x32)
+    c32 = ctx(name, batch, dtype=torch.float32)
+    for fn, direction in ((t32.forward, "forward"), (t32.inverse, "inverse")):
+        x32 = draw(name, direction, batch, d, normal=True, dtype=torch.float32)
+        y, ladj = fn(x32, c32)
         assert y.dtype == ladj.dtype == torch.float32
         assert y.shape == x32.shape and ladj.shape == (batch,)
-    torch.testing.assert_close(t32.inverse(t32(x32)[0])[0], x32, rtol=0, atol=5e-4)
+    if domain(name, "inverse") != REAL and domain(name, "forward") == REAL:
+        # Round trip from the bounded side (a float32 sigmoid saturates to 1 beyond x ≈ 17, and logit(1) = inf).
+        z32 = draw(name, "inverse", batch, d, normal=True, dtype=torch.float32)
+        torch.testing.assert_close(t32(t32.inverse(z32, c32)[0], c32)[0], z32, rtol=0, atol=5e-4)
+    else:
+        x32 = draw(name, "forward", batch, d, normal=True, dtype=torch.float32)
+        torch.testing.assert_close(t32.inverse(t32(x32, c32)[0], c32)[0], x32, rtol=0, atol=5e-4)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", UNCONDITIONAL)
 @SETTINGS
 @given(batch=batches, seed=seeds)
 def test_context_is_ignored(name: str, batch: int, seed: int) -> None:
     t, d = make(name, seed)
-    x = inputs(batch, d)
     context = torch.randn(batch, 5, dtype=torch.float64)
-    for fn in (t.forward, t.inverse):
+    for fn, direction in ((t.forward, "forward"), (t.inverse, "inverse")):
+        x = draw(name, direction, batch, d)
         y, ladj = fn(x)
         yc, ladjc = fn(x, context)
         torch.testing.assert_close(yc, y, rtol=0, atol=0)
         torch.testing.assert_close(ladjc, ladj, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(CONDITIONAL))
+@SETTINGS
+@given(seed=seeds)
+def test_context_changes_output(name: str, seed: int) -> None:
+    """Two contexts give different outputs (on most rows: a spline's identity tails or a dead ReLU may ignore it)."""
+    t, d = make(name, seed)
+    batch = 32
+    c1, c2 = ctx(name, batch), ctx(name, batch)
+    for fn, direction in ((t.forward, "forward"), (t.inverse, "inverse")):
+        x = draw(name, direction, batch, d, scale=1.0)
+        y1, _ = fn(x, c1)
+        y2, _ = fn(x, c2)
+        changed = ((y1 - y2).abs() > 1e-8).any(-1).double().mean().item()
+        assert changed > 0.5, f"{name}: the context changes only {changed:.0%} of the {direction} outputs"
+    with pytest.raises(ValueError, match="context"):
+        t(draw(name, "forward", batch, d))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -121,17 +184,21 @@ def test_context_is_ignored(name: str, batch: int, seed: int) -> None:
 def test_state_dict_round_trip(name: str, seed: int) -> None:
     t, d = make(name, seed)
     other, _ = make(name, seed + 1)
-    x = inputs(7, d)
-    assert not torch.allclose(other(x)[0], t(x)[0]), "two constructions should differ before loading"
+    x, c = draw(name, "forward", 7, d), ctx(name, 7)
+    z = draw(name, "inverse", 7, d)
+    differ = any(not torch.equal(a, b) for a, b in zip(t.state_dict().values(), other.state_dict().values()))
+    if differ:  # parameter-free cases (a fixed permutation) are the same map either way
+        assert not torch.allclose(other(x, c)[0], t(x, c)[0]), "two constructions should differ before loading"
     other.load_state_dict(t.state_dict())
-    for fn, fn2 in ((t.forward, other.forward), (t.inverse, other.inverse)):
-        torch.testing.assert_close(fn2(x), fn(x), rtol=0, atol=0)
+    for fn, fn2, v in ((t.forward, other.forward, x), (t.inverse, other.inverse, z)):
+        torch.testing.assert_close(fn2(v, c), fn(v, c), rtol=0, atol=0)
     buffer = io.BytesIO()
     torch.save(t.state_dict(), buffer)
     buffer.seek(0)
     third, _ = make(name, seed + 2)
     third.load_state_dict(torch.load(buffer, weights_only=True))
-    torch.testing.assert_close(third.inverse(x), t.inverse(x), rtol=0, atol=0)
+    torch.testing.assert_close(third.inverse(z, c), t.inverse(z, c), rtol=0, atol=0)
+    torch.testing.assert_close(third(x, c), t(x, c), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -141,12 +208,20 @@ def test_extreme_inputs_are_finite(name: str, batch: int, seed: int) -> None:
     t, d = make(name, seed)
     g = torch.Generator().manual_seed(seed)
     signs = torch.randint(0, 2, (batch, d), generator=g).double() * 2 - 1
-    mixed = signs * torch.where(torch.rand(batch, d, generator=g) < 0.5, 1e3, 1.0).double()
-    for x in (1e3 * signs, mixed, torch.full((1, d), 1e3, dtype=torch.float64), torch.full((1, d), -1e3).double()):
-        for fn in (t.forward, t.inverse):
+    large = torch.rand(batch, d, generator=g) < 0.5
+    for fn, direction in ((t.forward, "forward"), (t.inverse, "inverse")):
+        lo, hi = domain(name, direction)
+        if (lo, hi) == REAL:
+            mixed = signs * torch.where(large, 1e3, 1.0).double()
+            cases = (1e3 * signs, mixed, torch.full((1, d), 1e3).double(), torch.full((1, d), -1e3).double())
+        else:  # a bounded domain: its extremes are the points next to its ends
+            ends = torch.where(signs > 0, signs.new_tensor(hi - (hi - lo) * 1e-9), lo + (hi - lo) * 1e-9)
+            mixed = torch.where(large, ends, (lo + hi) / 2)
+            cases = (ends, mixed, ends[:1].clamp(min=hi - (hi - lo) * 1e-9), ends[:1].clamp(max=lo + (hi - lo) * 1e-9))
+        for x in cases:
             t.zero_grad()
             xi = x.clone().requires_grad_(True)
-            y, ladj = fn(xi)
+            y, ladj = fn(xi, ctx(name, x.shape[0]))
             assert bool(torch.isfinite(y).all() & torch.isfinite(ladj).all()), f"{name}: non-finite output"
             (y.sum() + ladj.sum()).backward()
             assert bool(torch.isfinite(xi.grad).all()), f"{name}: non-finite input gradient"
@@ -160,7 +235,7 @@ def test_wrong_features_raise(name: str) -> None:
     for bad in (torch.randn(4, d + 1, dtype=torch.float64), torch.randn(d, dtype=torch.float64)):
         for fn in (t.forward, t.inverse):
             with pytest.raises(ValueError) as info:
-                fn(bad)
+                fn(bad, ctx(name, *bad.shape[:-1]))
             message = str(info.value)
             assert str(d) in message and str(tuple(bad.shape)) in message, message
 
@@ -171,13 +246,13 @@ def test_wrong_features_raise(name: str) -> None:
 def test_inverse_gradients(name: str, seed: int) -> None:
     """Gradients through the (numerical) inverse, w.r.t. input and parameters, match finite differences."""
     t, d = make(name, seed)
-    y = inputs(2, d).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v: t.inverse(v), (y,))
+    y, c = draw(name, "inverse", 2, d).requires_grad_(True), ctx(name, 2)
+    assert torch.autograd.gradcheck(lambda v: t.inverse(v, c), (y,))
     # w.r.t. the parameters too (implicit function theorem through the solver): Inverse(t).forward is t.inverse.
     inv = Inverse(t)
     names = [n for n, _ in inv.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_(True) for _, p in inv.named_parameters())
-    call = lambda v, *ps: functional_call(inv, dict(zip(names, ps)), (v,))
+    call = lambda v, *ps: functional_call(inv, dict(zip(names, ps)), (v, c))
     assert torch.autograd.gradcheck(call, (y, *params), fast_mode=True)
 
 
@@ -198,10 +273,35 @@ def test_near_identity_at_init(name: str) -> None:
     torch.manual_seed(0)
     t = AT_INIT[name]().double()
     x = torch.randn(256, features_of(t), dtype=torch.float64)
-    y, ladj = t(x)
+    k = context_width(t)
+    c = torch.randn(256, k, dtype=torch.float64) if k else None
+    y, ladj = t(x, c)
     assert (y - x).abs().max().item() < 0.1, "initial map should be close to the identity"
     assert ladj.abs().max().item() < 0.1, "initial log-determinant should be close to zero"
-    torch.testing.assert_close(t.inverse(y)[0], x, rtol=0, atol=1e-10)
+    torch.testing.assert_close(t.inverse(y, c)[0], x, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+@settings(deadline=None, max_examples=5, database=None)
+@given(batch=st.integers(1, 4), seed=seeds)
+def test_images(name: str, batch: int, seed: int) -> None:
+    """Image-shaped inputs ``(B, C, H, W)``: round trip, ``ladj`` of shape ``(B,)`` matching the Jacobian."""
+    torch.manual_seed(seed)
+    constructor, shape = IMAGES[name]
+    t = constructor()
+    x = torch.randn(batch, *shape, dtype=torch.float64)
+    y, ladj = t(x)
+    assert y.shape == x.shape and ladj.shape == (batch,) and y.dtype == ladj.dtype == torch.float64
+    x2, ladj_inv = t.inverse(y)
+    torch.testing.assert_close(x2, x, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ladj + ladj_inv, torch.zeros_like(ladj), rtol=0, atol=1e-8)
+    n = math.prod(shape)
+    flat = lambda v: t(v.reshape(batch, *shape))[0].reshape(batch, n)
+    j = torch.autograd.functional.jacobian(flat, x.reshape(batch, n), vectorize=True)
+    idx = torch.arange(batch)
+    sign, logdet = torch.linalg.slogdet(j[idx, :, idx, :])
+    assert bool((sign > 0).all())
+    torch.testing.assert_close(ladj, logdet, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

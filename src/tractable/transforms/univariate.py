@@ -50,7 +50,8 @@ class AffineMap(ElementwiseMap):
         self.bound = bound
 
     def _shift_log_scale(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        return theta[..., 0], self.bound * torch.tanh(theta[..., 1] / self.bound)
+        shift, raw = theta.unbind(-1)  # one backward op (a stack) instead of two zero-filled slices
+        return shift, self.bound * torch.tanh(raw / self.bound)
 
     def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         shift, log_scale = self._shift_log_scale(theta)

@@ -1,0 +1,216 @@
+"""`MADE`: a masked autoencoder whose outputs for feature ``i`` depend only on the features before ``i``.
+
+MADE is the conditioner of masked autoregressive flows (MAF, IAF, NSF-AR): one pass of the network yields, for every
+feature ``i``, the parameters ``θ_i(x_<i)`` of its scalar map, where ``<`` is a chosen autoregressive order. The
+masks are built once from integer *degrees* (kept as buffers) and applied by one multiplication of each weight
+matrix per forward pass, so the density direction of a MAF layer costs one dense MLP pass.
+
+References:
+    MADE: Masked Autoencoder for Distribution Estimation (Germain, Gregor, Murray & Larochelle, 2015),
+    arXiv:1502.03509.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Activations by name (functional forms: no module call per layer).
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "tanh": torch.tanh,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "leaky_relu": F.leaky_relu,
+}
+
+
+_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu_, "tanh": torch.tanh_}
+
+
+def _order(order: Sequence[int] | Tensor | None, features: int) -> Tensor:
+    if order is None:
+        return torch.arange(features)
+    order = torch.as_tensor(order, dtype=torch.long).flatten()
+    if order.numel() != features or not torch.equal(torch.sort(order).values, torch.arange(features)):
+        raise ValueError(
+            f"expected order to be a permutation of 0..{features - 1} ({features} entries), got {order.tolist()}"
+        )
+    return order
+
+
+def hidden_degrees(features: int, hidden: int, *, lowest: int) -> Tensor:
+    """Degrees of ``hidden`` units, assigned deterministically in ``[lowest, features - 2]``.
+
+    A unit of degree ``m`` sees the inputs of degree ``≤ m`` and feeds the outputs of degree ``> m``. With at least
+    as many units as distinct degrees, degrees cycle (every degree gets ``hidden / n`` units, as in nflows);
+    with fewer they are spread evenly over the range, so the highest degree still sees every input but the last.
+
+    Args:
+        features: number of autoregressive features ``D``.
+        hidden: number of hidden units.
+        lowest: ``-1`` when units may depend on no input at all (only on the context: this lets the first feature's
+            parameters depend on the context, and is the only choice when ``D = 1``), else ``0``.
+    """
+    highest = max(features - 2, lowest)
+    n = highest - lowest + 1
+    if hidden >= n:
+        return lowest + torch.arange(hidden) % n
+    return torch.linspace(lowest, highest, hidden).round().long()
+
+
+class MADE(nn.Module):
+    """A masked MLP mapping ``(..., features)`` to ``(..., features, params)``, autoregressive in ``order``.
+
+    ``output[..., i, :]`` depends only on the inputs ``j`` with ``order[j] < order[i]`` (and on the context, which
+    feeds every unit of the first hidden layer unmasked). Input degrees are ``order``; hidden degrees are assigned
+    deterministically by :func:`hidden_degrees`; the output units of feature ``i`` have degree ``order[i]``. A
+    connection from a unit of degree ``a`` to one of degree ``b`` exists when ``a ≤ b`` (hidden) or ``a < b``
+    (into the output). The weights are multiplied by the mask buffers on every forward pass, so parameter noise or
+    optimiser updates can never break the autoregressive property.
+
+    The output is a ``(..., features, params)`` view of parameter-major storage: ``output[..., p]`` is a contiguous
+    block of ``features`` numbers per row, so the elementwise maps' arithmetic on each parameter runs on
+    vectorizable memory (with feature-major storage it would be strided by ``params``, several times slower on CPU).
+
+    With ``zero_last`` (default) the last layer's weights start at zero: the output is then the bias, which the
+    caller sets (:meth:`set_output_bias`) to the parameters at which its map is the identity, so deep flows start
+    as the identity (as in nflows).
+
+    Args:
+        features: number of autoregressive features ``D`` (``≥ 1``; with ``D = 1`` the output depends only on the
+            context and the bias).
+        params: number of outputs per feature.
+        hidden: width of each hidden layer.
+        layers: number of hidden layers (``≥ 1``).
+        context_features: size of the context vector (0 for none).
+        activation: ``relu``, ``tanh``, ``elu``, ``gelu``, ``silu`` or ``leaky_relu``.
+        order: the autoregressive order as a permutation of ``0..D-1`` (``order[j]`` is the position of feature
+            ``j``); default ``0, 1, ..., D-1``.
+        zero_last: start the last layer's weights at zero.
+
+    Example:
+        >>> import torch
+        >>> from tractable.nn.made import MADE
+        >>> made = MADE(3, 2, hidden=16, zero_last=False)
+        >>> x = torch.randn(5, 3)
+        >>> made(x).shape
+        torch.Size([5, 3, 2])
+        >>> j = torch.autograd.functional.jacobian(lambda v: made(v).sum(-1), x[0])
+        >>> bool((j.triu() == 0).all())  # output i depends on inputs j < i only
+        True
+
+    References:
+        MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015), arXiv:1502.03509.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        params: int,
+        *,
+        hidden: int = 64,
+        layers: int = 2,
+        context_features: int = 0,
+        activation: str = "relu",
+        order: Sequence[int] | Tensor | None = None,
+        zero_last: bool = True,
+    ):
+        super().__init__()
+        if features < 1 or params < 1 or hidden < 1 or layers < 1 or context_features < 0:
+            raise ValueError(
+                "expected features, params, hidden, layers >= 1 and context_features >= 0, got "
+                f"features={features}, params={params}, hidden={hidden}, layers={layers}, "
+                f"context_features={context_features}"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        self.features, self.params, self.hidden = features, params, hidden
+        self.context_features, self.activation = context_features, activation
+        self._act = ACTIVATIONS[activation]
+
+        order_t = _order(order, features)
+        lowest = -1 if (context_features > 0 or features == 1) else 0
+        deg = hidden_degrees(features, hidden, lowest=lowest)
+        self.register_buffer("order", order_t)
+        self.register_buffer("degrees", deg)
+
+        first = (order_t[None, :] <= deg[:, None]).to(torch.get_default_dtype())
+        first = torch.cat([first, first.new_ones(hidden, context_features)], dim=1)
+        inner = (deg[None, :] <= deg[:, None]).to(first.dtype)
+        # Output unit p·D + i is parameter p of feature i (parameter-major: each parameter's D values are contiguous).
+        last = (deg[None, :] < order_t[:, None]).to(first.dtype).repeat(params, 1)
+        masks = [first] + [inner] * (layers - 1) + [last]
+        sizes = [features + context_features] + [hidden] * layers + [features * params]
+        self.layers = nn.ModuleList(nn.Linear(sizes[k], sizes[k + 1]) for k in range(layers + 1))
+        for layer, mask in zip(self.layers, masks):
+            layer.register_buffer("mask", mask.clone())
+        if zero_last:
+            nn.init.zeros_(self.layers[-1].weight)
+            nn.init.zeros_(self.layers[-1].bias)
+
+    @torch.no_grad()
+    def set_output_bias(self, theta: Tensor) -> None:
+        """Set the last layer's bias so that, with zero last weights, every feature's output is ``theta``.
+
+        Args:
+            theta: shape ``(params,)`` (the same for every feature) or ``(features, params)``.
+        """
+        theta = torch.as_tensor(theta)
+        if theta.shape not in ((self.params,), (self.features, self.params)):
+            raise ValueError(
+                f"expected output bias of shape ({self.params},) or ({self.features}, {self.params}), "
+                f"got shape {tuple(theta.shape)}"
+            )
+        bias = self.layers[-1].bias
+        bias.copy_(theta.to(bias).expand(self.features, self.params).T.reshape(-1))
+
+    def _hidden(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """The last hidden layer's activations."""
+        if x.dim() < 1 or x.shape[-1] != self.features:
+            raise ValueError(f"expected input of shape (..., {self.features}), got input of shape {tuple(x.shape)}")
+        if self.context_features:
+            if context is None:
+                raise ValueError(f"expected a context of shape (..., {self.context_features}), got None")
+            if context.shape[-1] != self.context_features:
+                raise ValueError(
+                    f"expected a context of shape (..., {self.context_features}), got shape {tuple(context.shape)}"
+                )
+            if context.shape[:-1] != x.shape[:-1]:
+                context = context.expand(*x.shape[:-1], self.context_features)
+            x = torch.cat([x, context], dim=-1)
+        act = _IN_PLACE.get(self.activation, self._act)  # in place on the linear output (not saved for backward)
+        layers = self.layers
+        for k in range(len(layers) - 1):
+            layer = layers[k]
+            x = act(F.linear(x, layer.weight * layer.mask, layer.bias))
+        return x
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The parameters ``θ`` of shape ``(..., features, params)`` for inputs ``x`` of shape ``(..., features)``."""
+        last = self.layers[-1]
+        out = F.linear(self._hidden(x, context), last.weight * last.mask, last.bias)
+        return out.unflatten(-1, (self.params, self.features)).transpose(-1, -2)
+
+    def feature_params(self, x: Tensor, context: Tensor | None, feature: int) -> Tensor:
+        """``forward(x, context)[..., feature, :]`` (shape ``(..., params)``), computing only that feature's outputs.
+
+        The sequential (sampling) direction of an autoregressive layer needs one feature per pass; skipping the other
+        outputs halves the work of a pass for a MADE whose output layer is as wide as its hidden layers.
+        """
+        last = self.layers[-1]
+        rows = slice(feature, None, self.features)  # parameter-major: rows feature, feature + D, ...
+        return F.linear(self._hidden(x, context), last.weight[rows] * last.mask[rows], last.bias[rows])
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features}, params={self.params}, hidden={self.hidden}, "
+            f"context_features={self.context_features}, activation={self.activation!r}"
+        )
+
+
+__all__ = ["ACTIVATIONS", "MADE", "hidden_degrees"]

@@ -1,0 +1,135 @@
+"""`MLP`: the fully connected conditioner network of coupling and autoregressive layers.
+
+A conditioner maps the features a layer leaves unchanged (and, for conditional flows, a context vector) to the
+parameters of the elementwise maps it applies to the others. Its last layer starts with zero weights, so its output is
+the last bias whatever the input; a layer sets that bias to the parameters of its identity map and so starts as the
+exact identity (as in nflows), which keeps deep stacks stable at initialisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "tanh": torch.tanh,
+    "leaky_relu": F.leaky_relu,
+    "softplus": F.softplus,
+}
+
+
+def _widths(hidden: int | Sequence[int], layers: int) -> list[int]:
+    if isinstance(hidden, int):
+        if layers < 0 or hidden < 1:
+            raise ValueError(f"expected hidden >= 1 and layers >= 0, got hidden={hidden}, layers={layers}")
+        return [hidden] * layers
+    widths = [int(h) for h in hidden]
+    if any(h < 1 for h in widths):
+        raise ValueError(f"expected positive hidden widths, got {list(hidden)}")
+    return widths
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron ``x (+ context) -> out``, with an optionally zero-initialised last layer.
+
+    Args:
+        in_features: width of the input ``x``.
+        out_features: width of the output.
+        hidden: width of each hidden layer (an int, repeated ``layers`` times) or a sequence of widths (whose length
+            then sets the depth and ``layers`` is not used).
+        layers: number of hidden layers when ``hidden`` is an int (0 gives an affine map).
+        context_features: width of the context concatenated to the input (0: no context; any context passed is then
+            ignored, as transforms that do not use context ignore it).
+        activation: ``relu``, ``elu``, ``gelu``, ``silu``, ``tanh``, ``leaky_relu`` or ``softplus``.
+        zero_last: zero the last layer's weights *and* bias, so the output is constant (the bias) at initialisation;
+            callers set :attr:`last`'s bias to the parameters they want to start from.
+
+    Input ``x`` has shape ``(..., in_features)`` and ``context`` ``(..., context_features)`` with the same (or a
+    broadcastable) batch shape; the output has shape ``(..., out_features)``.
+
+    Example:
+        >>> import torch
+        >>> from tractable.nn.mlp import MLP
+        >>> net = MLP(3, 4, hidden=32, layers=2, context_features=2)
+        >>> net(torch.randn(5, 3), torch.randn(5, 2)).shape
+        torch.Size([5, 4])
+        >>> bool((net(torch.randn(5, 3), torch.randn(5, 2)) == 0).all())  # zero last layer: constant output
+        True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        hidden: int | Sequence[int] = 64,
+        layers: int = 2,
+        context_features: int = 0,
+        activation: str = "relu",
+        zero_last: bool = True,
+    ):
+        super().__init__()
+        if in_features < 0 or out_features < 1 or context_features < 0 or in_features + context_features < 1:
+            raise ValueError(
+                f"expected in_features >= 0, out_features >= 1, context_features >= 0 and at least one input, got "
+                f"in_features={in_features}, out_features={out_features}, context_features={context_features}"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        widths = [in_features + context_features, *_widths(hidden, layers), out_features]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
+        self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
+        self.activation = activation
+        self._act = ACTIVATIONS[activation]
+        if zero_last:
+            nn.init.zeros_(self.last.weight)
+            nn.init.zeros_(self.last.bias)
+
+    @property
+    def last(self) -> nn.Linear:
+        """The output layer (set its bias to choose the initial output when ``zero_last``)."""
+        return self.linears[-1]  # type: ignore[return-value]
+
+    def _join(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if not self.context_features:
+            return x
+        if context is None:
+            raise ValueError(
+                f"expected a context of shape (batch, {self.context_features}) for this conditional network, got None"
+            )
+        if context.shape[-1] != self.context_features:
+            raise ValueError(
+                f"expected a context of shape (batch, {self.context_features}), got shape {tuple(context.shape)}"
+            )
+        if context.shape[:-1] != x.shape[:-1]:
+            try:
+                context = context.expand(*x.shape[:-1], self.context_features)
+            except RuntimeError:
+                raise ValueError(
+                    f"expected a context with batch shape {tuple(x.shape[:-1])} (or broadcastable to it), got shape "
+                    f"{tuple(context.shape)}"
+                ) from None
+        return torch.cat((x, context), -1) if self.in_features else context
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The network's output for input ``x`` and (if ``context_features > 0``) ``context``."""
+        h = self._join(x, context)
+        *body, head = self.linears
+        act = self._act
+        for lin in body:
+            h = act(F.linear(h, lin.weight, lin.bias))
+        return F.linear(h, head.weight, head.bias)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}"
+
+
+__all__ = ["ACTIVATIONS", "MLP"]

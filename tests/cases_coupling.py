@@ -1,0 +1,116 @@
+"""Suite cases for the density-estimation layers: elementwise, linear, normalization, coupling, RealNVP stacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from cases import randomised
+
+from tractable import Compose, Transform
+from tractable.models.realnvp import RealNVP
+from tractable.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling
+from tractable.transforms.elementwise import ElementwiseAffine, Logit, Sigmoid
+from tractable.transforms.linear import LULinear, Permutation, RandomPermutation, ReversePermutation
+from tractable.transforms.normalization import ActNorm, BatchNorm
+from tractable.transforms.univariate import AffineMap
+
+_UNIT = (0.0, 1.0)
+_REAL = (float("-inf"), float("inf"))
+
+
+def actnorm(features: int, *, event_dims: int = 1, shape: tuple[int, ...] = ()) -> Transform:
+    """An ActNorm initialised on shifted, scaled random data, then moved away from that initialisation."""
+    t = ActNorm(features, event_dims=event_dims)
+    t.initialize(1.5 + 2 * torch.randn(64, features, *shape))
+    return randomised(t, 0.3)
+
+
+def batchnorm(features: int) -> Transform:
+    """A BatchNorm whose running statistics saw a few batches, moved away from initialisation, in eval mode."""
+    t = BatchNorm(features, momentum=0.5)
+    for _ in range(3):
+        t(0.5 + 3 * torch.rand(32, features))
+    return randomised(t, 0.3).eval()
+
+
+def realnvp(features: int, scale: float = 0.2, **kwargs) -> Transform:
+    """The transform of a small RealNVP, its normalization layers initialised, its weights randomised, in eval mode."""
+    flow = RealNVP(features, hidden=8, **kwargs)
+    k = kwargs.get("context_features", 0)
+    flow.transform(torch.randn(64, features), torch.randn(64, k) if k else None)  # initialise the normalization layers
+    return randomised(flow.transform, scale).eval()
+
+
+TRANSFORMS: dict[str, Callable[[], Transform]] = {
+    "elementwise-affine": lambda: randomised(ElementwiseAffine(3)),
+    # Moderate affine maps: a float64 sigmoid keeps 1 - σ(y) to relative precision ~1e-16 / e^-|y|, so round trips
+    # through it lose the 1e-6 bar beyond |y| ≈ 20.
+    "sigmoid": lambda: randomised(Compose(ElementwiseAffine(3), Sigmoid(event_dims=1)), 0.3),
+    "logit": lambda: randomised(Compose(Logit(event_dims=1), ElementwiseAffine(2)), 0.3),
+    "logit-alpha": lambda: randomised(Compose(Logit(0.05, event_dims=1), ElementwiseAffine(3)), 0.3),
+    "permutation": lambda: Permutation([2, 0, 3, 1]).double(),
+    "permutation-reverse": lambda: ReversePermutation(3).double(),
+    "permutation-random": lambda: randomised(Compose(RandomPermutation(5), ElementwiseAffine(5))),
+    "lu-linear": lambda: randomised(LULinear(4), 0.5),
+    "lu-linear-orthogonal": lambda: randomised(LULinear(5, init="orthogonal"), 0.3),
+    "actnorm": lambda: actnorm(3),
+    "batchnorm": lambda: batchnorm(3),
+    "affine-coupling": lambda: randomised(AffineCoupling(4, hidden=16), 0.5),
+    "affine-coupling-alternate": lambda: randomised(AffineCoupling(5, mask="alternate", parity=1, hidden=8), 0.5),
+    "affine-coupling-2d": lambda: randomised(AffineCoupling(2, parity=1, hidden=16, layers=1), 0.5),
+    "additive-coupling": lambda: randomised(AdditiveCoupling(3, hidden=8), 0.5),
+    "coupling-mask": lambda: randomised(
+        Coupling(torch.tensor([True, False, False, True, False]), AffineMap(bound=2.0), hidden=[8, 12]), 0.5
+    ),
+    "realnvp-2d": lambda: realnvp(2, layers=3),
+    "realnvp-normalized": lambda: realnvp(4, layers=3, permutation="random", actnorm=True, batchnorm=True),
+    "nice-reverse": lambda: realnvp(3, layers=2, coupling="additive", permutation="reverse"),
+}
+
+#: Cases whose Jacobian determinant may be negative (``ladj`` is ``log|det|``).
+SIGNED = [
+    "permutation",
+    "permutation-reverse",
+    "permutation-random",
+    "lu-linear",
+    "lu-linear-orthogonal",
+    "realnvp-normalized",
+    "nice-reverse",
+]
+
+#: Per-entry domains ``(forward input, inverse input)`` of the cases that are not bijections of the whole space.
+DOMAINS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "sigmoid": (_REAL, _UNIT),
+    "logit": (_UNIT, _REAL),
+    "logit-alpha": (_UNIT, _REAL),
+}
+
+AT_INIT: dict[str, Callable[[], Transform]] = {
+    "elementwise-affine": lambda: ElementwiseAffine(3),
+    "lu-linear": lambda: LULinear(4),
+    "batchnorm-eval": lambda: BatchNorm(3).eval(),
+    "affine-coupling": lambda: AffineCoupling(4),
+    "affine-coupling-conditional": lambda: AffineCoupling(4, mask="alternate", context_features=2),
+    "additive-coupling": lambda: AdditiveCoupling(5, parity=1),
+    "realnvp": lambda: RealNVP(4, layers=4).transform,
+}
+
+CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {
+    "affine-coupling-conditional": (lambda: randomised(AffineCoupling(4, hidden=16, context_features=3), 0.5), 3),
+    "additive-coupling-conditional": (
+        lambda: randomised(AdditiveCoupling(3, mask="alternate", hidden=8, context_features=1), 0.5),
+        1,
+    ),
+    "realnvp-conditional": (lambda: realnvp(3, layers=2, context_features=2, actnorm=True), 2),
+}
+
+#: Image-shaped cases: name -> (constructor, event shape); checked on ``(batch, *shape)`` inputs.
+IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {
+    "actnorm-image": (lambda: actnorm(3, event_dims=3, shape=(4, 4)), (3, 4, 4)),
+    "elementwise-affine-image": (lambda: randomised(ElementwiseAffine((2, 3, 3))), (2, 3, 3)),
+    "sigmoid-logit-image": (
+        lambda: randomised(Compose(ElementwiseAffine((2, 2, 3)), Sigmoid(), Logit(0.01))),
+        (2, 2, 3),
+    ),
+}

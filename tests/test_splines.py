@@ -1,0 +1,343 @@
+"""Rational-quadratic splines, the MADE conditioner, and the MAF / IAF / NSF models built on them.
+
+The shared suite (tests/test_transforms.py with tests/cases_autoregressive.py) checks the layers as transforms; this
+file checks what is particular to them: spline shape properties, the autoregressive masks, the fast and slow
+directions, and the models' densities.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tractable.models.maf import IAF, MAF, layer_orders
+from tractable.models.nsf import NSF, coupling_masks
+from tractable.nn.made import MADE, hidden_degrees
+from tractable.transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
+from tractable.transforms.splines import RQSplineMap, rational_quadratic, spline_knots
+
+SETTINGS = settings(deadline=None, max_examples=8, database=None)
+seeds = st.integers(0, 2**31 - 1)
+F64 = torch.float64
+
+
+def params(n: int, bins: int, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(scale * torch.randn(n, k, generator=g, dtype=F64) for k in (bins, bins, bins - 1))  # type: ignore
+
+
+def shared(n: int, bins: int, scale: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """One spline's parameters, repeated for ``n`` inputs."""
+    return tuple(p[:1].expand(n, -1) for p in params(1, bins, scale, seed))
+
+
+# ---------------------------------------------------------------------------------------------------------- splines
+
+
+@SETTINGS
+@given(seed=seeds, bins=st.integers(1, 10), bound=st.floats(0.5, 5.0))
+def test_spline_monotone_and_identity_tails(seed: int, bins: int, bound: float) -> None:
+    x = torch.linspace(-bound - 2, bound + 2, 2001, dtype=F64)
+    y, ladj = rational_quadratic(x, *shared(len(x), bins, 2.0, seed), bound=bound)
+    assert bool((y.diff() > 0).all())
+    tails = x.abs() > bound
+    assert torch.equal(y[tails], x[tails]) and bool((ladj[tails] == 0).all())
+
+
+@SETTINGS
+@given(seed=seeds, bins=st.integers(2, 10))
+def test_spline_continuous_at_knots_and_interpolates_them(seed: int, bins: int) -> None:
+    w, h, d = params(1, bins, 2.0, seed)
+    xk, yk, dk = spline_knots(w[0], h[0], d[0], bound=3.0)
+    eps = 1e-12
+    for side in (-eps, eps):  # just below each knot (the bin to its left) and just above (the bin to its right)
+        x = xk + side
+        y, ladj = rational_quadratic(x, *(p.expand(len(x), -1) for p in (w, h, d)), bound=3.0)
+        torch.testing.assert_close(y, yk, rtol=0, atol=1e-7)  # value continuous across every knot
+        torch.testing.assert_close(ladj.exp(), dk, rtol=1e-6, atol=1e-7)  # derivative too (C¹), equal to δ_k
+    assert bool((dk[[0, -1]] == 1).all())
+
+
+def test_spline_identity_parameters() -> None:
+    for bins, bound in ((1, 1.0), (8, 3.0), (5, 0.5)):
+        spline = RQSplineMap(bins, bound)
+        x = torch.cat([torch.linspace(-2 * bound, 2 * bound, 401, dtype=F64), torch.tensor([-1e3, 1e3], dtype=F64)])
+        theta = spline.identity().to(F64).expand(len(x), spline.params)
+        for fn in (spline.forward, spline.inverse):
+            y, ladj = fn(x, theta)
+            torch.testing.assert_close(y, x, rtol=0, atol=1e-12)
+            assert ladj.abs().max().item() < 1e-12
+
+
+@SETTINGS
+@given(seed=seeds, bins=st.integers(1, 12), scale=st.floats(0.1, 3.0))
+def test_spline_inverse_round_trip(seed: int, bins: int, scale: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = 4 * torch.rand(512, generator=g, dtype=F64) - 2
+    p = params(512, bins, scale, seed)
+    y, ladj = rational_quadratic(x, *p, bound=1.5)
+    x2, ladj_inv = rational_quadratic(y, *p, bound=1.5, inverse=True)
+    # Conditioning: an output error of one rounding unit moves the input by that over the slope.
+    tol = 1e-6 + 1e-13 / ladj.exp()
+    assert bool(((x2 - x).abs() <= tol).all()), (x2 - x).abs().max().item()
+    torch.testing.assert_close(ladj + ladj_inv, torch.zeros_like(ladj), rtol=0, atol=1e-8)
+
+
+@settings(deadline=None, max_examples=4, database=None)
+@given(seed=seeds)
+def test_spline_gradients_match_finite_differences(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = 5 * torch.rand(6, generator=g, dtype=F64) - 2.5  # inside and outside the bound 2
+    p = [t.requires_grad_(True) for t in params(6, 4, 1.0, seed)]
+    for inverse in (False, True):
+        fn = lambda v, w, h, d: rational_quadratic(v, w, h, d, bound=2.0, inverse=inverse)  # noqa: B023
+        assert torch.autograd.gradcheck(fn, (x.clone().requires_grad_(True), *p))
+    # ladj is the log of the derivative that autograd computes from the output
+    xs = x.clone().requires_grad_(True)
+    y, ladj = rational_quadratic(xs, *[t.detach() for t in p], bound=2.0)
+    (dy,) = torch.autograd.grad(y.sum(), xs)
+    torch.testing.assert_close(ladj, dy.log(), rtol=0, atol=1e-10)
+
+
+def test_spline_extreme_inputs_and_parameters_are_finite() -> None:
+    spline = RQSplineMap(6, 2.0)
+    x = torch.tensor([-1e3, -3.0, -2.0, 0.0, 2.0, 3.0, 1e3], dtype=F64)
+    for scale in (1.0, 1e3):  # ordinary and saturated (one-hot softmax, zero softplus) parameters
+        theta = (scale * torch.randn(len(x), spline.params, dtype=F64)).requires_grad_(True)
+        for fn in (spline.forward, spline.inverse):
+            xi = x.clone().requires_grad_(True)
+            y, ladj = fn(xi, theta)
+            assert bool(torch.isfinite(y).all() & torch.isfinite(ladj).all())
+            (y.sum() + ladj.sum()).backward()
+            assert bool(torch.isfinite(xi.grad).all() & torch.isfinite(theta.grad).all())
+            theta.grad = None
+
+
+def test_spline_minimum_bin_sizes_and_derivatives() -> None:
+    bins, bound, m = 6, 2.0, 1e-2
+    w = torch.tensor([[60.0, -60, -60, -60, -60, -60]], dtype=F64)  # softmax puts everything in one bin
+    d = torch.full((1, bins - 1), -80.0, dtype=F64)  # softplus underflows to ~0
+    xk, yk, dk = spline_knots(w, -w, d, bound=bound, min_bin_width=m, min_bin_height=m, min_derivative=m)
+    for knots in (xk, yk):
+        assert knots.diff().min().item() >= 2 * bound * m * (1 - 1e-9)
+        torch.testing.assert_close(knots[..., [0, -1]], torch.tensor([[-bound, bound]], dtype=F64))
+    assert dk.min().item() >= m
+    y, _ = rational_quadratic(xk[0], w.expand(bins + 1, -1), -w.expand(bins + 1, -1), d.expand(bins + 1, -1),
+                              bound=bound, min_bin_width=m, min_bin_height=m, min_derivative=m)
+    torch.testing.assert_close(y, yk[0], rtol=0, atol=1e-12)
+
+
+def test_spline_float32_inverse_is_accurate_in_flat_bins() -> None:
+    """Regression: nflows' single root formula 2c / (-b - √D) cancels in flat bins near their upper end (b < 0); the
+    float32 round trip must stay within a small multiple of the conditioning everywhere."""
+    torch.manual_seed(0)
+    spline = RQSplineMap(6, 2.0)
+    theta = 2 * torch.randn(50_000, spline.params)
+    x = 4 * torch.rand(50_000) - 2
+    y, ladj = spline.forward(x, theta)
+    x2, _ = spline.inverse(y, theta)
+    conditioning = 6e-8 * y.abs().clamp(min=1) / ladj.exp()
+    assert ((x2 - x).abs() / conditioning).max().item() < 200
+
+
+def test_spline_errors_name_expected_and_actual() -> None:
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"\(3, 4\).*\(3, 5\)"):
+        rational_quadratic(x, torch.zeros(3, 4), torch.zeros(3, 5), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="bins >= 1"):
+        RQSplineMap(0)
+    with pytest.raises(ValueError, match="bound"):
+        RQSplineMap(4, -1.0)
+    with pytest.raises(ValueError, match=r"\[0, 0.25\)"):
+        RQSplineMap(4, min_bin_width=0.3)
+    with pytest.raises(ValueError, match=r"\(3, 23\)"):
+        RQSplineMap().forward(x, torch.zeros(3, 22))
+
+
+# ------------------------------------------------------------------------------------------------------------- MADE
+
+
+def allowed(order: torch.Tensor) -> torch.Tensor:
+    return order[None, :] < order[:, None]  # [i, j]: output i may depend on input j
+
+
+@SETTINGS
+@given(
+    seed=seeds,
+    features=st.integers(1, 7),
+    hidden=st.integers(1, 24),
+    layers=st.integers(1, 3),
+    context=st.integers(0, 2),
+)
+def test_made_is_autoregressive(seed: int, features: int, hidden: int, layers: int, context: int) -> None:
+    torch.manual_seed(seed)
+    order = torch.randperm(features)
+    made = MADE(
+        features, 2, hidden=hidden, layers=layers, context_features=context, order=order, activation="tanh", zero_last=False
+    )
+    made = made.double()
+    x = torch.randn(features, dtype=F64)
+    c = torch.randn(1, context, dtype=F64) if context else None
+    j = torch.autograd.functional.jacobian(lambda v: made(v[None], c)[0], x)  # (D, P, D)
+    dependence = (j != 0).any(1)
+    assert not bool((dependence & ~allowed(order)).any()), "an output depends on an input at or after it in order"
+    # The masks connect every allowed pair when there are enough hidden units (degrees cycle over all values).
+    path = made.layers[0].mask[:, :features]
+    for layer in made.layers[1:]:
+        path = layer.mask @ path
+    reach = (path.reshape(2, features, features) > 0).all(0)  # output rows are parameter-major
+    if hidden >= max(features - 1, 1) + (1 if context else 0):
+        assert torch.equal(reach, allowed(order))
+    if context:  # the context reaches every output, the first in the order too
+        jc = torch.autograd.functional.jacobian(lambda v: made(x[None], v)[0], c)
+        assert bool((jc != 0).flatten(2).any(-1).any(-1).all())
+
+
+def test_made_one_feature_depends_on_context_only() -> None:
+    made = MADE(1, 3, hidden=8, context_features=2, zero_last=False).double()
+    x = torch.randn(5, 1, dtype=F64)
+    c = torch.randn(5, 2, dtype=F64)
+    torch.testing.assert_close(made(x, c), made(torch.randn(5, 1, dtype=F64), c))
+    assert not torch.allclose(made(x, c), made(x, torch.randn(5, 2, dtype=F64)))
+    plain = MADE(1, 3, hidden=8)
+    plain.set_output_bias(torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(plain(torch.randn(4, 1)), torch.tensor([[[1.0, 2.0, 3.0]]]).expand(4, 1, 3))
+
+
+def test_made_degrees_and_errors() -> None:
+    assert hidden_degrees(5, 8, lowest=0).tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert hidden_degrees(5, 6, lowest=-1).tolist() == [-1, 0, 1, 2, 3, -1]
+    spread = hidden_degrees(64, 8, lowest=0)
+    assert spread.min().item() == 0 and spread.max().item() == 62
+    with pytest.raises(ValueError, match="permutation of 0..2"):
+        MADE(3, 2, order=[0, 0, 1])
+    with pytest.raises(ValueError, match="context"):
+        MADE(3, 2, context_features=2)(torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3\).*\(4, 2\)"):
+        MADE(3, 2)(torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"\(2,\) or \(3, 2\)"):
+        MADE(3, 2).set_output_bias(torch.zeros(4))
+    with pytest.raises(ValueError, match="activation"):
+        MADE(3, 2, activation="swish")
+
+
+# ---------------------------------------------------------------------------------------------------------- models
+
+
+def randomised(flow: torch.nn.Module, scale: float) -> torch.nn.Module:
+    flow = flow.double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return flow
+
+
+MODELS = {
+    "maf": lambda: MAF(3, layers=3, hidden=16),
+    "maf-random-context": lambda: MAF(3, layers=2, hidden=16, permutation="random", context_features=2),
+    "iaf": lambda: IAF(3, layers=3, hidden=16, context_features=2),
+    "nsf": lambda: NSF(4, layers=3, hidden=16, bins=6),
+    "nsf-random-context": lambda: NSF(4, layers=2, hidden=16, permutation="random", context_features=2),
+    "nsf-ar": lambda: NSF(3, layers=2, hidden=16, autoregressive=True, context_features=2),
+    "nsf-1d": lambda: NSF(1, layers=2, hidden=8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_log_prob_matches_sample_and_log_prob(name: str) -> None:
+    torch.manual_seed(0)
+    flow = randomised(MODELS[name](), 0.1)
+    c = torch.randn(1, flow.context_features, dtype=F64) if flow.context_features else None
+    x, log_q = flow.sample_and_log_prob(200, c)
+    assert x.shape == (200, flow.features) and log_q.shape == (200,)
+    cc = None if c is None else c.expand(200, -1)
+    torch.testing.assert_close(flow.log_prob(x, cc), log_q, rtol=0, atol=1e-5)
+    if c is not None:  # the context changes the density
+        assert not torch.allclose(flow.log_prob(x, torch.randn(200, flow.context_features, dtype=F64)), log_q)
+
+
+@pytest.mark.parametrize("name", ["maf", "nsf", "nsf-ar"])
+def test_models_start_at_the_base_distribution(name: str) -> None:
+    flow = {"maf": MAF(3), "nsf": NSF(4), "nsf-ar": NSF(3, autoregressive=True)}[name].double()
+    x = torch.randn(64, flow.features, dtype=F64)
+    torch.testing.assert_close(flow.log_prob(x), flow.base.log_prob(x), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["nsf", "maf"])
+def test_random_2d_flow_is_normalised(kind: str) -> None:
+    torch.manual_seed(1)
+    flow = randomised(NSF(2, layers=4, hidden=16) if kind == "nsf" else MAF(2, layers=4, hidden=16), 0.15)
+    n, half = 600, 9.0
+    g = torch.linspace(-half, half, n, dtype=F64)
+    grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        density = flow.log_prob(grid).exp()
+    z = density.sum().item() * (g[1] - g[0]).item() ** 2
+    assert abs(z - 1) < 1e-2, z
+    with torch.no_grad():  # and the flow is not its base distribution
+        assert (flow.log_prob(grid[::97]) - flow.base.log_prob(grid[::97])).abs().max().item() > 0.1
+
+
+@pytest.mark.parametrize("model", ["maf", "iaf"])
+def test_fast_and_slow_directions(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAF: density in one MADE pass per layer, sampling in D passes; IAF the other way round."""
+    d, layers = 4, 3
+    flow = MAF(d, layers=layers, hidden=8) if model == "maf" else IAF(d, layers=layers, hidden=8)
+    calls = [0]
+    hidden = MADE._hidden
+
+    def counted(self: MADE, *args: object) -> torch.Tensor:
+        calls[0] += 1
+        return hidden(self, *args)
+
+    monkeypatch.setattr(MADE, "_hidden", counted)
+    x = flow.sample(5)
+    sampled, calls[0] = calls[0], 0
+    flow.log_prob(x)
+    density = calls[0]
+    fast, slow = layers, layers * d
+    assert (density, sampled) == ((fast, slow) if model == "maf" else (slow, fast))
+
+
+def test_layer_orders_and_masks() -> None:
+    orders = layer_orders(3, 3, "reverse")
+    assert [o.tolist() for o in orders] == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
+    masks = coupling_masks(5, 4, "random")
+    assert torch.equal(masks[1], ~masks[0]) and int(masks[0].sum()) == 2
+    with pytest.raises(ValueError, match="permutation"):
+        MAF(3, permutation="shuffle")
+    with pytest.raises(ValueError, match="permutation"):
+        NSF(3, permutation="reverse")
+    with pytest.raises(ValueError, match="features >= 1"):
+        NSF(0)
+
+
+def test_maf_with_batchnorm() -> None:
+    torch.manual_seed(0)
+    flow = MAF(3, layers=3, hidden=8, batchnorm=True).double()
+    flow.log_prob(2 + 3 * torch.randn(256, 3, dtype=F64))  # training mode: batch statistics, running averages move
+    flow.eval()
+    x, log_q = flow.sample_and_log_prob(64)
+    torch.testing.assert_close(flow.log_prob(x), log_q, rtol=0, atol=1e-8)
+
+
+def test_made_feature_params_match_forward() -> None:
+    torch.manual_seed(0)
+    made = MADE(5, 3, hidden=16, context_features=2, order=[3, 1, 4, 0, 2], zero_last=False).double()
+    x, c = torch.randn(7, 5, dtype=F64), torch.randn(7, 2, dtype=F64)
+    full = made(x, c)
+    for i in range(5):
+        torch.testing.assert_close(made.feature_params(x, c, i), full[..., i, :], rtol=0, atol=1e-12)
+
+
+def test_spline_autoregressive_layers_accept_contexts_of_any_batch_shape() -> None:
+    layer = MaskedSplineAutoregressive(3, hidden=8, context_features=2).double()
+    affine = MaskedAffineAutoregressive(3, hidden=8, context_features=2).double()
+    x = torch.randn(2, 5, 3, dtype=F64)
+    c = torch.randn(2, 5, 2, dtype=F64)
+    for t in (layer, affine):
+        y, ladj = t(x, c)
+        assert y.shape == x.shape and ladj.shape == (2, 5)
+        torch.testing.assert_close(t.inverse(y, c)[0], x, rtol=0, atol=1e-10)
