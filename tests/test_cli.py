@@ -8,7 +8,11 @@ import pytest
 
 from tractable.cli import main
 from tractable.config import FitConfig
+import numpy as np
+import torch
+
 from tractable.training import REVERSE_KL_KEYS, load_run
+from tractable.training.run import DATA_KEYS
 
 FAST = ["--steps", "40", "--batch-size", "64", "--eval-samples", "2000", "--quiet"]
 
@@ -56,7 +60,10 @@ def test_config_file_and_set_override(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["fit", "moon"], "unknown target 'moon'; expected one of ring"),
+        (["fit", "moon"], "unknown target 'moon'; expected an energy (ring"),
+        (["fit", "checkerboard", "--context", "0"], "context_columns applies to a data file"),
+        (["fit", "--data", "/nonexistent.npy"], "does not exist"),
+        (["fit", "ring", "--model", "planar", "--set", "model.flow=glow"], "model.flow' must be one of"),
         (["fit", "ring", "--set", "model.depth=3"], "unknown config key 'model.depth'"),
         (["fit", "ring", "--set", "layers"], "--set expects KEY=VALUE"),
         (["fit", "ring", "--steps", "0"], "steps to be a positive integer"),
@@ -80,3 +87,60 @@ def test_module_entry_point_help_and_list():
     assert run.returncode == 0 and "--batch-size" in run.stdout and "--out" in run.stdout
     run = subprocess.run([sys.executable, "-m", "tractable", "list"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and all(n in run.stdout for n in ("ring", "u1", "u4", "planar", "sylvester"))
+
+
+SMALL_DATA = ["--set", "data.train_size=3000", "--set", "data.val_size=500", "--set", "data.test_size=2000",
+              "--eval-every", "20", "--steps", "40", "--batch-size", "128", "--quiet"]
+
+
+@pytest.mark.parametrize("model", ["nsf", "realnvp", "maf"])
+def test_fit_toy_data_writes_run_directory(tmp_path, model, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", "eight_gaussians", "--model", model, "--layers", "2", "--hidden", "16", "--out", str(out),
+                 *SMALL_DATA]) == 0
+    m = _metrics(out)
+    assert set(DATA_KEYS) <= set(m)
+    assert m["flow"] == model and m["train_rows"] == 3000 and m["test_rows"] == 2000 and m["features"] == 2
+    assert m["entropy"] == pytest.approx(2.8316, abs=1e-3)
+    assert m["kl_gap"] == pytest.approx(m["test_nll"] - m["entropy"]) and m["kl_gap"] > -0.05
+    for name in ("densities.png", "samples.png", "training.png", "checkpoint.pt", "config.toml"):
+        assert (out / name).stat().st_size > 500, name
+    assert "KL gap" in capsys.readouterr().out
+    flow, dataset, config = load_run(out)  # standardization and weights come back from the checkpoint
+    test = dataset.sample(256, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(flow.log_prob(test)).all() and config.model.flow == model
+
+
+def test_fit_user_table_with_context_columns(tmp_path):
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(2000, 1))
+    x = np.concatenate([c + 0.1 * rng.normal(size=(2000, 1)), rng.normal(size=(2000, 2)), c], axis=1)
+    path = tmp_path / "table.csv"
+    np.savetxt(path, x, delimiter=",", header="a,b,c,cond", comments="")
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(path), "--context", "cond", "--model", "maf", "--layers", "2",
+                 "--hidden", "16", "--steps", "60", "--eval-every", "30", "--out", str(out), "--quiet"]) == 0
+    m = _metrics(out)
+    assert (m["features"], m["context_features"], m["train_rows"]) == (3, 1, 1600)
+    assert m["entropy"] is None and m["kl_gap"] is None and np.isfinite(m["test_nll"])
+    assert (out / "training.png").exists() and not (out / "densities.png").exists()
+    flow, target, _ = load_run(out)
+    assert target is None
+    lp = flow.log_prob(torch.zeros(4, 3), torch.zeros(4, 1))
+    assert lp.shape == (4,) and torch.isfinite(lp).all()
+
+
+def test_fit_conditional_mixture_reports_per_label_gaps(tmp_path):
+    out = tmp_path / "run"
+    assert main(["fit", "gaussian_mixture", "--conditional", "--layers", "2", "--hidden", "16", "--out", str(out),
+                 *SMALL_DATA]) == 0
+    m = _metrics(out)
+    assert m["context_features"] == 3 and len(m["label_kl_gap"]) == 3 and len(m["label_entropy"]) == 3
+    assert (out / "samples.png").exists()
+
+
+def test_energy_with_a_coupling_model(tmp_path):
+    out = tmp_path / "run"
+    assert main(["fit", "u1", "--model", "realnvp", "--layers", "2", "--hidden", "16", "--out", str(out), "--no-plots",
+                 *FAST]) == 0
+    assert _metrics(out)["flow"] == "realnvp"

@@ -1,6 +1,8 @@
 """The ``tractable`` command (also ``python -m tractable``).
 
     tractable fit ring --flow planar --layers 16 --steps 10000 --batch-size 512 --lr 2e-3 --seed 0 --out DIR
+    tractable fit checkerboard --model nsf --steps 5000 --batch-size 512 --seed 0 --out DIR
+    tractable fit --data table.csv --context 0,1 --model maf --out DIR
     tractable list
 
 Settings resolve in this order: the defaults, then ``--config FILE.toml``, then the options given on the command
@@ -12,20 +14,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, FitConfig
-from .models.planar import FLOW_TYPES
+from .models.registry import MODELS
 from .targets.energies import TARGETS
+from .targets.toy import ALIASES, DATASETS
 from .training.checkpoint import CheckpointError
 from .training.reverse_kl import NonFiniteError
 
 # option dest -> dotted config key
 _OPTIONS = {
-    "flow": "model.flow", "layers": "model.layers", "base": "model.base",
+    "flow": "model.flow", "layers": "model.layers", "base": "model.base", "hidden": "model.hidden",
+    "blocks": "model.blocks", "bins": "model.bins", "bound": "model.bound",
     "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
     "anneal": "train.anneal", "schedule": "train.schedule", "clip": "train.clip", "device": "train.device",
-    "dtype": "train.dtype", "eval_samples": "eval.samples",
+    "dtype": "train.dtype", "eval_every": "train.eval_every", "patience": "train.patience",
+    "eval_samples": "eval.samples", "data": "data.path", "context": "data.context_columns",
 }
 
 
@@ -52,53 +58,90 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     fit = sub.add_parser(
-        "fit", help="fit a flow to a target density (reverse KL) and write a run directory",
-        description="Fit a flow by minimising KL(q‖p) to an unnormalized target density exp(-U), then report the "
-        "exact KL (2D targets), the ESS fraction and a log Z estimate. Writes config.toml, metrics.csv, "
-        "metrics.json, checkpoint.pt and figures into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "fit", help="fit a flow to a target density (reverse KL) or to data (maximum likelihood)",
+        description="Fit a flow and write a run directory (config.toml, metrics.csv, metrics.json, checkpoint.pt, "
+        "figures). An energy target (ring, u1..u4, mixture) is fitted by minimising KL(q‖p) and reports the exact "
+        "KL, the ESS fraction and a log Z estimate; a data set (eight_gaussians, checkerboard, ...) or a --data "
+        "file is fitted by maximum likelihood and reports the test NLL (and, where the data's entropy is known, "
+        "the exact gap KL(p‖q) = test NLL − entropy). Defaults depend on the kind of target: shown as energy / data.",
     )
-    fit.add_argument("target", nargs="?", help=f"target density: {', '.join(TARGETS)}")
-    fit.add_argument("--flow", choices=list(FLOW_TYPES), default=None, help="layer family (default planar)")
-    fit.add_argument("--layers", type=int, default=None, help="number of layers (default 16)")
-    fit.add_argument("--base", choices=["diagonal", "normal", "mixture"], default=None,
-                     help="base distribution (default diagonal: learnable mean and scale)")
-    fit.add_argument("--steps", type=int, default=None, help="optimisation steps (default 10000)")
-    fit.add_argument("--batch-size", type=int, default=None, help="samples per step (default 512)")
-    fit.add_argument("--lr", type=float, default=None, help="peak Adam learning rate (default 2e-3)")
-    fit.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    fit.add_argument("--anneal", type=float, default=None,
-                     help="fraction of steps over which beta rises from 0.01 to 1 (default 0.5; 0 = off)")
-    fit.add_argument("--schedule", choices=["cosine", "exponential", "constant"], default=None,
-                     help="learning-rate schedule (default cosine)")
-    fit.add_argument("--clip", type=float, default=None, help="gradient-norm clip, 0 = none (default 0)")
-    fit.add_argument("--eval-samples", type=int, default=None, help="samples for the final diagnostics (default 1e5)")
-    fit.add_argument("--device", default=None, help="torch device (default cpu)")
-    fit.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default float32")
-    fit.add_argument("--out", default=None, help="run directory (default runs/TARGET-FLOWLAYERS-seedSEED)")
-    fit.add_argument("--config", default=None, help="TOML file with settings (see a run's config.toml)")
-    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    fit.add_argument("target", nargs="?",
+                     help=f"energy: {', '.join(TARGETS)}; data set: {', '.join(DATASETS)}")
+    model = fit.add_argument_group("model")
+    model.add_argument("--flow", "--model", dest="flow", choices=list(MODELS), default=None,
+                       help="the model (default planar / nsf)")
+    model.add_argument("--layers", type=int, default=None, help="number of layers (default 16 / 5)")
+    model.add_argument("--base", choices=["diagonal", "normal", "mixture"], default=None,
+                       help="base distribution (default diagonal, learnable / normal)")
+    model.add_argument("--hidden", type=int, default=None, help="conditioner width (default 64)")
+    model.add_argument("--blocks", type=int, default=None, help="hidden layers per conditioner (default 2)")
+    model.add_argument("--bins", type=int, default=None, help="spline bins (default 8)")
+    model.add_argument("--bound", type=float, default=None,
+                       help="spline interval [-B, B] and log-scale bound, in standardized units (default 3)")
+    train = fit.add_argument_group("training")
+    train.add_argument("--steps", type=int, default=None, help="optimisation steps (default 10000 / 5000)")
+    train.add_argument("--batch-size", type=int, default=None, help="samples per step (default 512)")
+    train.add_argument("--lr", type=float, default=None, help="peak Adam learning rate (default 2e-3 / 1e-3)")
+    train.add_argument("--seed", type=int, default=None, help="random seed: initialisation, data, batches (default 0)")
+    train.add_argument("--anneal", type=float, default=None,
+                       help="energies: fraction of steps over which beta rises from 0.01 to 1 (default 0.5; 0 = off)")
+    train.add_argument("--schedule", choices=["cosine", "exponential", "constant"], default=None,
+                       help="learning-rate schedule (default cosine)")
+    train.add_argument("--clip", type=float, default=None, help="gradient-norm clip, 0 = none (default 0)")
+    train.add_argument("--eval-every", type=int, default=None, help="data: validate every N steps (default 250)")
+    train.add_argument("--patience", type=int, default=None,
+                       help="data: stop after N validations without improvement, 0 = never (default 0)")
+    train.add_argument("--eval-samples", type=int, default=None,
+                       help="energies: samples for the final diagnostics (default 100000)")
+    train.add_argument("--device", default=None, help="torch device (default cpu)")
+    train.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default float32")
+    data = fit.add_argument_group("data")
+    data.add_argument("--data", default=None, metavar="FILE", help="fit your own data: a .npy or .csv table")
+    data.add_argument("--context", default=None, metavar="COLS",
+                      help="with --data: comma-separated columns (indices or header names) to condition on")
+    data.add_argument("--conditional", action="store_true",
+                      help="condition a labelled data set (gaussian_mixture) on its one-hot label")
+    data.add_argument("--no-standardize", action="store_true",
+                      help="do not prepend the standardization fitted on the training split")
+    run = fit.add_argument_group("run")
+    run.add_argument("--out", default=None, help="run directory (default runs/TARGET-FLOWLAYERS-seedSEED)")
+    run.add_argument("--config", default=None, help="TOML file with settings (see a run's config.toml)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set model.layers=32 (repeatable)")
-    fit.add_argument("--no-plots", action="store_true", help="skip the figures")
-    fit.add_argument("--no-gif", action="store_true", help="skip the animated GIF")
-    fit.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1: the 2D fits are too small to gain from more)")
-    fit.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--no-plots", action="store_true", help="skip the figures")
+    run.add_argument("--no-gif", action="store_true", help="skip the animated GIF")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1: small models gain "
+                     "nothing from more; raise it for wide models on large tables)")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
 
-    sub.add_parser("list", help="list the targets and flow types",
-                   description="List the target densities and flow types that 'tractable fit' accepts.")
+    sub.add_parser("list", help="list the targets, data sets and models",
+                   description="List the energies, data sets and models that 'tractable fit' accepts.")
     return p
 
 
 def _resolve(args: argparse.Namespace) -> FitConfig:
-    config = FitConfig.from_toml(args.config) if args.config else FitConfig()
-    if args.target is not None:
-        config.target = args.target.lower()
-    if config.target not in TARGETS:
-        raise ConfigError(f"unknown target {config.target!r}; expected one of {', '.join(TARGETS)}")
+    from .config import read_toml
+
+    file = read_toml(args.config) if args.config else {}
+    target = (args.target or file.get("target") or "").lower()
+    target = ALIASES.get(target, target)
+    path = args.data if args.data is not None else file.get("data", {}).get("path", "")
+    if not path and target not in TARGETS and target not in DATASETS:
+        raise ConfigError(
+            f"unknown target {target!r}; expected an energy ({', '.join(TARGETS)}), a data set "
+            f"({', '.join(DATASETS)}) or --data FILE"
+        )
+    config = FitConfig.for_target(target, energy=not path and target in TARGETS)
+    config.apply(file)
+    config.target = target
     for dest, key in _OPTIONS.items():
         value = getattr(args, dest)
         if value is not None:
             config.set(key, value)
+    if args.conditional:
+        config.data.conditional = True
+    if args.no_standardize:
+        config.data.standardize = False
     if args.no_plots:
         config.output.plots = False
     if args.no_gif:
@@ -116,26 +159,35 @@ def _fit(args: argparse.Namespace) -> int:
 
     from .training.run import run_fit
 
-    if args.target is None and args.config is None:
-        raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}) or --config FILE")
+    if args.target is None and args.config is None and args.data is None:
+        raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE or --config FILE")
     config = _resolve(args)
-    # The 2D variational fits run on tiny tensors, where extra threads only add synchronisation overhead.
+    # The 2D fits run on small tensors, where extra threads only add synchronisation overhead.
     torch.set_num_threads(args.threads if args.threads is not None else 1)
     m = config.model
-    out = args.out or f"runs/{config.target}-{m.flow}{m.layers}-seed{config.train.seed}"
+    name = config.target or Path(config.data.path).stem
+    out = args.out or f"runs/{name}-{m.flow}{m.layers}-seed{config.train.seed}"
     run_fit(config, out, progress=not args.quiet)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     from .targets.energies import get_target
+    from .targets.toy import get_dataset
 
-    print("targets (reverse KL, 2D, log Z known):")
+    print("energies (fitted by reverse KL; 2D, log Z known):")
     for name in TARGETS:
-        t = get_target(name)
-        doc = (type(t).__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:<10} {doc}")
-    print("flow types: " + ", ".join(FLOW_TYPES))
+        doc = (type(get_target(name)).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<17} {doc}")
+    print("data sets (fitted by maximum likelihood; 2D; * = exact density and entropy known):")
+    for name in DATASETS:
+        d = get_dataset(name)
+        doc = (type(d).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name + (' *' if d.entropy is not None else ''):<17} {doc}")
+    print("  (or --data FILE.npy|FILE.csv for your own table)")
+    print("models:")
+    for name, doc in MODELS.items():
+        print(f"  {name:<17} {doc}")
     return 0
 
 

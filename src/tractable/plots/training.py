@@ -64,7 +64,8 @@ def plot_training(metrics: Metrics, path: PathLike) -> Path:
 
     Args:
         metrics: a CSV file with a header (``step``, ``loss``, and optionally ``kl``, ``ess``, ``beta``, ``lr``,
-            ``grad_norm``; empty strings for missing values), or a list of dicts with those keys.
+            ``grad_norm``, ``val_nll`` — drawn as points on the loss panel; empty strings for missing values), or a
+            list of dicts with those keys.
         path: the image file to write; parent folders are created.
 
     Returns:
@@ -98,6 +99,13 @@ def plot_training(metrics: Metrics, path: PathLike) -> Path:
         if window > 1:
             ax.plot(step[ok], y[ok], color=color, alpha=0.2, linewidth=0.7)
         ax.plot(step, _smooth(y, window), color=color, linewidth=1.6, label=key)
+        val = cols.get("val_nll")
+        if key == "loss" and val is not None and np.isfinite(val).any():
+            seen = np.isfinite(val)
+            ax.plot(step[seen], val[seen], "o-", color="#f8765c", markersize=3, linewidth=1.0, label="validation NLL")
+            ax.legend(frameon=False, fontsize=9)
+            ok = ok | seen
+            y = np.where(seen, val, y)
         if key == "ess":
             ax.set_ylim(0, max(1.0, float(np.nanmax(y))) * 1.02)
         elif ok.any() and np.all(y[ok] > 0):
