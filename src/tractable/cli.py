@@ -3,10 +3,15 @@
     tractable fit ring --flow planar --layers 16 --steps 10000 --batch-size 512 --lr 2e-3 --seed 0 --out DIR
     tractable fit checkerboard --model nsf --steps 5000 --batch-size 512 --seed 0 --out DIR
     tractable fit --data table.csv --context 0,1 --model maf --out DIR
+    tractable fit --preset checkerboard-nsf --set train.steps=2000 --out DIR
+    tractable sample DIR -n 10000 [--temperature 0.8] [--context 0,1,0]
+    tractable eval DIR [--samples N] [--split test]
+    tractable plot DIR
     tractable list
 
 Settings resolve in this order: the defaults, then ``--config FILE.toml``, then the options given on the command
-line, then each ``--set key=value``.
+line, then each ``--set key=value``. ``--preset NAME`` reads a shipped preset (``tractable list`` names them) in place
+of ``--config FILE.toml``. The run commands (sample, eval, plot) live in :mod:`tractable.commands`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .config import ConfigError, FitConfig
@@ -32,6 +38,8 @@ _OPTIONS = {
     "anneal": "train.anneal", "schedule": "train.schedule", "clip": "train.clip", "device": "train.device",
     "dtype": "train.dtype", "eval_every": "train.eval_every", "patience": "train.patience",
     "eval_samples": "eval.samples", "data": "data.path", "context": "data.context_columns",
+    "warmup": "train.warmup", "ema": "train.ema", "max_bad_steps": "train.max_bad_steps",
+    "checkpoint_every": "train.checkpoint_every", "keep_last": "train.keep_last",
 }
 
 
@@ -48,8 +56,15 @@ def _parse_value(text: str) -> object:
     return text.strip('"')
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, ``tractable CMD: error: ...`` (exit status 2), like the commands' own errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tractable",
         description="Normalizing flows with exact, tractable densities: fit, inspect and evaluate them.",
         epilog="Run 'tractable COMMAND --help' for a command's options.",
@@ -95,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="energies: samples for the final diagnostics (default 100000)")
     train.add_argument("--device", default=None, help="torch device (default cpu)")
     train.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default float32")
+    train.add_argument("--warmup", type=int, default=None, help="linear learning-rate warmup steps (default 0)")
+    train.add_argument("--ema", type=float, default=None,
+                       help="decay of an EMA of the weights, used for evaluation and saved (e.g. 0.999; default 0 = off)")
+    train.add_argument("--max-bad-steps", type=int, default=None,
+                       help="non-finite steps are skipped; stop after N in a row, naming the layer (default 5)")
+    train.add_argument("--detect-anomaly", action="store_true",
+                       help="debug: autograd anomaly detection names the backward op that made a NaN (slow)")
     data = fit.add_argument_group("data")
     data.add_argument("--data", default=None, metavar="FILE", help="fit your own data: a .npy or .csv table")
     data.add_argument("--context", default=None, metavar="COLS",
@@ -106,17 +128,94 @@ def _parser() -> argparse.ArgumentParser:
     run = fit.add_argument_group("run")
     run.add_argument("--out", default=None, help="run directory (default runs/TARGET-FLOWLAYERS-seedSEED)")
     run.add_argument("--config", default=None, help="TOML file with settings (see a run's config.toml)")
+    run.add_argument("--preset", default=None, metavar="NAME",
+                     help="a shipped configuration in place of --config (e.g. ring-planar; 'tractable list' names "
+                     "them); options and --set apply on top")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set model.layers=32 (repeatable)")
+    run.add_argument("--resume", default=None, metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR from its config.toml and newest checkpoint (bit-identical "
+                     "on the same machine); no other settings apply")
+    run.add_argument("--checkpoint-every", type=int, default=None,
+                     help="steps between training checkpoints in OUT/checkpoints (default 1000)")
+    run.add_argument("--keep-last", type=int, default=None, help="training checkpoints kept (default 3)")
     run.add_argument("--no-plots", action="store_true", help="skip the figures")
     run.add_argument("--no-gif", action="store_true", help="skip the animated GIF")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1: small models gain "
                      "nothing from more; raise it for wide models on large tables)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
 
-    sub.add_parser("list", help="list the targets, data sets and models",
-                   description="List the energies, data sets and models that 'tractable fit' accepts.")
+    sub.add_parser("list", help="list the targets, data sets, models and presets",
+                   description="List the energies, data sets, models and presets that 'tractable fit' accepts.")
+    _add_run_commands(sub)
     return p
+
+
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands that read a finished run directory: sample, eval, plot (implemented in :mod:`.commands`)."""
+    sample = sub.add_parser(
+        "sample", help="draw samples from a trained flow (.npy, and a figure for 2D flows)",
+        description="Draw N samples from the flow of a run directory and save them as a .npy array of shape "
+        "(N, features); for 2D flows also a scatter/histogram figure beside it (STEM-scatter.png).",
+    )
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'tractable fit'")
+    sample.add_argument("-n", type=int, required=True, help="number of samples")
+    sample.add_argument("--out", default=None, metavar="FILE.npy", help="where to save (default RUN_DIR/samples.npy)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed of the draws (default 0)")
+    sample.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                        help="scale the spread of the base's latent draws by T around its mean (Gaussian bases; "
+                        "for a mixture, each component's standard deviation); default 1 = exact samples")
+    sample.add_argument("--context", default=None, metavar="C1,C2,...|FILE.npy",
+                        help="conditional runs (required there): one context as comma-separated numbers (e.g. a "
+                        "one-hot label 0,1,0) or a .npy file of one or N rows")
+    sample.add_argument("--no-figure", action="store_true", help="only the .npy file")
+
+    ev = sub.add_parser(
+        "eval", help="recompute a run's test metrics (exact KL, ESS, log Z; test NLL, KL gap)",
+        description="Recompute a run's metrics from its checkpoint, print them and write RUN_DIR/eval.json. "
+        "Energies: exact KL(q||p), ESS and the log Z estimate from fresh samples. Data: the NLL of the split, "
+        "regenerated exactly as the fit drew it (so test_nll matches metrics.json), and the exact KL gap where "
+        "the data's entropy is known.",
+    )
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'tractable fit'")
+    ev.add_argument("--samples", type=int, default=None, metavar="N",
+                    help="energies: fresh samples (default the run's eval.samples); data: score only the split's "
+                    "first N rows (default all)")
+    ev.add_argument("--split", default="test", choices=["test", "val", "train"], help="data split (default test)")
+    ev.add_argument("--seed", type=int, default=0, help="random seed of the fresh samples (default 0)")
+    ev.add_argument("--out", default=None, metavar="FILE.json", help="where to write (default RUN_DIR/eval.json)")
+
+    plot = sub.add_parser(
+        "plot", help="draw a run's figures again (densities, samples, layers, training curves)",
+        description="Draw the figures of a run again from its checkpoint and metrics.csv, under the names "
+        "'tractable fit' uses: densities.png, samples.png, layers.png and layers.gif (energies), training.png.",
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'tractable fit'")
+    plot.add_argument("--out", default=None, metavar="DIR", help="where to write (default RUN_DIR)")
+    plot.add_argument("--gif", action=argparse.BooleanOptionalAction, default=None,
+                      help="the layer animation of energy runs (default as the run was configured)")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .commands import sample_run
+
+    sample_run(args.run_dir, args.n, out=args.out, seed=args.seed, temperature=args.temperature,
+               context=args.context, figure=not args.no_figure)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .commands import evaluate_run
+
+    evaluate_run(args.run_dir, samples=args.samples, split=args.split, seed=args.seed, out=args.out)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .commands import plot_run
+
+    plot_run(args.run_dir, out_dir=args.out, gif=args.gif)
+    return 0
 
 
 def _resolve(args: argparse.Namespace) -> FitConfig:
@@ -146,6 +245,8 @@ def _resolve(args: argparse.Namespace) -> FitConfig:
         config.output.plots = False
     if args.no_gif:
         config.output.gif = False
+    if args.detect_anomaly:
+        config.train.detect_anomaly = True
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
@@ -154,11 +255,35 @@ def _resolve(args: argparse.Namespace) -> FitConfig:
     return config
 
 
+def _resume_config(args: argparse.Namespace) -> FitConfig:
+    """The configuration of the run ``--resume`` continues; settings given beside it are refused."""
+    given = [f"--{dest.replace('_', '-')}" for dest in (*_OPTIONS, "config", "preset") if getattr(args, dest, None)
+             is not None]
+    given += [f"--{flag.replace('_', '-')}" for flag in ("conditional", "no_standardize", "no_plots", "no_gif",
+                                                        "detect_anomaly") if getattr(args, flag, False)]
+    given += ["TARGET"] * (args.target is not None) + ["--set"] * bool(args.set) + ["--out"] * (args.out is not None)
+    if given:
+        raise ConfigError(f"--resume continues the run exactly as its config.toml says; got {', '.join(given)} "
+                          "besides it (start a new run to change settings)")
+    return FitConfig.from_toml(Path(args.resume) / "config.toml")
+
+
 def _fit(args: argparse.Namespace) -> int:
     import torch
 
     from .training.run import run_fit
 
+    if args.resume is not None:
+        config = _resume_config(args)
+        torch.set_num_threads(args.threads if args.threads is not None else 1)
+        run_fit(config, args.resume, progress=not args.quiet, resume=True)
+        return 0
+    if args.preset is not None:
+        from .presets import preset_path
+
+        if args.config is not None:
+            raise ConfigError(f"--preset and --config are exclusive; got --preset {args.preset} --config {args.config}")
+        args.config = str(preset_path(args.preset))
     if args.target is None and args.config is None and args.data is None:
         raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE or --config FILE")
     config = _resolve(args)
@@ -188,6 +313,11 @@ def _list(args: argparse.Namespace) -> int:
     print("models:")
     for name, doc in MODELS.items():
         print(f"  {name:<17} {doc}")
+    from .presets import preset_description, preset_names
+
+    print("presets (tractable fit --preset NAME):")
+    for name in preset_names():
+        print(f"  {name:<20} {preset_description(name)}")
     return 0
 
 
@@ -199,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"fit": _fit, "list": _list}[args.command](args)
+        return {"fit": _fit, "list": _list, "sample": _sample, "eval": _eval, "plot": _plot}[args.command](args)
     except (ConfigError, CheckpointError, NonFiniteError, ValueError) as e:
         print(f"tractable {args.command}: error: {e}", file=sys.stderr)
         return 2

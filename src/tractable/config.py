@@ -45,6 +45,12 @@ class TrainConfig:
 
     ``anneal`` is the fraction of the steps over which the target's inverse temperature rises as
     ``β_t = min(1, 0.01 + t/T)`` (0 turns annealing off). ``clip`` is the gradient-norm clip (0: none).
+
+    Hygiene: ``warmup`` linear learning-rate warmup steps before the schedule; ``ema`` the decay of an exponential
+    moving average of the weights used for evaluation and saved (0: off); a step whose loss or gradient norm is not
+    finite is skipped, and ``max_bad_steps`` of them in a row stop the run; ``detect_anomaly`` turns on autograd's
+    anomaly detection (slow). Checkpoints: a training checkpoint every ``checkpoint_every`` steps (and at the end)
+    in the run's ``checkpoints/`` directory, the ``keep_last`` newest kept (plus ``best.pt`` for validated fits).
     """
 
     steps: int = 10_000
@@ -58,6 +64,12 @@ class TrainConfig:
     dtype: str = "float32"
     eval_every: int = 250
     patience: int = 0
+    warmup: int = 0
+    ema: float = 0.0
+    max_bad_steps: int = 5
+    detect_anomaly: bool = False
+    checkpoint_every: int = 1000
+    keep_last: int = 3
 
 
 @dataclass
@@ -112,12 +124,13 @@ class FitConfig:
     def for_target(cls, target: str, *, energy: bool) -> FitConfig:
         """The defaults for ``target``: reverse-KL settings for an energy, maximum-likelihood ones for data.
 
-        Energies: 16 planar layers, 10,000 steps at lr 2e-3 with annealing. Data: NSF (5 layers, 64 hidden, 8 bins),
-        5,000 steps at lr 1e-3, standard-normal base.
+        Energies: 16 planar layers, 10,000 steps at lr 2e-3 with annealing. Data: NSF (5 layers, 64 hidden, 16 bins),
+        5,000 steps at lr 1e-3, standard-normal base (16 bins measured better than 8 on the exact toy sets at the
+        same step budget: benchmarks/results/density_quality.md).
         """
         config = cls(target=target)
         if not energy:
-            config.model = ModelConfig(flow="nsf", layers=5, base="normal")
+            config.model = ModelConfig(flow="nsf", layers=5, base="normal", bins=16)
             config.train.steps, config.train.lr, config.train.anneal = 5000, 1e-3, 0.0
         return config
 

@@ -7,6 +7,7 @@ The transform's ``forward`` is the normalizing direction (data ``x`` -> latent `
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -123,7 +124,7 @@ class Flow(nn.Module):
 class FlowDistribution(TorchDistribution):
     """A ``torch.distributions.Distribution`` backed by a :class:`Flow` (event shape = the flow's event shape)."""
 
-    arg_constraints: dict = {}
+    arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
     has_rsample = True
 

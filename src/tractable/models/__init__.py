@@ -1,11 +1,32 @@
 """Ready architectures built from keyword arguments, each a :class:`~tractable.Flow`."""
 
+from .image_flow import ImageFlow
+from .image_registry import IMAGE_MODELS, IMAGE_PRESETS, build_image_model, build_preset, print_parameter_counts
 from .maf import IAF, MAF, layer_orders
+from .multiscale import FlowPlusPlus, Glow, ImageRealNVP, build_multiscale
 from .nsf import NSF, coupling_masks
 from .planar import FLOW_TYPES, PlanarFlow
 from .realnvp import COUPLINGS, PERMUTATIONS, RealNVP
 
 __all__ = [
-    "COUPLINGS", "FLOW_TYPES", "IAF", "MAF", "NSF", "PERMUTATIONS", "PlanarFlow", "RealNVP", "coupling_masks",
+    "COUPLINGS",
+    "FLOW_TYPES",
+    "IAF",
+    "IMAGE_MODELS",
+    "IMAGE_PRESETS",
+    "MAF",
+    "NSF",
+    "PERMUTATIONS",
+    "FlowPlusPlus",
+    "Glow",
+    "ImageFlow",
+    "ImageRealNVP",
+    "PlanarFlow",
+    "RealNVP",
+    "build_image_model",
+    "build_multiscale",
+    "build_preset",
+    "coupling_masks",
     "layer_orders",
+    "print_parameter_counts",
 ]

@@ -49,8 +49,8 @@ def build_model(
         if context_features:
             raise ValueError(f"model {name!r} is unconditional; got context_features={context_features}")
         return PlanarFlow(features, layers, flow=name, base=base)
-    common = dict(layers=layers, hidden=hidden, blocks=blocks, bound=bound, context_features=context_features,
-                  base=base)
+    common = {"layers": layers, "hidden": hidden, "blocks": blocks, "bound": bound,
+              "context_features": context_features, "base": base}
     builders: dict[str, Callable[[], Flow]] = {
         "realnvp": lambda: RealNVP(features, **common),
         "maf": lambda: MAF(features, **common),

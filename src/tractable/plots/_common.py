@@ -8,7 +8,6 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -20,9 +19,9 @@ from torch import Tensor
 from ..flow import Flow
 from ..targets.energies import Energy
 
-PathLike = Union[str, "os.PathLike[str]"]
-Box = Union[tuple[float, float], tuple[tuple[float, float], tuple[float, float]]]
-Metrics = Union[PathLike, Sequence[Mapping[str, object]]]
+PathLike = str | os.PathLike[str]
+Box = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
+Metrics = PathLike | Sequence[Mapping[str, object]]
 
 CMAP = "magma"
 """The colormap of every density picture."""
@@ -161,7 +160,7 @@ def _select_panels(steps: int, panels: int) -> list[int]:
     if panels < 2:
         raise ValueError(f"expected panels >= 2 (the base and the last layer), got {panels}")
     k = min(panels, steps)
-    return sorted({int(round(i)) for i in np.linspace(0, steps - 1, k)})
+    return sorted({round(i) for i in np.linspace(0, steps - 1, k)})
 
 
 def _base_grid(z0: np.ndarray, lines: int, points: int = 400, spread: float = 3.0) -> tuple[np.ndarray, int]:

@@ -186,14 +186,14 @@ def animate_layers(
     name = _name(target)
 
     def draw(t: float) -> None:
-        k = min(int(math.floor(t)), layers - 1) if layers else 0
+        k = min(math.floor(t), layers - 1) if layers else 0
         a = t - k
         s = samples[k] if not layers else (1 - a) * samples[k] + a * samples[k + 1]
         g = grids[k] if not layers else (1 - a) * grids[k] + a * grids[k + 1]
         for line, idx in zip(dots, groups):
             line.set_data(s[idx, 0], s[idx, 1])
         grid.set_segments(_segments(g, per_line))
-        title.set_text(f"{name} · layer {int(round(t)) if a in (0.0, 1.0) else k + 1} of {layers}")
+        title.set_text(f"{name} · layer {round(t) if a in (0.0, 1.0) else k + 1} of {layers}")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,7 @@ class _GifWriter(PillowWriter):
     def finish(self) -> None:
         if not self._images:  # nothing was grabbed (an error while drawing): write nothing
             return
-        durations = [max(20, int(round(d))) for d in self._durations]
+        durations = [max(20, round(d)) for d in self._durations]
         self._images[0].save(
             self.outfile, save_all=True, append_images=self._images[1:], duration=durations, loop=0
         )

@@ -21,9 +21,9 @@ def _read_metrics(metrics: Metrics) -> dict[str, np.ndarray]:
     elif isinstance(metrics, Sequence):
         rows = list(metrics)
         if not all(isinstance(r, Mapping) for r in rows):
-            raise ValueError("expected metrics as a CSV path or a list of dicts, got a sequence of other objects")
+            raise TypeError("expected metrics as a CSV path or a list of dicts, got a sequence of other objects")
     else:
-        raise ValueError(f"expected metrics as a CSV path or a list of dicts, got {type(metrics).__name__}")
+        raise TypeError(f"expected metrics as a CSV path or a list of dicts, got {type(metrics).__name__}")
 
     def value(v: object) -> float:
         if v is None or (isinstance(v, str) and not v.strip()):

@@ -2,6 +2,7 @@
 
 from .energies import TARGETS, U1, U2, U3, U4, Energy, GaussianMixtureEnergy, Ring, get_target
 from .entropy import entropy_integral_2d, grid_entropy
+from .images import IMAGE_DATASETS, ImageData, load_cifar10, load_digits, load_images, load_mnist, read_idx
 from .quadrature import grid_log_z, log_integral_2d
 from .tabular import Standardizer, StandardizeTransform, Table, load_table, split
 from .toy import (
@@ -21,8 +22,42 @@ from .toy import (
 )
 
 __all__ = [
-    "ALIASES", "Checkerboard", "DATASETS", "EightGaussians", "Energy", "GaussianMixtureData", "GaussianMixtureEnergy",
-    "Pinwheel", "Ring", "Rings", "StandardizeTransform", "Standardizer", "SwissRoll", "TARGETS", "Table", "ToyDataset",
-    "TwoMoons", "TwoSpirals", "U1", "U2", "U3", "U4", "entropy_integral_2d", "get_dataset", "get_target",
-    "grid_entropy", "grid_log_z", "load_table", "log_integral_2d", "sample_splits", "split",
+    "ALIASES",
+    "DATASETS",
+    "IMAGE_DATASETS",
+    "TARGETS",
+    "U1",
+    "U2",
+    "U3",
+    "U4",
+    "Checkerboard",
+    "EightGaussians",
+    "Energy",
+    "GaussianMixtureData",
+    "GaussianMixtureEnergy",
+    "ImageData",
+    "Pinwheel",
+    "Ring",
+    "Rings",
+    "StandardizeTransform",
+    "Standardizer",
+    "SwissRoll",
+    "Table",
+    "ToyDataset",
+    "TwoMoons",
+    "TwoSpirals",
+    "entropy_integral_2d",
+    "get_dataset",
+    "get_target",
+    "grid_entropy",
+    "grid_log_z",
+    "load_cifar10",
+    "load_digits",
+    "load_images",
+    "load_mnist",
+    "load_table",
+    "log_integral_2d",
+    "read_idx",
+    "sample_splits",
+    "split",
 ]

@@ -1,6 +1,10 @@
-"""Training: the reverse-KL and maximum-likelihood loops, checkpoints, progress display and run directories."""
+"""Training: the reverse-KL and maximum-likelihood loops on one shared core (:class:`Trainer`), checkpoints that
+resume exactly, DDP, metric logging, progress display and run directories."""
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, latest_step_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import DistContext, init_distributed, initialize_actnorm, shutdown_distributed
+from .export import load_safetensors, save_safetensors
+from .hygiene import EMA, first_nonfinite_layer
 from .max_likelihood import (
     ML_COLUMNS,
     MaxLikelihoodHistory,
@@ -10,6 +14,7 @@ from .max_likelihood import (
     fit_max_likelihood,
     nll_per_row,
 )
+from .metrics_log import MetricsLog, read_metrics_csv
 from .progress import Progress
 from .reverse_kl import (
     COLUMNS,
@@ -20,11 +25,46 @@ from .reverse_kl import (
     make_scheduler,
     seed_everything,
 )
+from .rng import get_rng_state, set_rng_state
 from .run import REVERSE_KL_KEYS, build, load_run, run_fit
+from .trainer import StepResult, Trainer
 
 __all__ = [
-    "COLUMNS", "CheckpointError", "FitHistory", "ML_COLUMNS", "MaxLikelihoodHistory", "NonFiniteError", "Progress",
-    "REVERSE_KL_KEYS", "build", "evaluate_conditional_toy", "evaluate_nll", "evaluate_toy", "fit_max_likelihood",
-    "fit_reverse_kl", "load_checkpoint", "load_run", "make_adam", "make_scheduler", "nll_per_row", "run_fit",
-    "save_checkpoint", "seed_everything",
+    "COLUMNS",
+    "EMA",
+    "ML_COLUMNS",
+    "REVERSE_KL_KEYS",
+    "CheckpointError",
+    "DistContext",
+    "FitHistory",
+    "MaxLikelihoodHistory",
+    "MetricsLog",
+    "NonFiniteError",
+    "Progress",
+    "StepResult",
+    "Trainer",
+    "build",
+    "evaluate_conditional_toy",
+    "evaluate_nll",
+    "evaluate_toy",
+    "first_nonfinite_layer",
+    "fit_max_likelihood",
+    "fit_reverse_kl",
+    "get_rng_state",
+    "init_distributed",
+    "initialize_actnorm",
+    "latest_step_checkpoint",
+    "load_checkpoint",
+    "load_run",
+    "load_safetensors",
+    "make_adam",
+    "make_scheduler",
+    "nll_per_row",
+    "read_metrics_csv",
+    "run_fit",
+    "save_checkpoint",
+    "save_safetensors",
+    "seed_everything",
+    "set_rng_state",
+    "shutdown_distributed",
 ]

@@ -7,6 +7,7 @@ library version, so it can be loaded safely and checked for compatibility.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -61,3 +63,52 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} has format {found!r}, expected {FORMAT_VERSION}")
     return state
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+def step_checkpoint_path(directory: str | Path, step: int) -> Path:
+    """Where the training checkpoint after ``step`` steps lives: ``DIR/step-000001000.pt``."""
+    return Path(directory) / f"step-{step:09d}.pt"
+
+
+def list_step_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """The ``(step, path)`` of every training checkpoint in ``directory``, oldest first (empty if none)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name))]
+    return sorted(found)
+
+
+def latest_step_checkpoint(directory: str | Path) -> Path | None:
+    """The newest training checkpoint in ``directory``, or ``None``."""
+    found = list_step_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def save_step_checkpoint(state: dict[str, Any], directory: str | Path, step: int, *, keep_last: int) -> Path:
+    """Write ``state`` atomically as the checkpoint of ``step``, then delete all but the ``keep_last`` newest."""
+    if keep_last < 1:
+        raise ValueError(f"expected keep_last >= 1, got {keep_last}")
+    path = save_checkpoint(state, step_checkpoint_path(directory, step))
+    for _, old in list_step_checkpoints(directory)[:-keep_last]:
+        old.unlink(missing_ok=True)
+    for stale in Path(directory).glob(".step-*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+    return path

@@ -14,21 +14,26 @@ References:
 
 from __future__ import annotations
 
-import csv
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..flow import Flow
-from ..targets.toy import GaussianMixtureData, ToyDataset
-from .progress import Progress
-from .reverse_kl import FitHistory, NonFiniteError, _first_nonfinite_grad, make_adam, make_scheduler
+from .checkpoint import save_checkpoint
+from .distributed import DistContext
+from .evaluation import evaluate_conditional_toy, evaluate_nll, evaluate_toy, nll_per_row
+from .hygiene import NonFiniteError
+from .reverse_kl import FitHistory
+from .trainer import Trainer
+
+__all__ = ["ML_COLUMNS", "MaxLikelihoodHistory", "evaluate_conditional_toy", "evaluate_nll", "evaluate_toy",
+           "fit_max_likelihood", "nll_per_row"]
 
 ML_COLUMNS = ("step", "loss", "val_nll", "lr", "grad_norm")
 
@@ -72,58 +77,83 @@ def _check_data(flow: Flow, x: Tensor, context: Tensor | None, name: str) -> Non
         )
 
 
-def nll_per_row(flow: Flow, x: Tensor, context: Tensor | None = None, *, batch_size: int = 8192) -> Tensor:
-    """``-log q(x | c)`` of every row, in float64, batched, without gradients and in eval mode (restored after)."""
-    if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"expected at least one row to evaluate, got shape {tuple(x.shape)}")
-    if context is not None and context.shape[0] != x.shape[0]:
-        raise ValueError(f"expected a context with {x.shape[0]} rows (one per row), got shape {tuple(context.shape)}")
-    was_training = flow.training
-    flow.eval()
-    try:
-        with torch.no_grad():
-            parts = [
-                -flow.log_prob(x[i : i + batch_size], None if context is None else context[i : i + batch_size])
-                for i in range(0, x.shape[0], batch_size)
-            ]
-    finally:
-        flow.train(was_training)
-    return torch.cat(parts).double()
-
-
-def evaluate_nll(
-    flow: Flow, x: Tensor, context: Tensor | None = None, *, batch_size: int = 8192
-) -> tuple[float, float]:
-    """The mean negative log-likelihood of ``x`` (nats per row) and its standard error, batched, without gradients.
-
-    Raises:
-        NonFiniteError: when some rows have a non-finite log-likelihood, naming how many and the first ones.
-    """
-    nll = nll_per_row(flow, x, context, batch_size=batch_size)
-    bad = ~torch.isfinite(nll)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad).flatten()
-        raise NonFiniteError(
-            f"{len(rows)} of {len(nll)} rows have a non-finite log-likelihood (first: rows {rows[:5].tolist()})"
-        )
-    stderr = float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else math.nan
-    return float(nll.mean()), stderr
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 class _Batches:
-    """Mini-batch indices: a fresh seeded permutation per epoch, cut into full batches (all rows if fewer)."""
+    """Mini-batch indices from a fresh permutation per epoch, seeded by ``(seed, epoch)`` like ``DistributedSampler``
+    with ``set_epoch``; each global batch is cut into one slice per rank (the whole batch for one process).
 
-    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device):
-        self.n, self.size, self.device = n, min(batch_size, n), device
-        self.generator = torch.Generator().manual_seed(seed)
-        self.perm, self.pos = torch.empty(0, dtype=torch.long), n
+    With ``world`` ranks and ``size`` rows per rank, rank ``r`` takes rows ``[r·size, (r+1)·size)`` of every global
+    batch of ``world·size`` rows, so ``world`` processes see exactly the rows one process with a ``world`` times
+    larger batch sees. The position is ``(epoch, pos)``: plain values for a checkpoint.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1):
+        if n < world:
+            raise ValueError(f"expected at least one training row per process ({world}), got {n} rows")
+        self.n, self.seed, self.device, self.rank = n, seed, device, rank
+        self.size = min(batch_size, n // world)
+        self.global_size = self.size * world
+        self.epoch, self.pos = -1, n
+        self.perm = torch.empty(0, dtype=torch.long)
+
+    def _permutation(self, epoch: int) -> Tensor:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+        return torch.randperm(self.n, generator=generator).to(self.device)
 
     def next(self) -> Tensor:
-        if self.pos + self.size > self.n:
-            self.perm, self.pos = torch.randperm(self.n, generator=self.generator).to(self.device), 0
-        idx = self.perm[self.pos : self.pos + self.size]
-        self.pos += self.size
+        if self.pos + self.global_size > self.n:
+            self.epoch, self.pos = self.epoch + 1, 0
+            self.perm = self._permutation(self.epoch)
+        start = self.pos + self.rank * self.size
+        self.pos += self.global_size
+        return self.perm[start : start + self.size]
+
+    def peek(self) -> Tensor:
+        """The indices :meth:`next` will return, without moving."""
+        saved = (self.epoch, self.pos, self.perm)
+        idx = self.next()
+        self.epoch, self.pos, self.perm = saved
         return idx
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        if self.epoch >= 0:
+            self.perm = self._permutation(self.epoch)
+
+
+class _LogProb(nn.Module):
+    """``flow.log_prob(x, context)`` as a module's forward, so DDP can wrap it."""
+
+    def __init__(self, flow: Flow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.flow.log_prob(x, context)
+
+
+def _validate(flow: Flow, val: Tensor, context: Tensor | None, batch_size: int, ctx: DistContext, step: int) -> float:
+    """The validation NLL: each rank evaluates its shard, the sums and counts are all-reduced."""
+    n = val.shape[0]
+    lo, hi = n * ctx.rank // ctx.world_size, n * (ctx.rank + 1) // ctx.world_size
+    if hi > lo:
+        nll = nll_per_row(flow, val[lo:hi], None if context is None else context[lo:hi], batch_size=batch_size)
+        ok = torch.isfinite(nll)
+        sums = torch.stack([torch.where(ok, nll, 0.0).sum(), ok.sum().double(), (~ok).sum().double()])
+    else:
+        sums = torch.zeros(3, dtype=torch.float64, device=val.device)
+    total, count, bad = ctx.all_reduce_sum(sums).tolist()
+    if bad:
+        raise NonFiniteError(f"step {step}: the validation NLL is not finite: {int(bad)} of {n} rows have a "
+                             "non-finite log-likelihood")
+    return total / count
 
 
 def fit_max_likelihood(
@@ -137,16 +167,33 @@ def fit_max_likelihood(
     batch_size: int = 512,
     lr: float = 1e-3,
     schedule: str = "cosine",
+    warmup: int = 0,
     clip: float = 0.0,
+    ema: float = 0.0,
+    max_bad_steps: int = 5,
+    detect_anomaly: bool = False,
     eval_every: int = 250,
     eval_batch_size: int = 8192,
     patience: int | None = None,
     seed: int = 0,
     progress: bool = True,
     metrics_csv: str | Path | None = None,
+    metrics_jsonl: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1000,
+    keep_last: int = 3,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> MaxLikelihoodHistory:
     """Train ``flow`` in place by maximum likelihood on the rows of ``train`` (optionally conditioned on ``context``).
+
+    Rows may be vectors or images (``(rows, C, H, W)``); the loss is ``-mean flow.log_prob(x, c)``, so a flow whose
+    ``log_prob`` includes dequantization trains the same way. Under ``torchrun`` (an initialised process group)
+    each rank takes its slice of every global batch of ``world_size × batch_size`` rows, DDP averages the gradients,
+    ActNorm layers are initialised from the global first batch, the validation NLL is all-reduced as sums and counts,
+    and only rank 0 writes files: the result equals one process with the larger batch.
 
     Args:
         flow: the flow to train (its ``log_prob`` must be differentiable).
@@ -155,26 +202,38 @@ def fit_max_likelihood(
         val: validation data; enables best-state restore and early stopping.
         val_context: the validation rows' contexts.
         steps: the number of Adam steps (the most; ``patience`` may stop sooner).
-        batch_size: rows per step.
+        batch_size: rows per step (per process).
         lr: peak learning rate.
-        schedule: learning-rate schedule (``cosine``, ``exponential``, ``constant``) over ``steps``.
+        schedule: learning-rate schedule (``cosine``, ``exponential``, ``constant``) after the warmup.
+        warmup: linear learning-rate warmup steps.
         clip: clip the gradient norm to this value (0: no clipping; the norm is always recorded).
+        ema: decay of an exponential moving average of the weights (0: none), which validation then evaluates.
+        max_bad_steps: a step with a non-finite loss or gradient norm is skipped; this many in a row stop the fit.
+        detect_anomaly: run with autograd anomaly detection (slow; for debugging NaNs in the backward pass).
         eval_every: validate every this many steps (and after the last step).
         eval_batch_size: rows per batch when validating.
         patience: stop after this many validations in a row without a new best (``None``: never stop early).
         seed: seeds the mini-batch order (the flow's initialisation is the caller's business).
         progress: show a progress bar (terminal) or periodic lines.
         metrics_csv: write one row per step (``ML_COLUMNS``; ``val_nll`` empty where not evaluated).
+        metrics_jsonl: the same rows as JSON lines.
+        tensorboard_dir: TensorBoard events here, when TensorBoard is installed.
+        checkpoint_dir: write a training checkpoint here every ``checkpoint_every`` steps (and at the end), keeping
+            the ``keep_last`` newest, and ``best.pt`` with the best validated weights.
+        checkpoint_every: steps between checkpoints.
+        keep_last: checkpoints kept.
+        resume: continue from the newest checkpoint in ``checkpoint_dir`` (bit-identical on the same machine).
+        meta: plain values stored in every checkpoint.
         callback: called as ``callback(step, row)`` after every step.
 
     Returns:
-        The history. With ``val``, the flow holds the best validated state when this returns; the flow is left in
-        eval mode.
+        The history. With ``val``, the flow holds the best validated state when this returns (else the EMA weights,
+        when ``ema`` is on); the flow is left in eval mode.
 
     Raises:
         ValueError: for malformed arguments or data (wrong shape, dtype, non-finite rows, misaligned contexts).
-        NonFiniteError: when the loss, the gradient or the validation NLL becomes NaN or infinite, naming the step
-            and the quantity.
+        NonFiniteError: after ``max_bad_steps`` non-finite steps in a row (naming the step, the quantity and the
+            first non-finite layer), or when the validation NLL is not finite.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -189,158 +248,94 @@ def fit_max_likelihood(
     _check_data(flow, train, context, "training data")
     if val is not None:
         _check_data(flow, val, val_context, "validation data")
-    params = [p for p in flow.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in flow.parameters()):
         raise ValueError("the flow has no trainable parameters")
-    optimizer = make_adam(params, lr)
-    scheduler = make_scheduler(optimizer, schedule, steps)
-    batches = _Batches(train.shape[0], batch_size, seed, train.device)
-    history = MaxLikelihoodHistory()
-    best_state: dict[str, Tensor] | None = None
-    since_best = 0
-    bar = Progress(steps, desc="fit (max likelihood)", enabled=progress)
-    handle = open(metrics_csv, "w", newline="") if metrics_csv is not None else None  # noqa: SIM115 - closed below
-    writer = csv.DictWriter(handle, fieldnames=ML_COLUMNS) if handle is not None else None
-    if writer is not None:
-        writer.writeheader()
-    flow.train()
-    start = time.perf_counter()
+    trainer = Trainer(
+        flow, steps=steps, lr=lr, columns=ML_COLUMNS, desc="fit (max likelihood)", schedule=schedule, warmup=warmup,
+        clip=clip, ema=ema, max_bad_steps=max_bad_steps, detect_anomaly=detect_anomaly, progress=progress,
+        metrics_csv=metrics_csv, metrics_jsonl=metrics_jsonl, tensorboard_dir=tensorboard_dir,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, keep_last=keep_last, resume=resume,
+        callback=callback, meta=meta, step_base=1,
+    )
+    ctx = trainer.ctx
     try:
-        for step in range(1, steps + 1):
-            idx = batches.next()
-            log_q = flow.log_prob(train[idx], None if context is None else context[idx])
-            loss = -log_q.mean()
-            if not torch.isfinite(loss):
-                bad = int((~torch.isfinite(log_q)).sum())
-                raise NonFiniteError(
-                    f"step {step}: the training loss (NLL) is {loss.item()} (non-finite log-likelihood in {bad} of "
-                    f"{len(log_q)} batch rows); try a smaller learning rate (lr={lr}) or clip"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
-            if not torch.isfinite(grad_norm):
-                raise NonFiniteError(
-                    f"step {step}: the gradient norm is {grad_norm.item()} (first non-finite gradient in parameter "
-                    f"{_first_nonfinite_grad(flow)!r}); try a smaller learning rate (lr={lr}) or clip"
-                )
-            current_lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            row = {"step": step, "loss": loss.item(), "val_nll": math.nan, "lr": current_lr,
-                   "grad_norm": grad_norm.item()}
+        batches = _Batches(train.shape[0], batch_size, seed, train.device, ctx.rank, ctx.world_size)
+    except ValueError:
+        trainer.close()
+        raise
+    history = MaxLikelihoodHistory(rows=list(trainer.previous_rows))
+    best_state: dict[str, Tensor] | None = None
+    since_best, best_saved = 0, None
+    if trainer.step > 0:  # resumed
+        state = trainer.loop_state
+        batches.load_state_dict(state["sampler"])
+        best_state, since_best = state["best_state"], int(state["since_best"])
+        history.evaluations = [(int(s), float(v)) for s, v in state["evaluations"]]
+        history.best_step, history.best_val_nll = state["best_step"], float(state["best_val_nll"])
+        history.stopped_early, best_saved = bool(state["stopped_early"]), history.best_step
+
+    def rows(idx: Tensor) -> tuple[Tensor, Tensor | None]:
+        return train[idx], None if context is None else context[idx]
+
+    def loop_state() -> dict[str, Any]:
+        nonlocal best_saved
+        if best_state is not None and best_saved != history.best_step and ctx.is_main and checkpoint_dir is not None:
+            save_checkpoint({"kind": "best", "model": best_state, "step": history.best_step,
+                             "val_nll": history.best_val_nll, "meta": meta or {}}, Path(checkpoint_dir) / "best.pt")
+            best_saved = history.best_step
+        return {"sampler": batches.state_dict(), "best_state": best_state, "since_best": since_best,
+                "evaluations": [[s, v] for s, v in history.evaluations], "best_step": history.best_step,
+                "best_val_nll": history.best_val_nll, "stopped_early": history.stopped_early}
+
+    def describe(loss: Tensor, log_q: Tensor) -> str:
+        bad = int((~torch.isfinite(log_q)).sum())
+        return f"the training loss (NLL) is {loss.item()} (non-finite log-likelihood in {bad} of {len(log_q)} batch rows)"
+
+    try:
+        trainer.initialize_actnorm(lambda: flow.log_prob(*rows(batches.peek())))
+        trainer.decorrelate_ranks()  # e.g. dequantization noise: each rank its own
+        model = trainer.wrap(_LogProb(flow))
+    except BaseException:
+        trainer.close()
+        raise
+    flow.train()
+    try:
+        while trainer.step < steps and not history.stopped_early:
+            step = trainer.step + 1
+            x, c = rows(batches.next())
+
+            def compute(x: Tensor = x, c: Tensor | None = c) -> tuple[Tensor, Tensor]:
+                log_q = model(x, c)
+                return -log_q.mean(), log_q
+
+            result = trainer.train_step(compute, describe, lambda x=x, c=c: flow.log_prob(x, c))
+            row = {"step": step, "loss": result.loss, "val_nll": math.nan, "lr": result.lr,
+                   "grad_norm": result.grad_norm}
             if val is not None and (step % eval_every == 0 or step == steps):
-                try:
-                    val_nll, _ = evaluate_nll(flow, val, val_context, batch_size=eval_batch_size)
-                except NonFiniteError as e:
-                    raise NonFiniteError(f"step {step}: the validation NLL is not finite: {e}") from None
+                with trainer.ema.applied() if trainer.ema is not None else _nothing():
+                    val_nll = _validate(flow, val, val_context, eval_batch_size, ctx, step)
+                    if best_state is None or val_nll < history.best_val_nll:
+                        best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
+                        history.best_step, history.best_val_nll, since_best = step, val_nll, 0
+                    else:
+                        since_best += 1
+                flow.train()
                 row["val_nll"] = val_nll
                 history.evaluations.append((step, val_nll))
-                if best_state is None or val_nll < history.best_val_nll:
-                    best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
-                    history.best_step, history.best_val_nll, since_best = step, val_nll, 0
-                else:
-                    since_best += 1
             history.rows.append(row)
-            if writer is not None:
-                writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-            if callback is not None:
-                callback(step, row)
             shown = {"nll": row["loss"]}
             if history.evaluations:
                 shown["val"] = history.evaluations[-1][1]
-            bar.update(step, shown)
             if patience is not None and since_best >= patience:
                 history.stopped_early = True
-                break
+            trainer.end_step(row, shown, loop_state)
+        trainer.finish(loop_state())
     finally:
-        history.seconds = time.perf_counter() - start
-        bar.close()
-        if handle is not None:
-            handle.close()
+        trainer.close()
+        history.seconds, history.skipped = trainer.seconds, trainer.skipped
     if best_state is not None:
         flow.load_state_dict(best_state)
+    elif trainer.ema is not None:
+        trainer.ema.copy_to_params()
     flow.eval()
     return history
-
-
-@torch.no_grad()
-def evaluate_toy(
-    flow: Flow,
-    dataset: ToyDataset,
-    *,
-    n: int = 100_000,
-    seed: int = 12345,
-    batch_size: int = 8192,
-    test: Tensor | None = None,
-) -> dict[str, Any]:
-    """Test NLL of a flow fitted to a toy data set, and its gap to the data's entropy.
-
-    ``kl_gap = test_nll − entropy`` estimates ``KL(p‖q)`` (0 for a perfect fit; its standard error is the NLL's).
-    Where the data set's ``log_prob`` is exact, ``kl_paired = mean(log p − log q)`` over the same samples estimates
-    the same quantity with a much smaller standard error (``kl_paired_stderr``).
-
-    Args:
-        flow: the fitted flow (unconditional).
-        dataset: the toy data set it was fitted to.
-        n: the number of fresh test samples (ignored when ``test`` is given).
-        seed: seeds the test samples.
-        batch_size: rows per evaluation batch.
-        test: a held-out test set to use instead of fresh samples.
-
-    Returns:
-        A dict with ``test_nll``, ``test_nll_stderr``, ``entropy``, ``kl_gap``, ``kl_paired``, ``kl_paired_stderr``
-        (NaN where the entropy or log-density is unknown) and ``test_samples``.
-    """
-    ref = next(flow.parameters(), None)
-    dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, None)
-    if test is None:
-        test = dataset.sample(n, generator=torch.Generator().manual_seed(seed), dtype=dtype, device=device)
-    nll = nll_per_row(flow, test, batch_size=batch_size)
-    if not bool(torch.isfinite(nll).all()):
-        raise NonFiniteError(f"{int((~torch.isfinite(nll)).sum())} of {len(nll)} test rows have a non-finite NLL")
-    m = len(nll)
-    out: dict[str, Any] = {"test_nll": float(nll.mean()), "test_nll_stderr": float(nll.std() / math.sqrt(m))}
-    entropy = dataset.entropy
-    out["entropy"] = entropy if entropy is not None else math.nan
-    out["kl_gap"] = out["test_nll"] - entropy if entropy is not None else math.nan
-    out["kl_paired"] = out["kl_paired_stderr"] = math.nan
-    if dataset.log_prob is not None:
-        diff = dataset.log_prob(test.double()) + nll  # log p − log q
-        if bool(torch.isfinite(diff).all()):
-            out["kl_paired"], out["kl_paired_stderr"] = float(diff.mean()), float(diff.std() / math.sqrt(m))
-    out["test_samples"] = m
-    return out
-
-
-@torch.no_grad()
-def evaluate_conditional_toy(
-    flow: Flow, dataset: GaussianMixtureData, *, n_per_label: int = 20_000, seed: int = 12345, batch_size: int = 8192
-) -> dict[str, list[float]]:
-    """Per-label test NLL of a flow conditioned on the one-hot label, against the exact conditional entropies.
-
-    For each label ``k``, ``n_per_label`` fresh samples of component ``k`` are scored with context ``one_hot(k)``.
-
-    Returns:
-        A dict of per-label lists: ``test_nll``, ``test_nll_stderr``, ``entropy`` (exact), ``kl_gap``
-        (``test_nll − entropy``), ``kl_paired`` and ``kl_paired_stderr`` (``mean(log p(x|k) − log q(x|k))``).
-    """
-    ref = next(flow.parameters(), None)
-    dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, None)
-    g = torch.Generator().manual_seed(seed)
-    out: dict[str, list[float]] = {k: [] for k in
-                                   ("test_nll", "test_nll_stderr", "entropy", "kl_gap", "kl_paired", "kl_paired_stderr")}
-    for k, h in enumerate(dataset.component_entropies):
-        eps = torch.randn(n_per_label, 2, dtype=torch.float64, generator=g)
-        x64 = dataset.locs[k] + eps @ dataset.chol[k].T
-        x = x64.to(dtype=dtype, device=device)
-        c = dataset.one_hot(torch.full((n_per_label,), k, device=device), dtype=dtype)
-        nll = nll_per_row(flow, x, c, batch_size=batch_size)
-        diff = dataset.conditional_log_prob(x.double(), k) + nll
-        root = math.sqrt(n_per_label)
-        for key, value in (("test_nll", float(nll.mean())), ("test_nll_stderr", float(nll.std() / root)),
-                           ("entropy", h), ("kl_gap", float(nll.mean()) - h), ("kl_paired", float(diff.mean())),
-                           ("kl_paired_stderr", float(diff.std() / root))):
-            out[key].append(value)
-    return out
-

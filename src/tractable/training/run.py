@@ -72,24 +72,66 @@ def build(config: FitConfig, features: int, context_features: int = 0) -> Flow:
 
 
 def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True,
-            echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the fit ``config`` describes, writing the run directory ``out``; return what ``metrics.json`` holds."""
-    from .reverse_kl import seed_everything
+            echo: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
+    """Run the fit ``config`` describes, writing the run directory ``out``; return what ``metrics.json`` holds.
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(config.to_toml())
-    seed_everything(config.train.seed)
-    if is_energy(config):
-        from .run_energy import run_energy
+    With ``resume``, continue the run in ``out`` from its newest training checkpoint (``out/checkpoints``); the
+    result equals the uninterrupted run's. Launched by ``torchrun`` (``WORLD_SIZE > 1``), the process joins the
+    process group and trains with DDP; only rank 0 writes files and reports (the others return ``{}``).
+    """
+    from .checkpoint import list_step_checkpoints
+    from .distributed import DistContext, init_distributed, shutdown_distributed
+    from .hygiene import seed_everything
 
-        metrics = run_energy(config, out, progress=progress, echo=echo)
-    else:
-        from .run_data import run_data
+    started = init_distributed(config.train.device)
+    try:
+        ctx = DistContext.current()
+        out = Path(out)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if not resume:  # a fresh run in an old directory: old checkpoints must not be resumed later
+                (out / "config.toml").write_text(config.to_toml())
+                for _, old in list_step_checkpoints(out / "checkpoints"):
+                    old.unlink()
+                (out / "checkpoints" / "best.pt").unlink(missing_ok=True)
+        else:
+            echo, progress = (lambda _: None), False
+        seed_everything(config.train.seed)
+        if is_energy(config):
+            from .run_energy import run_energy
 
-        metrics = run_data(config, out, progress=progress, echo=echo)
-    echo(f"run directory: {out}")
+            metrics = run_energy(config, out, progress=progress, echo=echo, resume=resume)
+        else:
+            from .run_data import run_data
+
+            metrics = run_data(config, out, progress=progress, echo=echo, resume=resume)
+        echo(f"run directory: {out}")
+    except BaseException:
+        if started:
+            shutdown_distributed(wait=False)
+        raise
+    if started:
+        shutdown_distributed()
     return metrics
+
+
+def fit_options(config: FitConfig, out: Path, *, resume: bool) -> dict[str, Any]:
+    """The hygiene, logging and checkpoint arguments both loops take, from ``config.train`` and the run directory."""
+    t = config.train
+    return {
+        "warmup": t.warmup, "ema": t.ema, "max_bad_steps": t.max_bad_steps, "detect_anomaly": t.detect_anomaly,
+        "metrics_csv": out / "metrics.csv", "metrics_jsonl": out / "metrics.jsonl",
+        "tensorboard_dir": out / "tensorboard", "checkpoint_dir": out / "checkpoints",
+        "checkpoint_every": t.checkpoint_every, "keep_last": t.keep_last, "resume": resume,
+    }
+
+
+def export_weights(flow: Flow, config: FitConfig, path: Path) -> Path:
+    """The trained weights as safetensors (``model.safetensors``), with the configuration in its metadata."""
+    from .. import __version__
+    from .export import save_safetensors
+
+    return save_safetensors(flow.state_dict(), path, {"config": config.to_toml(), "library_version": __version__})
 
 
 def load_run(run_dir: str | Path) -> tuple[Flow, Any, FitConfig]:

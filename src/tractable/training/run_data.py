@@ -15,8 +15,9 @@ from ..targets.tabular import Standardizer, load_table, split
 from ..targets.toy import GaussianMixtureData, ToyDataset, get_dataset, sample_splits
 from ..transforms.base import Compose
 from .checkpoint import save_checkpoint
+from .distributed import DistContext
 from .max_likelihood import evaluate_conditional_toy, evaluate_nll, evaluate_toy, fit_max_likelihood
-from .run import DTYPES, build, write_json
+from .run import DTYPES, build, export_weights, fit_options, write_json
 
 
 @dataclass
@@ -73,8 +74,9 @@ def load_data(config: FitConfig) -> DataSplits:
 
 
 def run_data(config: FitConfig, out: Path, *, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train, evaluate and write the run directory ``out`` for data; return the metrics."""
+             echo: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
+    """Train, evaluate and write the run directory ``out`` for data; return the metrics (``{}`` on ranks other than
+    0 of a distributed run)."""
     data = load_data(config)
     device = config.train.device
     flow = build(config, data.features, data.context_features)
@@ -88,8 +90,12 @@ def run_data(config: FitConfig, out: Path, *, progress: bool = True,
     history = fit_max_likelihood(
         flow, on(data.train), context=on(data.train_context), val=on(data.val), val_context=on(data.val_context),
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, schedule=t.schedule, clip=t.clip, eval_every=t.eval_every,
-        patience=t.patience or None, seed=t.seed, progress=progress, metrics_csv=out / "metrics.csv",
+        patience=t.patience or None, seed=t.seed, progress=progress,
+        meta={"config": config.to_dict(), "features": data.features, "context_features": data.context_features},
+        **fit_options(config, out, resume=resume),
     )
+    if not DistContext.current().is_main:
+        return {}
     test, test_context = on(data.test), on(data.test_context)
     if data.dataset is not None and test_context is None:
         metrics: dict[str, Any] = evaluate_toy(flow, data.dataset, test=test)
@@ -106,10 +112,11 @@ def run_data(config: FitConfig, out: Path, *, progress: bool = True,
         steps=len(history.rows), seconds=round(history.seconds, 3),
         parameters=sum(p.numel() for p in flow.parameters()), target=data.name, flow=config.model.flow,
         layers=config.model.layers, seed=t.seed, features=data.features, context_features=data.context_features,
-        train_rows=len(data.train), val_rows=len(data.val), test_rows=len(data.test),
+        train_rows=len(data.train), val_rows=len(data.val), test_rows=len(data.test), skipped_steps=history.skipped,
     )
     save_checkpoint({"model": flow.state_dict(), "config": config.to_dict(), "step": len(history.rows),
                      "features": data.features, "context_features": data.context_features}, out / "checkpoint.pt")
+    export_weights(flow, config, out / "model.safetensors")
     write_json(metrics, out / "metrics.json")
     line = (f"{data.name} × {config.model.flow} ({config.model.layers} layers), {len(history.rows)} steps in "
             f"{history.seconds:.1f}s: test NLL = {metrics['test_nll']:.4f} ± {metrics['test_nll_stderr']:.4f} nats")

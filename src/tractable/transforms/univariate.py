@@ -50,7 +50,13 @@ class AffineMap(ElementwiseMap):
         self.bound = bound
 
     def _shift_log_scale(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        shift, raw = theta.unbind(-1)  # one backward op (a stack) instead of two zero-filled slices
+        # One backward op (a stack) instead of two zero-filled slices. The stack is laid out like theta's storage:
+        # for parameter-major storage (MADE's output, where the last dim is strided) unbinding the transposed view
+        # makes the gradient land contiguous in that layout, which saves a copy per layer in backward.
+        if theta.dim() >= 2 and theta.stride(-1) != 1:
+            shift, raw = theta.transpose(-1, -2).unbind(-2)
+        else:
+            shift, raw = theta.unbind(-1)
         return shift, self.bound * torch.tanh(raw / self.bound)
 
     def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:

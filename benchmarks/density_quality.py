@@ -1,0 +1,445 @@
+"""Density-estimation quality on the 2D toy sets with exact entropies: tractable NSF against nflows, zuko, normflows.
+
+    .venv/bin/python benchmarks/density_quality.py [--datasets eight_gaussians checkerboard rings] [--seeds 0 1 2]
+        [--libs tractable nflows zuko normflows] [--jobs 2] [--peer-path /tmp/peerlibs]
+
+The protocol is the one of ``tractable fit <dataset> --model nsf --steps 5000 --batch-size 512 --seed S``:
+
+* data: ``sample_splits(get_dataset(name), sizes=(100_000, 10_000, 100_000), seed=S)`` (train, validation, test);
+* a :class:`~tractable.targets.tabular.Standardizer` fitted on the training split, applied as a fixed first layer
+  (``StandardizeTransform``) so every flow is trained on raw data and scored in the original units;
+* the flow's initialisation seeded with ``torch.manual_seed(S)``;
+* :func:`~tractable.training.max_likelihood.fit_max_likelihood`: Adam (peak lr ``--lr``), cosine decay to 0 over
+  ``--steps`` steps of batch ``--batch-size`` (shuffled epochs seeded by ``S``), validation every 250 steps and the
+  best validated state restored;
+* :func:`~tractable.training.max_likelihood.evaluate_toy` on the test split: ``gap = test NLL − entropy`` (an
+  estimate of ``KL(p‖q)``; its standard error is the NLL's, about 0.003 nats) and ``kl_paired = mean(log p − log q)``
+  (the same quantity with a much smaller standard error where the data's log-density is finite everywhere).
+
+Every library gets the same loop (peer flows are wrapped in a module exposing ``log_prob``), the same data, the same
+standardisation and the same architecture: ``--layers`` coupling layers of rational-quadratic splines with ``--bins``
+bins on ``[-bound, bound]`` (identity / linear tails), conditioners with ``--blocks`` hidden layers of ``--hidden``
+ReLU units, alternating halves, a standard normal base. Differences that the libraries build in are kept and listed:
+
+* nflows: ``PiecewiseRationalQuadraticCouplingTransform`` with its ``MLP`` (exactly tractable's architecture and
+  parameter count; nflows divides the width/height logits by ``sqrt(hidden)``, as it does for its own nets).
+* zuko: ``MAF(passes=2, univariate=MonotonicRQSTransform(bound=B))``, zuko's coupling form. In 2D its masked
+  conditioner also gives the first feature of each layer an unconditional spline (bias only), and the masked weight
+  matrices are stored dense: both the stored and the effective (unmasked) parameter counts are reported.
+* normflows: ``CoupledRationalQuadraticSpline``, normflows' own spline coupling: a residual conditioner
+  (``num_blocks`` residual blocks of two layers, so its depth is ``2·blocks`` hidden layers for ``blocks`` here),
+  plus an unconditional spline on the passive half. ``--normflows-blocks`` and ``--normflows-hidden`` set it;
+  the defaults give one residual block (2 hidden layers + the input layer) at the width that matches tractable's
+  parameter count as closely as possible.
+
+Runs are cached one JSON line each in ``benchmarks/results/<out>.runs.jsonl`` (keyed by library, data set, seed and
+configuration), so an interrupted benchmark resumes; ``--jobs`` processes run at once, each with one thread.
+The table goes to ``benchmarks/results/<out>.{md,json}`` (default ``<out>`` = ``density_quality``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = ("eight_gaussians", "checkerboard", "rings")
+LIBS = ("tractable", "nflows", "zuko", "normflows")
+SIZES = (100_000, 10_000, 100_000)
+
+#: The architecture and optimisation defaults measured for this benchmark (see the report in the results file).
+DEFAULTS = {
+    "layers": 5,
+    "hidden": 64,
+    "blocks": 2,
+    "bins": 8,
+    "bound": 3.0,
+    "lr": 1e-3,
+    "steps": 5000,
+    "batch_size": 512,
+    "eval_every": 250,
+    "residual": False,
+    "min_derivative": 1e-3,
+    "permutation": "alternate",
+    "activation": "relu",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model builders: each returns an nn.Module whose ``log_prob(z)`` is the density of *standardised* data.
+
+
+class ResidualConditioner(nn.Module):
+    """nflows' ``ResidualNet`` layout: input layer, ``blocks`` residual blocks of two linear layers, output layer.
+
+    The output layer is zero-initialised with the bias set by the caller (so a coupling starts as the identity, like
+    tractable's ``MLP(zero_last=True)``). Used only for the ``--residual`` variant of tractable's NSF, swapped in for
+    each coupling's ``conditioner`` (tractable's ``Coupling`` calls ``conditioner(x_id, context)``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int, blocks: int, bias: Tensor):
+        super().__init__()
+        self.first = nn.Linear(in_features, hidden)
+        self.blocks = nn.ModuleList(
+            nn.ModuleList([nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)]) for _ in range(blocks)
+        )
+        for a, b in self.blocks:  # nflows: the second layer of each block starts near zero
+            nn.init.uniform_(b.weight, -1e-3, 1e-3)
+            nn.init.uniform_(b.bias, -1e-3, 1e-3)
+        self.last = nn.Linear(hidden, out_features)
+        nn.init.zeros_(self.last.weight)
+        with torch.no_grad():
+            self.last.bias.copy_(bias)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        h = self.first(x)
+        for a, b in self.blocks:
+            h = h + b(torch.relu(a(torch.relu(h))))
+        return self.last(torch.relu(h))
+
+
+def build_tractable(cfg: dict, features: int = 2) -> nn.Module:
+    from tractable.models.nsf import NSF
+    from tractable.transforms.coupling import Coupling
+    from tractable.transforms.splines import RQSplineMap
+
+    flow = NSF(
+        features,
+        layers=cfg["layers"],
+        hidden=cfg["hidden"],
+        blocks=cfg["blocks"],
+        bins=cfg["bins"],
+        bound=cfg["bound"],
+        permutation=cfg["permutation"],
+        activation=cfg["activation"],
+    )
+    for t in flow.transform.transforms:
+        if not isinstance(t, Coupling):
+            continue
+        if cfg["min_derivative"] != 1e-3:
+            t.map = RQSplineMap(cfg["bins"], cfg["bound"], min_derivative=cfg["min_derivative"])
+        if cfg["residual"]:
+            old = t.conditioner
+            t.conditioner = ResidualConditioner(
+                old.in_features, old.out_features, cfg["hidden"], max(cfg["blocks"] - 1, 1), old.last.bias.detach()
+            )
+    return flow
+
+
+class PeerFlow(nn.Module):
+    """A peer library's flow behind ``log_prob(x)``."""
+
+    def __init__(self, module: nn.Module, log_prob):
+        super().__init__()
+        self.module = module
+        self._log_prob = log_prob
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._log_prob(x)
+
+
+def build_nflows(cfg: dict, features: int = 2) -> nn.Module:
+    from nflows.distributions import StandardNormal
+    from nflows.flows import Flow
+    from nflows.nn.nets import MLP
+    from nflows.transforms import CompositeTransform
+    from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
+
+    hidden, blocks = cfg["hidden"], cfg["blocks"]
+
+    class Net(MLP):  # nflows' MLP takes no context argument (its couplings pass one)
+        hidden_features = hidden  # so the coupling scales the width/height logits as for nflows' own nets
+
+        def forward(self, inputs, context=None):
+            return super().forward(inputs)
+
+    steps = []
+    for k in range(cfg["layers"]):
+        mask = torch.ones(features)
+        mask[: features // 2] = -1  # nflows: > 0 = transformed
+        steps.append(
+            PiecewiseRationalQuadraticCouplingTransform(
+                mask if k % 2 == 0 else -mask,
+                lambda i, o: Net((i,), (o,), [hidden] * blocks),
+                num_bins=cfg["bins"],
+                tails="linear",
+                tail_bound=cfg["bound"],
+                min_derivative=cfg["min_derivative"],
+            )
+        )
+    flow = Flow(CompositeTransform(steps), StandardNormal([features]))
+    return PeerFlow(flow, flow.log_prob)
+
+
+def build_zuko(cfg: dict, features: int = 2) -> nn.Module:
+    from functools import partial
+
+    import zuko
+    from zuko.transforms import MonotonicRQSTransform
+
+    bins = cfg["bins"]
+    flow = zuko.flows.MAF(
+        features,
+        transforms=cfg["layers"],
+        passes=2,
+        univariate=partial(MonotonicRQSTransform, bound=cfg["bound"], slope=cfg["min_derivative"]),
+        shapes=[(bins,), (bins,), (bins - 1,)],
+        hidden_features=[cfg["hidden"]] * cfg["blocks"],
+    )
+    return PeerFlow(flow, lambda x: flow().log_prob(x))
+
+
+def normflows_width(cfg: dict, features: int = 2) -> int:
+    """The residual-net width whose normflows NSF parameter count is closest to tractable's at ``cfg``."""
+    target = count_parameters(build_tractable(cfg, features))[0]
+    best = min(range(8, 4 * cfg["hidden"] + 1), key=lambda h: abs(
+        count_parameters(build_normflows({**cfg, "normflows_hidden": h}, features))[0] - target))
+    return best
+
+
+def build_normflows(cfg: dict, features: int = 2) -> nn.Module:
+    import normflows as nf
+
+    hidden = cfg.get("normflows_hidden") or cfg["hidden"]
+    blocks = cfg.get("normflows_blocks") or max(cfg["blocks"] // 2, 1)
+    layers = [
+        nf.flows.CoupledRationalQuadraticSpline(
+            features, blocks, hidden, num_bins=cfg["bins"], tails="linear", tail_bound=cfg["bound"],
+            reverse_mask=bool(k % 2),
+        )
+        for k in range(cfg["layers"])
+    ]
+    flow = nf.NormalizingFlow(nf.distributions.DiagGaussian(features, trainable=False), layers)
+    return PeerFlow(flow, flow.log_prob)
+
+
+BUILDERS = {"tractable": build_tractable, "nflows": build_nflows, "zuko": build_zuko, "normflows": build_normflows}
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """``(stored, effective)`` trainable parameters; effective leaves out the entries zuko's masks zero."""
+    stored = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    masked = 0
+    for m in module.modules():
+        mask = getattr(m, "mask", None)
+        weight = getattr(m, "weight", None)
+        if isinstance(mask, Tensor) and isinstance(weight, nn.Parameter) and mask.shape == weight.shape:
+            masked += int((mask == 0).sum())
+    return stored, stored - masked
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One fit.
+
+
+class Standardized(nn.Module):
+    """A peer flow on standardised data, seen in the original units (``StandardizeTransform`` prepended)."""
+
+    def __init__(self, inner: nn.Module, standardize: nn.Module, features: int):
+        super().__init__()
+        self.inner, self.standardize = inner, standardize
+        self.event_shape = (features,)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        z, ladj = self.standardize(x)
+        return self.inner.log_prob(z) + ladj
+
+
+def run_one(job: dict) -> dict:
+    """Fit one (library, data set, seed) and evaluate it; returns the result row."""
+    torch.set_num_threads(1)
+    if job.get("peer_path") and job["peer_path"] not in sys.path:
+        sys.path.append(job["peer_path"])  # appended: never shadows the environment's torch
+    warnings.filterwarnings("ignore")
+    from tractable.targets.tabular import Standardizer
+    from tractable.targets.toy import get_dataset, sample_splits
+    from tractable.training.max_likelihood import evaluate_toy, fit_max_likelihood
+    from tractable.transforms.base import Compose
+
+    cfg, lib, name, seed = job["cfg"], job["lib"], job["dataset"], job["seed"]
+    data = get_dataset(name)
+    train, val, test = sample_splits(data, sizes=SIZES, seed=seed)
+    std = Standardizer.fit(train)
+    torch.manual_seed(seed)
+    inner = BUILDERS[lib](cfg, data.features)
+    stored, effective = count_parameters(inner)
+    if lib == "tractable":
+        flow = inner
+        flow.transform = Compose(std.as_transform(), flow.transform)
+    else:
+        flow = Standardized(inner, std.as_transform(), data.features)
+    cpu = time.process_time()
+    history = fit_max_likelihood(
+        flow, train, val=val, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], schedule="cosine",
+        eval_every=cfg["eval_every"], seed=seed, progress=False,
+    )
+    fit_cpu_seconds = time.process_time() - cpu
+    start = time.perf_counter()
+    metrics = evaluate_toy(flow, data, test=test)
+    eval_seconds = time.perf_counter() - start
+    return {
+        "key": job["key"], "lib": lib, "dataset": name, "seed": seed, "cfg": cfg,
+        "params": stored, "params_effective": effective,
+        "test_nll": metrics["test_nll"], "test_nll_stderr": metrics["test_nll_stderr"], "entropy": metrics["entropy"],
+        "gap": metrics["kl_gap"], "kl_paired": metrics["kl_paired"], "kl_paired_stderr": metrics["kl_paired_stderr"],
+        "best_step": history.best_step, "best_val_nll": history.best_val_nll,
+        "val_curve": history.evaluations, "fit_seconds": history.seconds, "fit_cpu_seconds": fit_cpu_seconds,
+        "eval_seconds": eval_seconds,
+        "torch": torch.__version__,
+    }
+
+
+def job_key(lib: str, name: str, seed: int, cfg: dict) -> str:
+    blob = json.dumps({"lib": lib, "dataset": name, "seed": seed, "cfg": cfg}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tables.
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean ± standard error over seeds of each (data set, library)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["lib"]), []).append(r)
+    out = []
+    for (name, lib), rs in groups.items():
+        n = len(rs)
+
+        def mean_se(key: str) -> tuple[float, float]:
+            v = torch.tensor([r[key] for r in rs], dtype=torch.float64)
+            return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
+
+        gap, gap_se = mean_se("gap")
+        out.append({
+            "dataset": name, "lib": lib, "seeds": sorted(r["seed"] for r in rs), "n": n,
+            "test_nll": mean_se("test_nll")[0], "entropy": rs[0]["entropy"], "gap": gap, "gap_se": gap_se,
+            "gap_max": max(r["gap"] for r in rs),
+            "gap_stderr_within": max(r["test_nll_stderr"] for r in rs),
+            "kl_paired": mean_se("kl_paired")[0], "params": rs[0]["params"], "params_effective": rs[0]["params_effective"],
+            "fit_seconds": mean_se("fit_seconds")[0], "per_seed_gap": [round(r["gap"], 4) for r in
+                                                                       sorted(rs, key=lambda r: r["seed"])],
+        })
+    order = {d: i for i, d in enumerate(DATASETS)}
+    lib_order = {lib: i for i, lib in enumerate(LIBS)}
+    return sorted(out, key=lambda s: (order.get(s["dataset"], 99), lib_order.get(s["lib"], 99)))
+
+
+def markdown(summary: list[dict], cfg: dict, header: str = "") -> str:
+    lines = [header] if header else []
+    lines += [
+        "| data set | library | seeds | test NLL | entropy | gap (NLL − H) ± s.e. over seeds | worst seed | "
+        "per-seed gaps | KL (paired) | parameters (effective) | fit s |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for s in summary:
+        se = "" if math.isnan(s["gap_se"]) else f" ± {s['gap_se']:.4f}"
+        eff = "" if s["params_effective"] == s["params"] else f" ({s['params_effective']:,})"
+        seeds = ",".join(map(str, s["seeds"]))
+        kl = "—" if math.isnan(s["kl_paired"]) else f"{s['kl_paired']:.4f}"
+        lines.append(
+            f"| {s['dataset']} | {s['lib']} | {seeds} | {s['test_nll']:.4f} | {s['entropy']:.4f} | {s['gap']:.4f}{se} | "
+            f"{s['gap_max']:.4f} | {', '.join(f'{g:.3f}' for g in s['per_seed_gap'])} | {kl} | "
+            f"{s['params']:,}{eff} | {s['fit_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--libs", nargs="+", default=list(LIBS), choices=list(LIBS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--peer-seeds", nargs="+", type=int, default=None,
+                        help="seeds for the peer libraries (default: --seeds)")
+    parser.add_argument("--jobs", type=int, default=2, help="processes at once (one thread each)")
+    parser.add_argument("--peer-path", default="/tmp/peerlibs",
+                        help="a directory holding nflows/zuko/normflows, appended to sys.path in the workers only")
+    parser.add_argument("--out", default="density_quality", help="results file stem")
+    parser.add_argument("--results-dir", default=str(RESULTS))
+    for key, value in DEFAULTS.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    parser.add_argument("--normflows-blocks", type=int, default=None, help="residual blocks (default blocks // 2)")
+    parser.add_argument("--normflows-hidden", type=int, default=None,
+                        help="residual-net width (default: matched to tractable's parameter count)")
+    parser.add_argument("--list", action="store_true", help="print the parameter counts and exit")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.peer_path and args.peer_path not in sys.path:
+        sys.path.append(args.peer_path)
+    cfg = {key: getattr(args, key) for key in DEFAULTS}
+    peer_cfg = dict(cfg)
+    if "normflows" in args.libs:
+        peer_cfg["normflows_blocks"] = args.normflows_blocks or max(cfg["blocks"] // 2, 1)
+        peer_cfg["normflows_hidden"] = args.normflows_hidden or normflows_width({**cfg, **peer_cfg})
+    if args.list:
+        for lib in args.libs:
+            print(lib, count_parameters(BUILDERS[lib](cfg if lib == "tractable" else peer_cfg)))
+        return
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    cache = results_dir / f"{args.out}.runs.jsonl"
+    done = {}
+    if cache.exists():
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["key"]] = row
+    jobs, wanted = [], []
+    for name in args.datasets:
+        for lib in args.libs:
+            c = cfg if lib == "tractable" else peer_cfg
+            seeds = args.seeds if lib == "tractable" or args.peer_seeds is None else args.peer_seeds
+            for seed in seeds:
+                key = job_key(lib, name, seed, c)
+                wanted.append(key)
+                if key not in done:
+                    jobs.append({"key": key, "lib": lib, "dataset": name, "seed": seed, "cfg": c,
+                                 "peer_path": args.peer_path})
+    print(f"{len(wanted) - len(jobs)} runs cached, {len(jobs)} to run with {args.jobs} process(es)", flush=True)
+    if jobs:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(args.jobs, maxtasksperchild=1) as pool, cache.open("a") as handle:
+            for row in pool.imap_unordered(run_one, jobs):
+                done[row["key"]] = row
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+                print(f"{row['dataset']:16s} {row['lib']:10s} seed {row['seed']}: gap {row['gap']:.4f} "
+                      f"(paired {row['kl_paired']:.4f}) best step {row['best_step']} fit {row['fit_seconds']:.0f}s",
+                      flush=True)
+    rows = [done[k] for k in wanted]
+    summary = summarise(rows)
+    header = (
+        f"NSF (coupling), {cfg['layers']} layers, conditioners {cfg['blocks']}×{cfg['hidden']} ReLU, {cfg['bins']} bins "
+        f"on [-{cfg['bound']:g}, {cfg['bound']:g}] (standardised units), Adam lr {cfg['lr']:g} cosine, "
+        f"{cfg['steps']} steps × batch {cfg['batch_size']}, validation every {cfg['eval_every']} (best restored); "
+        f"train/val/test {SIZES[0]:,}/{SIZES[1]:,}/{SIZES[2]:,}; one thread per fit; torch {torch.__version__}."
+        + (f" normflows: {peer_cfg['normflows_blocks']} residual block(s) of width {peer_cfg['normflows_hidden']}."
+           if "normflows" in args.libs else "")
+        + "\n"
+    )
+    text = markdown(summary, cfg, header)
+    (results_dir / f"{args.out}.md").write_text(text)
+    (results_dir / f"{args.out}.json").write_text(json.dumps({"config": cfg, "peer_config": peer_cfg,
+                                                              "summary": summary, "runs": rows}, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

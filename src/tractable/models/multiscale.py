@@ -1,0 +1,286 @@
+"""Multi-scale image flows: RealNVP, Glow and Flow++ built from one architecture string.
+
+An architecture is a string of whitespace-separated tokens read left to right at the current scale:
+
+* ``"Nc"``: ``N`` flow steps whose couplings use checkerboard masks (parities alternating);
+* ``"Nh"``: ``N`` flow steps whose couplings use channel masks ("halves"; needs at least 2 channels);
+* ``"S"``: squeeze (space-to-depth); everything after it runs at half the resolution on 4x the channels;
+* ``"F"``: factor out half of the channels with a learned conditional prior; everything after runs on the rest.
+
+For example RealNVP's CIFAR-10 model is ``"3c S 3h F 3c S 3h F 4c"``, Glow with ``L`` levels of ``K`` steps is
+``"S Kh F S Kh F ... S Kh"`` and the UvA tutorial's multi-scale MNIST flow is ``"2c S 2h F S 4h"``. The whole
+transform preserves the image's shape (see :mod:`tractable.transforms.reshape`), so each model is an
+:class:`~tractable.models.image_flow.ImageFlow` with a standard-normal base of the image's shape.
+
+References:
+    Density estimation using Real NVP (Dinh, Sohl-Dickstein & Bengio, 2017), arXiv:1605.08803.
+    Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma & Dhariwal, 2018), arXiv:1807.03039.
+    Flow++: Improving Flow-Based Generative Models with Variational Dequantization and Architecture Design
+    (Ho, Chen, Srinivas, Duan & Abbeel, 2019), arXiv:1902.00275.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from ..dequantization import Dequantizer
+from ..transforms.base import Compose, Transform
+from ..transforms.conv import InvertibleConv1x1
+from ..transforms.image_coupling import ImageAffineCoupling
+from ..transforms.logistic_mixture import MixtureLogisticCoupling
+from ..transforms.normalization import ActNorm
+from ..transforms.reshape import FactorOut, Squeezed
+from .image_flow import ImageFlow
+
+#: ``step(channels, mask, parity, level) -> Transform``: one flow step at scale ``level`` (number of squeezes so far).
+StepFactory = Callable[[int, str, int, int], Transform]
+
+_TOKEN = re.compile(r"^(\d+)([ch])$")
+
+
+def parse_architecture(architecture: str) -> list[str]:
+    """The tokens of an architecture string, validated (see the module docstring)."""
+    tokens = architecture.split()
+    if not tokens:
+        raise ValueError("expected a non-empty architecture such as '2c S 2h F S 4h', got an empty string")
+    for t in tokens:
+        if t not in ("S", "F") and not _TOKEN.match(t):
+            raise ValueError(f"unknown architecture token {t!r} in {architecture!r}; expected 'Nc', 'Nh', 'S' or 'F'")
+    return tokens
+
+
+def build_multiscale(architecture: str, shape: Sequence[int], step: StepFactory) -> Transform:
+    """The shape-preserving transform described by ``architecture`` for images of ``shape = (C, H, W)``.
+
+    Raises:
+        ValueError: for a malformed architecture, a squeeze of an odd size, a channel mask on one channel, or a
+            factor-out of one channel.
+    """
+    tokens = parse_architecture(architecture)
+    c, h, w = (int(s) for s in shape)
+
+    def build(i: int, c: int, h: int, w: int, level: int) -> Transform | None:
+        steps: list[Transform] = []
+        while i < len(tokens):
+            t = tokens[i]
+            if t == "S":
+                if h % 2 or w % 2:
+                    raise ValueError(f"cannot squeeze an image of size {h}x{w} (token {i} of {architecture!r}): "
+                                     "expected even height and width")
+                inner = build(i + 1, 4 * c, h // 2, w // 2, level + 1)
+                if inner is None:
+                    raise ValueError(f"a squeeze must be followed by layers, got {architecture!r}")
+                steps.append(Squeezed(inner))
+                break
+            if t == "F":
+                if c < 2:
+                    raise ValueError(f"cannot factor out channels of a 1-channel tensor (token {i} of {architecture!r})")
+                steps.append(FactorOut(c, c // 2, inner=build(i + 1, c // 2, h, w, level)))
+                break
+            n, kind = int(t[:-1]), t[-1]
+            mask = "checkerboard" if kind == "c" else "channel"
+            if mask == "channel" and c < 2:
+                raise ValueError(f"a channel coupling needs at least 2 channels, got {c} (token {i} of {architecture!r})")
+            steps.extend(step(c, mask, k % 2, level) for k in range(n))
+            i += 1
+        if not steps:
+            return None
+        return steps[0] if len(steps) == 1 else Compose(*steps)
+
+    transform = build(0, c, h, w, 0)
+    if transform is None:
+        raise ValueError(f"the architecture {architecture!r} has no layers")
+    return transform
+
+
+def _per_level(value: int | Sequence[int], level: int) -> int:
+    """``value`` if an int, else its entry for ``level`` (the last entry for deeper levels)."""
+    if isinstance(value, int):
+        return value
+    return int(value[min(level, len(value) - 1)])
+
+
+class _MultiScaleImageFlow(ImageFlow):
+    """Shared constructor of the multi-scale models: architecture string, step factory, dequantization."""
+
+    default_architecture = "2c S 2h F S 2h"
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        step: StepFactory,
+        *,
+        architecture: str | None,
+        levels: int,
+        dequantization: str | Dequantizer,
+        dequantization_options: dict | None,
+        alpha: float,
+        validate: bool,
+    ):
+        architecture = architecture or self.default_architecture
+        transform = build_multiscale(architecture, shape, step)
+        super().__init__(transform, shape, levels=levels, dequantization=dequantization, alpha=alpha,
+                         dequantization_options=dequantization_options, validate=validate)
+        self.architecture = architecture
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", architecture={self.architecture!r}"
+
+
+class ImageRealNVP(_MultiScaleImageFlow):
+    """Multi-scale RealNVP for images: affine couplings with gated convolutional ResNet conditioners.
+
+    Each step of the architecture (see :mod:`tractable.models.multiscale`) is one
+    :class:`~tractable.transforms.image_coupling.ImageAffineCoupling`; the default ``"2c S 2h F S 2h"`` suits small
+    images (8x8 digits), ``"2c S 2h F S 4h"`` with ``hidden=(32, 48, 64)`` is the UvA tutorial's MNIST flow and
+    ``"3c S 3h F 3c S 3h F 4c"`` RealNVP's CIFAR-10 layout.
+
+    Args:
+        shape: image shape ``(C, H, W)``.
+        levels: number of discrete levels ``k``.
+        architecture: the architecture string.
+        hidden: conditioner width, an int or one per scale (index = number of squeezes so far).
+        blocks: gated residual blocks per conditioner.
+        bound: bound on the couplings' ``|log scale|``.
+        dequantization: ``"uniform"`` or ``"variational"`` (or a dequantizer module).
+        dequantization_options: options of the variational dequantizer.
+        alpha: the logit pre-processing's ``α``.
+        validate: check inputs.
+
+    References:
+        Density estimation using Real NVP (Dinh, Sohl-Dickstein & Bengio, 2017), arXiv:1605.08803.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        levels: int = 256,
+        architecture: str | None = None,
+        hidden: int | Sequence[int] = 32,
+        blocks: int = 2,
+        bound: float = 2.0,
+        dequantization: str | Dequantizer = "uniform",
+        dequantization_options: dict | None = None,
+        alpha: float = 0.05,
+        validate: bool = True,
+    ):
+        def step(c: int, mask: str, parity: int, level: int) -> Transform:
+            return ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level), blocks=blocks,
+                                       bound=bound)
+
+        super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
+                         dequantization_options=dequantization_options, alpha=alpha, validate=validate)
+
+
+class Glow(_MultiScaleImageFlow):
+    """Glow: steps of ActNorm, invertible 1x1 convolution and affine coupling, in a multi-scale architecture.
+
+    The ActNorm layers initialise from the first batch seen in training mode (call ``log_prob`` on a large training
+    batch first). Default architecture ``"S 4h F S 4h"`` (two levels of four steps).
+
+    Args:
+        shape: image shape ``(C, H, W)``.
+        levels: number of discrete levels ``k``.
+        architecture: the architecture string (Glow with ``L`` levels of ``K`` steps: ``"S Kh F ... S Kh"``).
+        hidden: conditioner width, an int or one per scale.
+        blocks: gated residual blocks per conditioner.
+        bound: bound on the couplings' ``|log scale|``.
+        dequantization: ``"uniform"`` or ``"variational"``.
+        dequantization_options: options of the variational dequantizer.
+        alpha: the logit pre-processing's ``α``.
+        validate: check inputs.
+
+    References:
+        Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma & Dhariwal, 2018), arXiv:1807.03039.
+    """
+
+    default_architecture = "S 4h F S 4h"
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        levels: int = 256,
+        architecture: str | None = None,
+        hidden: int | Sequence[int] = 32,
+        blocks: int = 2,
+        bound: float = 2.0,
+        dequantization: str | Dequantizer = "uniform",
+        dequantization_options: dict | None = None,
+        alpha: float = 0.05,
+        validate: bool = True,
+    ):
+        def step(c: int, mask: str, parity: int, level: int) -> Transform:
+            coupling = ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level),
+                                           blocks=blocks, bound=bound)
+            return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
+
+        super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
+                         dequantization_options=dequantization_options, alpha=alpha, validate=validate)
+
+
+class FlowPlusPlus(_MultiScaleImageFlow):
+    """Flow++: steps of ActNorm, 1x1 convolution and logistic-mixture CDF coupling with conv-attention conditioners.
+
+    Variational dequantization is the default (Flow++'s). The default architecture ``"2c S F 2c 2h"`` follows the
+    layout of Flow++'s CIFAR-10 model, ``"4c S F 3c 2h"`` (checkerboard couplings at full resolution, a squeeze and
+    factor-out, then checkerboard and channel couplings at half resolution).
+
+    Args:
+        shape: image shape ``(C, H, W)``.
+        levels: number of discrete levels ``k``.
+        architecture: the architecture string.
+        hidden: conditioner width, an int or one per scale.
+        blocks: conv-attention blocks per conditioner (Flow++: 10 on CIFAR-10).
+        components: logistic mixture components (Flow++: 32).
+        attention: self-attention in the conditioners.
+        heads: attention heads.
+        dropout: dropout in the conditioners (Flow++: 0.2 on CIFAR-10).
+        bound: bound on the couplings' final log-scale ``|a|``.
+        dequantization: ``"variational"`` (default) or ``"uniform"``.
+        dequantization_options: options of the variational dequantizer (default: 4 mixture couplings of the
+            same width).
+        alpha: the logit pre-processing's ``α``.
+        validate: check inputs.
+
+    References:
+        Flow++ (Ho, Chen, Srinivas, Duan & Abbeel, 2019), arXiv:1902.00275.
+    """
+
+    default_architecture = "2c S F 2c 2h"
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        levels: int = 256,
+        architecture: str | None = None,
+        hidden: int | Sequence[int] = 32,
+        blocks: int = 2,
+        components: int = 8,
+        attention: bool = True,
+        heads: int = 4,
+        dropout: float = 0.0,
+        bound: float = 2.0,
+        dequantization: str | Dequantizer = "variational",
+        dequantization_options: dict | None = None,
+        alpha: float = 0.05,
+        validate: bool = True,
+    ):
+        def step(c: int, mask: str, parity: int, level: int) -> Transform:
+            coupling = MixtureLogisticCoupling(c, mask=mask, parity=parity, components=components, bound=bound,
+                                               hidden=_per_level(hidden, level), blocks=blocks, attention=attention,
+                                               heads=heads, dropout=dropout)
+            return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
+
+        if dequantization == "variational" and dequantization_options is None:
+            width = _per_level(hidden, 0)
+            dequantization_options = {"layers": 4, "hidden": width, "blocks": max(1, blocks // 2), "coupling": "mixture",
+                                          "components": components, "attention": attention, "dropout": dropout}
+        super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
+                         dequantization_options=dequantization_options, alpha=alpha, validate=validate)
+
+
+__all__ = ["FlowPlusPlus", "Glow", "ImageRealNVP", "StepFactory", "build_multiscale", "parse_architecture"]

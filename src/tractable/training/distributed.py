@@ -1,0 +1,139 @@
+"""Data-parallel training with PyTorch's own engine: ``torchrun`` starts the processes, DDP averages the gradients.
+
+``torchrun --standalone --nproc-per-node=N -m tractable fit ...`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``;
+:func:`init_distributed` then joins the process group (NCCL on GPUs, gloo on CPU). The loops read the group through
+:class:`DistContext`: each rank trains on its own slice of every global batch, DDP all-reduces the gradients, ActNorm
+layers are initialised from statistics of the *global* batch, evaluation metrics are all-reduced as sums and counts,
+and only rank 0 writes files and shows progress.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..transforms.normalization import ActNorm
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in a distributed run (``world_size == 1``: not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def current(cls) -> DistContext:
+        """The context of the initialised default process group, or the single-process one."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        return cls()
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files and shows progress (rank 0)."""
+        return self.rank == 0
+
+    def all_reduce_sum(self, t: Tensor) -> Tensor:
+        """Sum ``t`` over all ranks, in place (a no-op without a group); returns ``t``."""
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` in :class:`~torch.nn.parallel.DistributedDataParallel` when distributed, else itself."""
+        if not self.distributed:
+            return module
+        ids = [device.index if device.index is not None else self.local_rank] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
+def init_distributed(device: str = "cpu") -> bool:
+    """Join the process group that ``torchrun`` describes in the environment; ``False`` when not launched so.
+
+    The backend is NCCL for a CUDA ``device`` (each process then uses ``cuda:LOCAL_RANK``) and gloo otherwise.
+    Returns whether this call initialised the group (and :func:`shutdown_distributed` should end it).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return True
+
+
+def shutdown_distributed(*, wait: bool = True) -> None:
+    """Leave the process group, after a barrier (``wait``) so that no rank leaves while another still communicates;
+    after an error pass ``wait=False``, since the other ranks may never reach the barrier."""
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def _global_statistics(layer: ActNorm, ctx: DistContext, x: Tensor) -> tuple[Tensor, Tensor]:
+    """ActNorm's per-feature ``(mean, std)`` over the batches of all ranks (two passes of all-reduced sums)."""
+    axis = x.dim() - layer.event_dims
+    dims = tuple(d for d in range(x.dim()) if d != axis)
+    count = torch.tensor(float(x.numel() // layer.features), dtype=x.dtype, device=x.device)
+    total = ctx.all_reduce_sum(torch.cat([x.sum(dims), count.view(1)]))
+    mean = total[:-1] / total[-1]
+    shape = [1] * x.dim()
+    shape[axis] = layer.features
+    var = ctx.all_reduce_sum(((x - mean.view(shape)) ** 2).sum(dims)) / total[-1]
+    return mean, torch.sqrt(var + layer.eps)
+
+
+@torch.no_grad()
+def initialize_actnorm(model: nn.Module, run: Any, ctx: DistContext) -> int:
+    """Initialise every uninitialised :class:`ActNorm` in ``model`` from one pass of ``run()`` over the global batch.
+
+    Only the ActNorm layers are in training mode during the pass (the rest in eval mode, so batch-norm statistics and
+    dropout are untouched); with several ranks, each layer's statistics are all-reduced, so every rank sets the same
+    values, those a single process would set from the whole global batch. Call before wrapping the model in DDP.
+    Returns the number of layers initialised.
+    """
+    layers = [m for m in model.modules() if isinstance(m, ActNorm) and not bool(m.initialized)]
+    if not layers:
+        return 0
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    for layer in layers:
+        layer.train()
+        if ctx.distributed:
+            layer.data_statistics = lambda x, _layer=layer: _global_statistics(_layer, ctx, x)  # type: ignore[method-assign]
+    try:
+        run()
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("data_statistics", None)
+        for m, mode in modes.items():
+            m.training = mode
+    missed = [layer for layer in layers if not bool(layer.initialized)]
+    if missed:
+        raise RuntimeError(f"{len(missed)} ActNorm layers were not reached by the initialisation pass; expected all "
+                           f"{len(layers)} to run forward on the first batch")
+    return len(layers)

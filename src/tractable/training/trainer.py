@@ -1,0 +1,308 @@
+"""The training core both loops share: optimisation step with hygiene, logging, checkpoints and exact resume.
+
+A :class:`Trainer` owns the optimizer (Adam), the learning-rate schedule (warmup, then cosine/exponential/constant),
+the EMA of the weights, the non-finite guard, the metric files, the progress display and the periodic checkpoints;
+a loop only says how to compute its loss and what its own state is (the sampler position, the best validated
+weights, ...). The model is anything with parameters whose loss the loop computes, e.g. ``flow.log_prob(x, context)``
+for data of any shape (vectors or images) or ``flow.sample_and_log_prob(n)`` for reverse KL.
+
+A training checkpoint holds the model, the optimizer (fused Adam included), the scheduler, the EMA, the step, the
+skipped-step streak, every rank's random-number generator states and the loop's state, all as tensors and plain
+values. Resuming from it on the same machine continues bit for bit as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import CheckpointError, latest_step_checkpoint, load_checkpoint, save_step_checkpoint
+from .distributed import DistContext, initialize_actnorm
+from .hygiene import EMA, NonFiniteError, first_nonfinite_layer, make_adam, make_scheduler
+from .metrics_log import MetricsLog
+from .progress import Progress
+from .rng import get_rng_state, set_rng_state
+
+#: Skipped steps reported one line each, then every 100th.
+_SHOWN_SKIPS = 5
+
+
+def first_nonfinite_grad(module: nn.Module) -> str:
+    """The name of the first parameter of ``module`` whose gradient holds a NaN or infinity (``<none>``)."""
+    for name, p in module.named_parameters():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            return name
+    return "<none>"
+
+
+@dataclass
+class StepResult:
+    """One optimisation step: the (global-batch) ``loss``, the gradient norm before clipping, the learning rate used,
+    whether the step was ``skipped`` as non-finite, and what the loop's loss function returned besides the loss."""
+
+    loss: float
+    grad_norm: float
+    lr: float
+    skipped: bool
+    aux: Any
+
+
+class Trainer:
+    """Runs optimisation steps of ``model``'s trainable parameters with the hygiene a long run needs.
+
+    Args:
+        model: the module being trained (its ``state_dict`` is what checkpoints hold).
+        steps: the number of steps of the run (sets the schedule).
+        lr: the peak learning rate.
+        columns: the metric columns of every row.
+        desc: the progress label.
+        schedule: ``cosine``, ``exponential`` or ``constant`` after the warmup.
+        warmup: linear learning-rate warmup steps.
+        clip: clip the gradient norm to this value (0: no clipping; the norm is always logged).
+        ema: decay of the exponential moving average of the weights (0: none).
+        max_bad_steps: stop after this many non-finite steps in a row (each is skipped: no optimizer step).
+        detect_anomaly: run with ``torch.autograd`` anomaly detection (slow; names the backward op of a NaN).
+        progress: show a progress bar (terminal) or periodic lines (rank 0 only).
+        metrics_csv, metrics_jsonl, tensorboard_dir: where rows are logged (rank 0 only; ``None``: not).
+        checkpoint_dir: where training checkpoints go (``None``: none).
+        checkpoint_every: steps between checkpoints.
+        keep_last: training checkpoints kept (the newest).
+        resume: continue from the newest checkpoint in ``checkpoint_dir``.
+        callback: called as ``callback(step, row)`` after every step (``step`` counts finished steps).
+        meta: plain values stored in every checkpoint (e.g. the run's configuration).
+        step_base: how messages number steps (1: the first step is "step 1"; 0: "step 0").
+
+    Example:
+        >>> import torch
+        >>> from tractable import ElementwiseAffine, Flow, StandardNormal, Trainer
+        >>> flow = Flow(ElementwiseAffine(2), StandardNormal(2))
+        >>> x = 2 * torch.randn(512, 2) + 1
+        >>> trainer = Trainer(flow, steps=200, lr=0.05, columns=("step", "loss"), desc="demo", progress=False)
+        >>> while trainer.step < trainer.steps:
+        ...     r = trainer.train_step(lambda: (-flow.log_prob(x).mean(), None), lambda loss, aux: "", lambda: None)
+        ...     trainer.end_step({"step": trainer.step, "loss": r.loss}, {}, dict)
+        >>> trainer.finish({})
+        >>> bool((flow.sample(10_000).mean(0) - 1).abs().max() < 0.2)  # the flow learned the data's mean
+        True
+    """
+
+    def __init__(self, model: nn.Module, *, steps: int, lr: float, columns: tuple[str, ...], desc: str,
+                 schedule: str = "cosine", warmup: int = 0, clip: float = 0.0, ema: float = 0.0,
+                 max_bad_steps: int = 5, detect_anomaly: bool = False, progress: bool = True,
+                 metrics_csv: str | Path | None = None, metrics_jsonl: str | Path | None = None,
+                 tensorboard_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,
+                 checkpoint_every: int = 1000, keep_last: int = 3, resume: bool = False,
+                 callback: Callable[[int, dict[str, float]], None] | None = None,
+                 meta: dict[str, Any] | None = None, step_base: int = 1):
+        for name, value in (("steps", steps), ("max_bad_steps", max_bad_steps),
+                            ("checkpoint_every", checkpoint_every), ("keep_last", keep_last)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+        if not lr > 0 or not clip >= 0 or not 0 <= ema < 1:
+            raise ValueError(f"expected lr > 0, clip >= 0 and 0 <= ema < 1, got lr={lr}, clip={clip}, ema={ema}")
+        self.model, self.steps, self.lr, self.clip = model, steps, lr, clip
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters")
+        self.device = self.params[0].device
+        self.ctx = DistContext.current()
+        self.optimizer = make_adam(self.params, lr)
+        self.scheduler = make_scheduler(self.optimizer, schedule, steps, warmup=warmup)
+        self.ema = EMA(self.params, ema) if ema > 0 else None
+        self.max_bad_steps, self.callback, self.meta, self.step_base = max_bad_steps, callback, meta or {}, step_base
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every, self.keep_last = checkpoint_every, keep_last
+        self.step, self.bad_streak, self.skipped, self.first_bad = 0, 0, 0, ""
+        self.saved_step, self.seconds_before = -1, 0.0
+        self.loop_state: dict[str, Any] = {}
+        self.resumed_from: Path | None = None
+        if resume:
+            self._resume()
+        main = self.ctx.is_main
+        self.log = MetricsLog(columns, csv_path=metrics_csv if main else None,
+                              jsonl_path=metrics_jsonl if main else None,
+                              tensorboard_dir=tensorboard_dir if main else None,
+                              resume_step=self.step if resume else None)
+        self.previous_rows = self.log.previous
+        self.bar = Progress(steps, desc=desc, enabled=progress and main)
+        self.anomaly_before = torch.is_anomaly_enabled()
+        if detect_anomaly:
+            torch.autograd.set_detect_anomaly(True)
+        self.detect_anomaly = detect_anomaly
+        self.start = time.perf_counter()
+
+    # -- set-up -------------------------------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        if self.checkpoint_dir is None:
+            raise CheckpointError("cannot resume without a checkpoint directory")
+        path = latest_step_checkpoint(self.checkpoint_dir)
+        if path is None:
+            raise CheckpointError(f"no checkpoint to resume from in {str(self.checkpoint_dir)!r} "
+                                  "(expected step-*.pt files)")
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.step, self.bad_streak = int(state["step"]), int(state["bad_streak"])
+            self.skipped, self.first_bad = int(state["skipped"]), str(state["first_bad"])
+            self.seconds_before, self.loop_state = float(state["seconds"]), dict(state["loop"])
+            rngs = state["rng"]
+        except (KeyError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: {first}") from None
+        if len(rngs) == self.ctx.world_size:
+            set_rng_state(rngs[self.ctx.rank])
+        elif self.ctx.is_main:
+            print(f"tractable: the checkpoint was written by {len(rngs)} processes, this run has "
+                  f"{self.ctx.world_size}: random streams restart (the run is not bit-identical)", file=sys.stderr)
+        self.saved_step, self.resumed_from = self.step, path
+
+    def initialize_actnorm(self, run: Callable[[], object]) -> int:
+        """Initialise the model's ActNorm layers from the global first batch (``run()`` computes it); a fresh run
+        only (a resumed one has them loaded). Call before :meth:`wrap`. Returns the number of layers set."""
+        if self.step > 0:
+            return 0
+        n = initialize_actnorm(self.model, run, self.ctx)
+        if n and self.ema is not None:
+            self.ema = EMA(self.params, self.ema.decay)
+        return n
+
+    def decorrelate_ranks(self) -> None:
+        """Give every rank its own random stream for a fresh run (after the identical initialisation), so sampling,
+        dequantization noise or dropout differ between ranks; a resumed run restores each rank's saved stream."""
+        if self.ctx.distributed and self.step == 0:
+            torch.manual_seed((torch.initial_seed() + 1_000_003 * self.ctx.rank) % 2**63)
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` (which computes the loss's model output) in DDP when distributed, else itself."""
+        return self.ctx.wrap(module, self.device)
+
+    # -- the step -----------------------------------------------------------------------------------------------------
+
+    def train_step(self, compute: Callable[[], tuple[Tensor, Any]], describe: Callable[[Tensor, Any], str],
+                   rerun: Callable[[], object]) -> StepResult:
+        """One step: ``compute()`` returns ``(loss, aux)``; backward, clip, and an optimizer step unless non-finite.
+
+        ``describe(loss, aux)`` says why a non-finite local loss is bad (without the step); ``rerun()`` recomputes the
+        batch without DDP, to find the first non-finite layer when the run stops.
+
+        Raises:
+            NonFiniteError: after ``max_bad_steps`` non-finite steps in a row, naming the step and the layer.
+        """
+        label = self.step + self.step_base
+        try:
+            loss, aux = compute()
+            local_ok = bool(torch.isfinite(loss))
+            total = loss.detach()
+            if self.ctx.distributed:
+                total = self.ctx.all_reduce_sum(total.clone()) / self.ctx.world_size
+            self.optimizer.zero_grad(set_to_none=True)
+            if local_ok or self.ctx.distributed:  # every rank joins DDP's gradient all-reduce
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip if self.clip > 0 else math.inf)
+            else:
+                grad_norm = torch.tensor(math.nan)
+        except RuntimeError as e:
+            if not self.detect_anomaly:
+                raise
+            first = str(e).strip().splitlines()[0]
+            raise NonFiniteError(f"step {label}: anomaly detection stopped the backward pass: {first}") from None
+        loss_value, norm_value = total.item(), grad_norm.item()
+        lr = self.optimizer.param_groups[0]["lr"]
+        skipped = not (math.isfinite(loss_value) and math.isfinite(norm_value))
+        if not skipped:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update()
+            self.bad_streak = 0
+            self.scheduler.step()
+        else:
+            self._skip(label, loss, aux, loss_value, norm_value, local_ok, describe, rerun)
+            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": the schedule follows steps
+                warnings.simplefilter("ignore", UserWarning)
+                self.scheduler.step()
+        self.step += 1
+        return StepResult(loss_value, norm_value, lr, skipped, aux)
+
+    def _skip(self, label: int, loss: Tensor, aux: Any, loss_value: float, norm: float, local_ok: bool,
+              describe: Callable[[Tensor, Any], str], rerun: Callable[[], object]) -> None:
+        if not local_ok:
+            reason = describe(loss, aux)
+        elif not math.isfinite(loss_value):
+            reason = f"the loss is {loss_value} on another rank"
+        else:
+            reason = (f"the gradient norm is {norm} (first non-finite gradient in parameter "
+                      f"{first_nonfinite_grad(self.model)!r})")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        self.bad_streak += 1
+        if self.bad_streak == 1:
+            self.first_bad = f"step {label}: {reason}"
+        if self.ctx.is_main and (self.skipped <= _SHOWN_SKIPS or self.skipped % 100 == 0):
+            print(f"tractable: skipped step {label} (no update): {reason}", file=sys.stderr, flush=True)
+        if self.bad_streak >= self.max_bad_steps:
+            layer = first_nonfinite_layer(self.model, rerun)
+            where = (f"first non-finite output: layer {layer}" if layer is not None else
+                     "every layer's output was finite (the non-finite values came from outside the layers, e.g. "
+                     "the target density, or from the backward pass: rerun with --detect-anomaly)")
+            raise NonFiniteError(
+                f"stopped at step {label} after {self.bad_streak} non-finite steps in a row (the first, "
+                f"{self.first_bad}); {where}; try a smaller learning rate (lr={self.lr}), --clip or --warmup"
+            )
+
+    def end_step(self, row: dict[str, float], shown: dict[str, float],
+                 loop_state: Callable[[], dict[str, Any]]) -> None:
+        """Log ``row``, show progress, call the callback and write a checkpoint when one is due."""
+        self.log.write(row)
+        if self.callback is not None:
+            self.callback(self.step, row)
+        self.bar.update(self.step, shown)
+        if self.checkpoint_dir is not None and self.step % self.checkpoint_every == 0:
+            self.save(loop_state())
+
+    @property
+    def seconds(self) -> float:
+        """Training wall-clock seconds, over every session of a resumed run."""
+        return self.seconds_before + time.perf_counter() - self.start
+
+    # -- checkpoints --------------------------------------------------------------------------------------------------
+
+    def save(self, loop_state: dict[str, Any]) -> None:
+        """Write the training checkpoint of the current step (rank 0; every rank contributes its RNG states)."""
+        rngs = self.ctx.gather_objects(get_rng_state())
+        if self.ctx.is_main and self.checkpoint_dir is not None:
+            self.log.flush()  # the metric files must hold every row up to the checkpoint's step
+            state = {
+                "kind": "training", "step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None, "rng": rngs,
+                "world_size": self.ctx.world_size, "bad_streak": self.bad_streak, "skipped": self.skipped,
+                "first_bad": self.first_bad, "seconds": self.seconds, "loop": loop_state, "meta": self.meta,
+            }
+            save_step_checkpoint(state, self.checkpoint_dir, self.step, keep_last=self.keep_last)
+        self.saved_step = self.step
+
+    def finish(self, loop_state: dict[str, Any]) -> None:
+        """Write the final training checkpoint (if the last one is older) and close the files."""
+        if self.checkpoint_dir is not None and self.saved_step != self.step:
+            self.save(loop_state)
+        self.close()
+
+    def close(self) -> None:
+        """Close the files and the progress display; restore the anomaly-detection setting (idempotent)."""
+        self.bar.close()
+        self.log.close()
+        torch.autograd.set_detect_anomaly(self.anomaly_before)

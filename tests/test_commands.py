@@ -1,0 +1,275 @@
+"""The run commands (sample, eval, plot, list) on tiny finished runs, the presets, and their one-line errors."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tractable.cli import main
+from tractable.commands import sample_tempered
+from tractable.config import FitConfig, read_toml
+from tractable.distributions import Distribution
+from tractable.models.registry import build_model
+from tractable.presets import preset_description, preset_names, preset_path
+
+TINY = ["--steps", "20", "--batch-size", "64", "--no-plots", "--quiet"]
+SMALL_DATA = ["--set", "data.train_size=2000", "--set", "data.val_size=500", "--set", "data.test_size=2000",
+              "--layers", "2", "--hidden", "16"]
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def energy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ring"
+    assert main(["fit", "ring", "--layers", "2", "--eval-samples", "2000", "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "checker"
+    assert main(["fit", "checkerboard", *SMALL_DATA, "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mixture"
+    assert main(["fit", "gaussian_mixture", "--conditional", *SMALL_DATA, "--out", str(out), *TINY]) == 0
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ sample
+
+
+def test_sample_writes_npy_and_figure(energy_run, tmp_path):
+    assert main(["sample", str(energy_run), "-n", "300"]) == 0
+    x = np.load(energy_run / "samples.npy")
+    assert x.shape == (300, 2) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert (energy_run / "samples-scatter.png").stat().st_size > 1000
+    out = tmp_path / "again.npy"
+    assert main(["sample", str(energy_run), "-n", "300", "--out", str(out), "--no-figure"]) == 0
+    np.testing.assert_array_equal(np.load(out), x)  # the same seed draws the same samples
+    assert not (tmp_path / "again-scatter.png").exists()
+    assert main(["sample", str(energy_run), "-n", "300", "--out", str(out), "--seed", "1", "--no-figure"]) == 0
+    assert not np.array_equal(np.load(out), x)
+
+
+def test_sample_conditional_needs_a_context_of_the_right_width(conditional_run, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(conditional_run), "-n", "200", "--context", "0,1,0", "--out", str(out)]) == 0
+    assert np.load(out).shape == (200, 2) and out.with_name("s-scatter.png").is_file()
+    per_row = tmp_path / "c.npy"
+    np.save(per_row, np.eye(3)[np.arange(200) % 3])
+    assert main(["sample", str(conditional_run), "-n", "200", "--context", str(per_row), "--out", str(out)]) == 0
+    for context, message in ((None, "is conditional on 3 context features"),
+                             ("1,0", "expected a context of shape (1, 3) or (200, 3)"),
+                             ("a,b,c", "comma-separated numbers")):
+        args = ["sample", str(conditional_run), "-n", "200", "--out", str(out)]
+        capsys.readouterr()
+        assert main(args + (["--context", context] if context else [])) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tractable sample: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+class _Uniform(Distribution):
+    """A base for which temperature is not defined."""
+
+    event_shape = (2,)
+
+    def sample_and_log_prob(self, n, context=None):
+        x = torch.rand(n, 2, dtype=torch.float64)
+        return x, torch.zeros(n)
+
+
+@pytest.mark.parametrize("base", ["normal", "diagonal", "mixture"])
+def test_temperature_scales_the_latent_spread(base):
+    torch.manual_seed(0)
+    flow = build_model("realnvp", 2, layers=2, hidden=8, base=base).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    flow.eval()
+    torch.manual_seed(1)
+    x1 = sample_tempered(flow, 500, temperature=1.0)
+    torch.manual_seed(1)
+    xt = sample_tempered(flow, 500, temperature=0.5)
+    with torch.no_grad():
+        z1, zt = flow.transform(x1)[0], flow.transform(xt)[0]
+    b = flow.base
+    if base == "mixture":  # the same component k for both: zt - μ_k = (z1 - μ_k) / 2, so 2 zt - z1 is a mean
+        gap = ((2 * zt - z1)[:, None] - b.loc.detach()[None]).norm(dim=-1).min(1).values
+        assert float(gap.max()) < 1e-9
+    else:
+        center = getattr(b, "loc", torch.zeros(2, dtype=torch.float64)).detach()
+        torch.testing.assert_close(zt - center, 0.5 * (z1 - center), atol=1e-9, rtol=1e-9)
+    assert not torch.allclose(xt - x1.mean(0), 0.5 * (x1 - x1.mean(0)), atol=1e-2)  # the flow is not linear: x is not simply scaled
+    flow.base = _Uniform()
+    with pytest.raises(ValueError, match="temperature is defined for Gaussian bases.*_Uniform"):
+        sample_tempered(flow, 10, temperature=0.5)
+    with pytest.raises(ValueError, match="expected a temperature > 0, got 0.0"):
+        sample_tempered(flow, 10, temperature=0.0)
+
+
+# -------------------------------------------------------------------------------------------------------- eval
+
+
+def test_eval_data_reproduces_the_fit(data_run, capsys):
+    assert main(["eval", str(data_run)]) == 0
+    fit, ev = _json(data_run / "metrics.json"), _json(data_run / "eval.json")
+    assert ev["test_nll"] == pytest.approx(fit["test_nll"], rel=1e-6, abs=1e-7)
+    assert ev["test_nll_stderr"] == pytest.approx(fit["test_nll_stderr"], rel=1e-5)
+    assert ev["entropy"] == pytest.approx(math.log(32), abs=1e-3) and ev["entropy"] == fit["entropy"]
+    assert ev["kl_gap"] == pytest.approx(fit["kl_gap"], rel=1e-5)
+    assert ev["test_rows"] == fit["test_rows"] == 2000 and ev["split"] == "test"
+    assert "test NLL" in capsys.readouterr().out
+    out = data_run / "val.json"
+    assert main(["eval", str(data_run), "--split", "val", "--samples", "100", "--out", str(out)]) == 0
+    val = _json(out)
+    assert val["val_rows"] == 100 and math.isfinite(val["val_nll"]) and val["val_nll"] != ev["test_nll"]
+
+
+def test_eval_conditional_reports_per_label_gaps(conditional_run):
+    assert main(["eval", str(conditional_run)]) == 0
+    fit, ev = _json(conditional_run / "metrics.json"), _json(conditional_run / "eval.json")
+    assert ev["test_nll"] == pytest.approx(fit["test_nll"], rel=1e-6, abs=1e-7)
+    assert len(ev["label_kl_gap"]) == 3
+    np.testing.assert_allclose(ev["label_kl_gap"], fit["label_kl_gap"], rtol=1e-5)
+
+
+def test_eval_and_sample_a_table_with_context(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(1000, 1))
+    table = tmp_path / "table.npy"
+    np.save(table, np.hstack([rng.normal(size=(1000, 2)) + c, c]).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(table), "--context", "2", "--model", "maf", "--layers", "2", "--hidden", "16",
+                 "--out", str(run), *TINY]) == 0
+    assert main(["eval", str(run)]) == 0  # the file is re-read and re-split with the run's seed
+    ev, fit = _json(run / "eval.json"), _json(run / "metrics.json")
+    assert ev["test_nll"] == pytest.approx(fit["test_nll"], rel=1e-6) and ev["test_rows"] == fit["test_rows"] == 100
+    assert ev["kl_gap"] is None  # the table's density is unknown
+    assert main(["sample", str(run), "-n", "50", "--context", "0.5", "--no-figure"]) == 0
+    assert np.load(run / "samples.npy").shape == (50, 2)
+    table.unlink()
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    assert "was fitted to the data file" in capsys.readouterr().err
+
+
+def test_eval_energy_exact_kl(energy_run):
+    out1, out2 = energy_run / "e1.json", energy_run / "e2.json"
+    assert main(["eval", str(energy_run), "--samples", "3000", "--out", str(out1)]) == 0
+    assert main(["eval", str(energy_run), "--samples", "3000", "--out", str(out2)]) == 0
+    fit, ev = _json(energy_run / "metrics.json"), _json(out1)
+    assert ev == _json(out2)  # seeded: the same numbers again
+    assert ev["eval_samples"] == 3000 and ev["log_z"] == pytest.approx(2.3133, abs=1e-4)
+    assert 0 < ev["ess"] <= 1 and ev["kl"] > 0
+    assert abs(ev["kl"] - fit["kl"]) < 5 * math.hypot(ev["kl_stderr"], fit["kl_stderr"])
+
+
+# -------------------------------------------------------------------------------------------------------- plot
+
+
+def test_plot_energy_and_data(energy_run, data_run, tmp_path):
+    assert main(["plot", str(energy_run), "--out", str(tmp_path / "e"), "--no-gif"]) == 0
+    for name in ("densities.png", "samples.png", "layers.png", "training.png"):
+        assert (tmp_path / "e" / name).stat().st_size > 1000, name
+    assert not (tmp_path / "e" / "layers.gif").exists()
+    assert main(["plot", str(data_run), "--out", str(tmp_path / "d")]) == 0
+    assert {p.name for p in (tmp_path / "d").iterdir()} == {"densities.png", "samples.png", "training.png"}
+
+
+# ------------------------------------------------------------------------------------------------ list, presets
+
+
+def test_list_shows_presets(capsys):
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    assert "presets (tractable fit --preset NAME):" in printed
+    for name in preset_names():
+        assert name in printed and preset_description(name) in printed
+
+
+@pytest.mark.parametrize("name", ["ring-planar", "u1-planar", "checkerboard-nsf", "rings-nsf", "eight-gaussians-nsf"])
+def test_preset_is_a_complete_config(name):
+    config = FitConfig.from_toml(preset_path(name))
+
+    def keys(table, prefix=""):
+        return {k for key, v in table.items() for k in (keys(v, f"{prefix}{key}.") if isinstance(v, dict)
+                                                        else {prefix + key})}
+
+    missing = keys(config.to_dict()) - keys(read_toml(preset_path(name)))
+    assert not missing, (f"preset {name} lacks {sorted(missing)}: write every key, as a run's config.toml does "
+                         "(tractable.presets.refresh_presets() completes them)")
+    assert read_toml(preset_path(name)) == config.to_dict()
+    assert preset_description(name)
+    assert config.target.replace("_", "-") in name and config.model.flow in name
+
+
+def test_fit_with_a_preset_and_overrides(tmp_path):
+    out = tmp_path / "run"
+    assert main(["fit", "--preset", "ring-planar", "--set", "train.steps=5", "--eval-samples", "500", "--no-plots",
+                 "--quiet", "--out", str(out)]) == 0
+    m = _json(out / "metrics.json")
+    assert (m["target"], m["flow"], m["layers"], m["steps"], m["eval_samples"]) == ("ring", "planar", 16, 5, 500)
+    written = FitConfig.from_toml(out / "config.toml")
+    preset = FitConfig.from_toml(preset_path("ring-planar"))
+    preset.train.steps, preset.eval.samples, preset.output.plots = 5, 500, False
+    assert written.to_dict() == preset.to_dict()
+
+
+# ------------------------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sample", "{missing}", "-n", "3"], "tractable sample: error: run directory '{missing}' does not exist"),
+        (["sample", "{empty}", "-n", "3"], "is not a run directory: it has no config.toml"),
+        (["sample", "{no_ckpt}", "-n", "3"], "checkpoint.pt' does not exist"),
+        (["sample", "{run}", "-n", "0"], "expected -n (the number of samples) to be a positive integer, got 0"),
+        (["sample", "{run}", "-n", "3", "--context", "1"], "run 'ring' is unconditional; expected no --context"),
+        (["sample", "{run}", "-n", "3", "--out", "{empty}/x.txt"], "expected --out to be a .npy file"),
+        (["sample", "{run}", "-n", "3", "--temperature", "-1"], "expected a temperature > 0, got -1.0"),
+        (["eval", "{run}", "--split", "val"], "an energy run is evaluated on fresh samples; --split applies to data"),
+        (["eval", "{run}", "--samples", "0"], "expected --samples to be a positive integer, got 0"),
+        (["plot", "{missing}"], "tractable plot: error: run directory"),
+        (["fit", "--preset", "nope"], "unknown preset 'nope'; expected one of checkerboard-nsf"),
+        (["fit", "--preset", "ring-planar", "--config", "x.toml"], "--preset and --config are exclusive"),
+    ],
+)
+def test_errors_are_one_line(energy_run, tmp_path, capsys, args, message):
+    paths = {"missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty"), "no_ckpt": str(tmp_path / "nc"),
+             "run": str(energy_run)}
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nc").mkdir()
+    shutil.copy(energy_run / "config.toml", tmp_path / "nc" / "config.toml")
+    capsys.readouterr()
+    assert main([a.format(**paths) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tractable {args[0]}: error: ") and message.format(**paths) in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_are_one_line(energy_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", str(energy_run), "-n", "many"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tractable sample: error: argument -n: invalid int value: 'many'")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command, option", [("sample", "--temperature"), ("eval", "--split"), ("plot", "--gif")])
+def test_help_texts(capsys, command, option):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert option in capsys.readouterr().out

@@ -1,0 +1,392 @@
+"""Image modeling (issue 4): the image layers beyond the shared suite, dequantization and bits/dim, the ready image
+models and presets, and the image data loaders (on tiny files written here in the standard formats)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cases_image import IMAGES
+
+from tractable import Flow, ImageFlow, bits_per_dim, unit_bits_per_dim
+from tractable.dequantization import UniformDequantization, VariationalDequantization, importance_weighted
+from tractable.distributions import Distribution
+from tractable.models.image_registry import IMAGE_PRESETS, build_image_model, build_preset, print_parameter_counts
+from tractable.models.multiscale import build_multiscale, parse_architecture
+from tractable.targets.images import CIFAR10_FILES, MNIST_FILES, load_cifar10, load_images, load_mnist, read_idx
+from tractable.transforms.conv import InvertibleConv1x1
+from tractable.transforms.elementwise import Logit
+from tractable.transforms.image_coupling import ImageAffineCoupling
+from tractable.transforms.logistic_mixture import MixtureLogisticCoupling, mixture_logit_cdf
+from tractable.transforms.reshape import FactorOut, Squeeze, Squeezed, channel_mask, checkerboard_mask, squeeze
+
+NET = {"hidden": 8, "blocks": 1}
+
+
+def make(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    constructor, shape = IMAGES[name]
+    return constructor(), shape
+
+
+# --- the image layers, beyond the shared suite -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_image_layer_state_dict_float32_and_extremes(name: str) -> None:
+    t, shape = make(name)
+    other, _ = make(name, 1)
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    other.load_state_dict(t.state_dict())
+    torch.testing.assert_close(other(x), t(x), rtol=0, atol=0)
+    torch.testing.assert_close(other.inverse(x), t.inverse(x), rtol=0, atol=0)
+    t32 = t.float()
+    x32 = x.float()
+    y32, ladj32 = t32(x32)
+    assert y32.dtype == ladj32.dtype == torch.float32
+    torch.testing.assert_close(t32.inverse(y32)[0], x32, rtol=0, atol=1e-3)
+    t = t.double()
+    for fn in (t.forward, t.inverse):  # finite values and gradients far in the tails
+        big = (1e3 * torch.sign(torch.randn(2, *shape, dtype=torch.float64))).requires_grad_(True)
+        y, ladj = fn(big)
+        assert bool(torch.isfinite(y).all() & torch.isfinite(ladj).all()), name
+        (y.sum() + ladj.sum()).backward()
+        assert bool(torch.isfinite(big.grad).all()), name
+
+
+@pytest.mark.parametrize(
+    "constructor",
+    [
+        lambda: ImageAffineCoupling(2, **NET),
+        lambda: ImageAffineCoupling(4, mask="channel", parity=1, **NET),
+        lambda: MixtureLogisticCoupling(2, components=3, **NET, heads=2),
+        lambda: FactorOut(4, inner=ImageAffineCoupling(2, **NET)),
+        lambda: InvertibleConv1x1(4, init="identity"),
+    ],
+)
+def test_identity_at_initialisation(constructor) -> None:
+    torch.manual_seed(0)
+    t = constructor().double()
+    x = torch.randn(5, t.channels if hasattr(t, "channels") else 4, 4, 4, dtype=torch.float64)
+    y, ladj = t(x)
+    torch.testing.assert_close(y, x, rtol=0, atol=1e-10)
+    torch.testing.assert_close(ladj, torch.zeros_like(ladj), rtol=0, atol=1e-10)
+
+
+def test_rotation_init_is_a_rotation() -> None:
+    for seed in range(10):
+        torch.manual_seed(seed)
+        w = InvertibleConv1x1(5).double().weight()
+        torch.testing.assert_close(w @ w.T, torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-6)
+        assert torch.linalg.det(w) > 0
+
+
+def test_squeeze_orders_and_errors() -> None:
+    x = torch.arange(2 * 4 * 4.0).reshape(1, 2, 4, 4)
+    y, ladj = Squeeze()(x)
+    assert y.shape == (1, 8, 2, 2) and ladj.tolist() == [0.0]
+    assert y[0, :4, 0, 0].tolist() == [0.0, 1.0, 4.0, 5.0]  # Glow order: channel 4c + 2dy + dx
+    torch.testing.assert_close(Squeeze().inverse(y)[0], x, rtol=0, atol=0)
+    # The checkerboard order puts one checkerboard colour into the first half of the channels.
+    yc = squeeze(x, "checkerboard")
+    colour = checkerboard_mask(4, 4, 0).expand_as(x)
+    assert sorted(yc[:, :4].flatten().tolist()) == sorted(x[colour].tolist())
+    with pytest.raises(ValueError, match=r"even H and W.*\(1, 2, 3, 4\)"):
+        Squeeze()(torch.zeros(1, 2, 3, 4))
+    with pytest.raises(ValueError, match="order"):
+        Squeeze("rows")
+
+
+def test_masks() -> None:
+    m = checkerboard_mask(3, 3, 1)
+    assert m.shape == (1, 1, 3, 3) and int(m.sum()) == 4 and not bool(m[0, 0, 0, 0])
+    assert channel_mask(5).flatten().tolist() == [True, True, False, False, False]
+    with pytest.raises(ValueError, match="at least 2 channels"):
+        channel_mask(1)
+
+
+def test_wrong_shapes_raise() -> None:
+    t = ImageAffineCoupling(3, **NET)
+    for bad in (torch.randn(2, 4, 4, 4), torch.randn(2, 3, 4)):
+        with pytest.raises(ValueError, match=r"\(batch, 3, H, W\)") as info:
+            t(bad)
+        assert str(tuple(bad.shape)) in str(info.value)
+    with pytest.raises(ValueError, match="channels"):
+        ImageAffineCoupling(1, mask="channel")
+
+
+def test_conditional_coupling_reads_an_image_context() -> None:
+    torch.manual_seed(0)
+    t = Squeezed(ImageAffineCoupling(4, mask="channel", context_channels=12, **NET)).double()
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(4, 1, 4, 4, dtype=torch.float64)
+    c1, c2 = torch.randn(2, 4, 3, 4, 4, dtype=torch.float64)  # full resolution, 3 channels: squeezed to 12
+    y1, _ = t(x, c1)
+    y2, _ = t(x, c2)
+    assert (y1 - y2).abs().amax((1, 2, 3)).min() > 1e-6
+    torch.testing.assert_close(t.inverse(y1, c1)[0], x, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="context"):
+        t(x)
+
+
+# --- the logistic-mixture coupling ----------------------------------------------------------------------------------
+def test_mixture_logit_cdf_matches_the_direct_formula() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = 2 * torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    logits, loc, log_scale = torch.randn(3, 2, 3, 5, 4, 4, generator=g, dtype=torch.float64)
+    v, log_dv = mixture_logit_cdf(x, logits, loc, log_scale)
+    pi = torch.softmax(logits, 2)
+    cdf = (pi * torch.sigmoid((x.unsqueeze(2) - loc) / log_scale.exp())).sum(2)
+    torch.testing.assert_close(v, torch.logit(cdf), rtol=0, atol=1e-10)
+    xr = x.clone().requires_grad_(True)
+    grad = torch.autograd.grad(mixture_logit_cdf(xr, logits, loc, log_scale)[0].sum(), xr)[0]
+    torch.testing.assert_close(log_dv, grad.log(), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype,bar", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_mixture_inverse_meets_its_tolerance(dtype: torch.dtype, bar: float) -> None:
+    """The bisection (Newton-safeguarded) inverse is accurate to ≤ 1e-5 in float32, ≤ 1e-10 in float64."""
+    torch.manual_seed(0)
+    t = MixtureLogisticCoupling(2, mask="channel", components=5, attention=False, **NET).to(dtype)
+    with torch.no_grad():
+        t.conditioner.output.weight.normal_(0, 0.1)
+        t.conditioner.output.bias.normal_(0, 1.0)
+    x = 4 * torch.randn(64, 2, 4, 4, dtype=dtype)
+    with torch.no_grad():
+        x2 = t.inverse(t(x)[0])[0]
+    assert (x2 - x).abs().max().item() < bar * max(1.0, x.abs().max().item())
+
+
+def test_gradients_through_the_mixture_inverse() -> None:
+    torch.manual_seed(0)
+    t = MixtureLogisticCoupling(2, mask="channel", components=3, attention=False, hidden=4, blocks=1).double()
+    with torch.no_grad():
+        t.conditioner.output.weight.normal_(0, 0.1)
+    y = torch.randn(1, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: t.inverse(v), (y,))
+
+
+# --- dequantization and bits per dimension -------------------------------------------------------------------------
+class StandardLogistic(Distribution):
+    """The standard logistic distribution: its logit-pushforward onto (0, 1) is exactly uniform."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.event_shape = shape
+        self.register_buffer("_zero", torch.zeros((), dtype=torch.float64))
+
+    def _reference(self) -> torch.Tensor:
+        return self._zero
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self._sum_event(-x - 2 * torch.nn.functional.softplus(-x))
+
+
+def test_uniform_model_on_8_bit_data_gives_exactly_8_bits_per_dim() -> None:
+    torch.manual_seed(0)
+    shape = (3, 4, 4)
+    x = torch.randint(0, 256, (16, *shape)).double()
+    uniform = Flow(Logit(), StandardLogistic(shape))  # the uniform density on [0, 1)^D, via logit + logistic
+    y, log_q = UniformDequantization()(x)
+    assert bool((log_q == 0).all()) and bool(((y >= 0) & (y < 1)).all())
+    log_p = uniform.log_prob((x + y) / 256)
+    torch.testing.assert_close(log_p, torch.zeros_like(log_p), rtol=0, atol=1e-9)
+    bpd = unit_bits_per_dim(log_p - log_q, math.prod(shape), 256)
+    torch.testing.assert_close(bpd, torch.full_like(bpd, 8.0), rtol=0, atol=1e-12)
+    assert f"{bpd.mean().item():.3f}" == "8.000"
+    # 17-level digits: log2(17) bits.
+    torch.testing.assert_close(unit_bits_per_dim(torch.zeros(2), 64, 17), torch.full((2,), math.log2(17)))
+
+
+def test_bits_per_dim_and_importance_weighting() -> None:
+    torch.testing.assert_close(bits_per_dim(torch.tensor([-64 * math.log(2.0)]), 64), torch.tensor([1.0]))
+    log_w = torch.randn(8, 5, dtype=torch.float64)
+    iw = importance_weighted(log_w)
+    assert bool((iw >= log_w.mean(0)).all())  # Jensen: the IW bound is at least the average single-sample bound
+    torch.testing.assert_close(importance_weighted(torch.full((4, 3), -2.0)), torch.full((3,), -2.0))
+    with pytest.raises(ValueError, match="levels"):
+        unit_bits_per_dim(torch.zeros(1), 4, 1)
+
+
+def test_variational_dequantization_density_is_exact_and_trains() -> None:
+    torch.manual_seed(0)
+    deq = VariationalDequantization((1, 4, 4), levels=17, layers=2, **NET).double()
+    with torch.no_grad():
+        for p in deq.flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randint(0, 17, (6, 1, 4, 4)).double()
+    u, log_q = deq(x)
+    assert bool(((u > 0) & (u < 1)).all()) and log_q.shape == (6,)
+    context = deq.features(2 * x / 16 - 1)
+    torch.testing.assert_close(deq.flow.log_prob(u, context), log_q, rtol=0, atol=1e-8)
+    log_q.sum().backward()
+    assert all(p.grad is not None for p in deq.features.parameters())
+    with pytest.raises(ValueError, match=r"\(batch, 1, 4, 4\)"):
+        deq(torch.zeros(2, 1, 3, 3))
+
+
+# --- the ready image models --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("realnvp", {}),
+        ("realnvp", {"dequantization": "variational", "dequantization_options": {"layers": 2, **NET}}),
+        ("glow", {}),
+        ("flowpp", {"components": 3, "heads": 2}),
+    ],
+)
+def test_image_models_end_to_end(name: str, options: dict) -> None:
+    torch.manual_seed(0)
+    model = build_image_model(name, (1, 8, 8), levels=17, **NET, **options).double()
+    x = torch.randint(0, 17, (4, 1, 8, 8))
+    log_p = model.log_prob(x)  # also initialises ActNorm layers (training mode)
+    assert log_p.shape == (4,) and bool(torch.isfinite(log_p).all())
+    (-log_p.mean()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        bpd = model.bpd(x)
+        assert bpd.shape == (4,) and 1.0 < bpd.mean().item() < 10.0
+        iw = model.bpd(x, samples=3)
+        assert iw.shape == (4,) and bool(torch.isfinite(iw).all())
+        y, _ = model.dequantize(x)
+        z, ladj = model.transform(y)
+        assert ladj.shape == (4,)
+        torch.testing.assert_close(model.transform.inverse(z)[0], y, rtol=0, atol=1e-8)
+        # The single-sample bound is the unit-cube density, scaled by k^-D, of the dequantized images.
+        torch.manual_seed(1)
+        bound = model.log_prob(x)
+        torch.manual_seed(1)
+        y, log_q = model.dequantize(x)
+        torch.testing.assert_close(bound, model.unit_log_prob(y) - 64 * math.log(17) - log_q, rtol=0, atol=1e-8)
+    samples = model.sample(5, temperature=0.7)
+    assert samples.shape == (5, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16
+    assert bool((samples == samples.floor()).all())
+    frozen = model.sample(3, temperature=0.0)
+    assert bool((frozen == frozen[:1]).all())  # T = 0: every sample is the image of z = 0
+
+
+def test_image_model_rejects_bad_levels_and_shapes() -> None:
+    model = build_image_model("realnvp", (1, 4, 4), levels=17, **NET)
+    with pytest.raises(ValueError, match="0..16"):
+        model.log_prob(torch.full((2, 1, 4, 4), 17.0))
+    with pytest.raises(ValueError, match=r"\(batch, 1, 4, 4\)"):
+        model.log_prob(torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="unknown image model"):
+        build_image_model("pixelcnn", (1, 4, 4))
+
+
+def test_architecture_strings() -> None:
+    assert parse_architecture("2c S 2h F S 4h") == ["2c", "S", "2h", "F", "S", "4h"]
+    for bad, match in (("2x", "unknown architecture token"), ("", "non-empty"), ("S 2c", "squeeze an image of size 3x3"),
+                       ("F 2c", "factor out"), ("2h", "at least 2 channels")):
+        with pytest.raises(ValueError, match=match):
+            build_multiscale(bad, (1, 6, 6) if bad != "S 2c" else (1, 3, 3), lambda c, m, p, lvl: Squeeze())
+
+
+def test_fit_reduces_bits_per_dim() -> None:
+    """A few Adam steps on a toy 17-level data set (two prototype images) lower the training bits/dim."""
+    torch.manual_seed(0)
+    protos = torch.randint(0, 17, (2, 1, 4, 4))
+    data = protos[torch.randint(0, 2, (128,))]
+    model = build_image_model("realnvp", (1, 4, 4), levels=17, architecture="2c", **NET)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    start = model.bpd(data).mean().item()
+    for _ in range(60):
+        opt.zero_grad()
+        (-model.log_prob(data).mean()).backward()
+        opt.step()
+    assert model.bpd(data).mean().item() < start - 0.3
+
+
+def test_presets_run_forward_and_inverse_on_cpu(capsys) -> None:
+    """The published architectures (UvA MNIST multi-scale, Flow++ CIFAR-10) run both ways on random data."""
+    for name in ("mnist-realnvp", "cifar10-flowpp"):
+        torch.manual_seed(0)
+        preset = IMAGE_PRESETS[name]
+        model = build_preset(name).eval()
+        x = torch.randint(0, preset.levels, (1, *preset.shape))
+        with torch.no_grad():
+            y, _ = model.dequantize(x)
+            z, _ = model.transform(y)
+            y2, _ = model.transform.inverse(z)
+            assert z.shape == x.shape and (y2 - y).abs().max().item() < 1e-4
+            assert bool(torch.isfinite(model.unit_log_prob(y)).all())
+    print_parameter_counts(["digits-flowpp"])
+    out = capsys.readouterr().out
+    assert "digits-flowpp" in out and "total" in out
+
+
+# --- data loaders ---------------------------------------------------------------------------------------------------
+def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
+    data = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx_files(tmp_path: Path, compress: bool) -> None:
+    rng = np.random.default_rng(0)
+    sizes = {"train": 5, "test": 3}
+    for split, (images, labels) in MNIST_FILES.items():
+        write_idx(tmp_path / images, rng.integers(0, 256, (sizes[split], 28, 28), dtype=np.uint8), compress)
+        write_idx(tmp_path / labels, rng.integers(0, 10, sizes[split], dtype=np.uint8), compress)
+    data = load_images("mnist", tmp_path)
+    assert data.train.shape == (5, 1, 28, 28) and data.test.shape == (3, 1, 28, 28) and data.levels == 256
+    assert data.train.dtype == torch.uint8 and data.test_labels.shape == (3,)
+    raw = read_idx(tmp_path / ("t10k-images-idx3-ubyte" + (".gz" if compress else "")))
+    assert np.array_equal(raw, data.test[:, 0].numpy())
+
+
+def test_mnist_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        load_mnist(tmp_path)
+    assert all(name in str(info.value) for pair in MNIST_FILES.values() for name in pair)
+    bad = tmp_path / "bad"
+    bad.write_bytes(bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + b"\0\0\0\0")
+    with pytest.raises(ValueError, match="unsigned byte"):
+        read_idx(bad)
+    short = tmp_path / "short"
+    short.write_bytes(bytes([0, 0, 0x08, 1, 0, 0, 0, 5, 1, 2]))
+    with pytest.raises(ValueError, match="holds 2"):
+        read_idx(short)
+
+
+def test_cifar10_pickle_batches(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in CIFAR10_FILES["train"] + CIFAR10_FILES["test"]:
+        batch = {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [1, 7]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    data = load_cifar10(tmp_path)
+    assert data.train.shape == (10, 3, 32, 32) and data.test.shape == (2, 3, 32, 32)
+    first = pickle.load(io.BytesIO((folder / "data_batch_1").read_bytes()))[b"data"][0]
+    assert np.array_equal(data.train[0].numpy().reshape(-1), first)  # channel-major (R plane, G plane, B plane)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_3.*data_batch_1, data_batch_2.*test_batch"):
+        load_cifar10(folder)
+
+
+def test_digits() -> None:
+    pytest.importorskip("sklearn")
+    data = load_images("digits")
+    assert data.train.shape == (1500, 1, 8, 8) and data.test.shape == (297, 1, 8, 8)
+    assert data.levels == 17 and int(data.train.max()) == 16 and data.shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="directory"):
+        load_images("mnist")
+
+
+def test_image_flow_is_a_flow() -> None:
+    model = build_image_model("glow", (2, 4, 4), levels=4, **NET)
+    assert isinstance(model, ImageFlow) and isinstance(model, Flow) and model.event_shape == (2, 4, 4)
