@@ -185,6 +185,38 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: Peers whose MAF is oriented for one-pass *sampling* (density needs D passes): left out of MAF sampling ratios.
+SAMPLING_ORIENTED_MAF = {"normflows"}
+
+
+def ratios(rows: list[dict]) -> str:
+    """Speed ratios ``fastest peer time / tractable time`` (> 1: tractable is faster), in process CPU time.
+
+    Training compares against every peer; MAF sampling only against the peers whose MAF evaluates the density in one
+    pass (as tractable's does), since a sampling-oriented MAF is a different trade-off (an IAF in tractable's terms).
+    """
+    lines = [
+        "| model | dims | threads | train: fastest peer | ratio | sampling: fastest peer | ratio |",
+        "|---|---:|---:|---|---:|---|---:|",
+    ]
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["dims"], r["threads"]), {})[r["lib"]] = r
+    for (model, dims, threads), by_lib in groups.items():
+        ours = by_lib.get("tractable")
+        peers = {lib: r for lib, r in by_lib.items() if lib != "tractable"}
+        if ours is None or not peers:
+            continue
+        train_lib = min(peers, key=lambda lib: peers[lib]["train_cpu_ms"])
+        sample_peers = {lib: r for lib, r in peers.items() if not (model == "maf" and lib in SAMPLING_ORIENTED_MAF)}
+        sample_lib = min(sample_peers, key=lambda lib: sample_peers[lib]["sample_cpu_ms"])
+        lines.append(
+            f"| {model} | {dims} | {threads} | {train_lib} | {peers[train_lib]['train_cpu_ms'] / ours['train_cpu_ms']:.2f} "
+            f"| {sample_lib} | {sample_peers[sample_lib]['sample_cpu_ms'] / ours['sample_cpu_ms']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["maf", "nsf", "nsf-ar"], choices=["maf", "nsf", "nsf-ar"])
@@ -208,8 +240,9 @@ def main() -> None:
                     print(table([row]).splitlines()[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=1))
-    (RESULTS / f"{args.out}.md").write_text(table(rows) + "\n")
-    print(table(rows))
+    text = table(rows) + "\n\nRatios (fastest peer's CPU time / tractable's; > 1 means tractable is faster):\n\n" + ratios(rows)
+    (RESULTS / f"{args.out}.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
