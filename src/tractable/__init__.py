@@ -35,7 +35,15 @@ from .targets import (
     load_mnist,
     load_table,
 )
-from .training import Trainer, evaluate_nll, fit_max_likelihood, fit_reverse_kl, load_safetensors, save_safetensors
+from .training import (
+    Trainer,
+    evaluate_bpd,
+    evaluate_nll,
+    fit_max_likelihood,
+    fit_reverse_kl,
+    load_safetensors,
+    save_safetensors,
+)
 from .transforms import (
     ActNorm,
     AdditiveCoupling,
@@ -129,6 +137,7 @@ __all__ = [
     "bits_per_dim",
     "build_image_model",
     "ess_fraction",
+    "evaluate_bpd",
     "evaluate_nll",
     "evaluate_reverse",
     "fit_max_likelihood",

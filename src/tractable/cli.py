@@ -4,6 +4,8 @@
     tractable fit checkerboard --model nsf --steps 5000 --batch-size 512 --seed 0 --out DIR
     tractable fit --data table.csv --context 0,1 --model maf --out DIR
     tractable fit --preset checkerboard-nsf --set train.steps=2000 --out DIR
+    tractable fit digits --model flowpp --dequantization variational --out DIR
+    tractable fit mnist --data-dir DIR --preset mnist-realnvp --device cuda --out DIR
     tractable sample DIR -n 10000 [--temperature 0.8] [--context 0,1,0]
     tractable eval DIR [--samples N] [--split test]
     tractable plot DIR
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .config import ConfigError, FitConfig
+from .config import IMAGE_TARGETS, ConfigError, FitConfig
+from .models.image_registry import IMAGE_MODELS
 from .models.registry import MODELS
 from .targets.energies import TARGETS
 from .targets.toy import ALIASES, DATASETS
@@ -40,6 +43,7 @@ _OPTIONS = {
     "eval_samples": "eval.samples", "data": "data.path", "context": "data.context_columns",
     "warmup": "train.warmup", "ema": "train.ema", "max_bad_steps": "train.max_bad_steps",
     "checkpoint_every": "train.checkpoint_every", "keep_last": "train.keep_last",
+    "data_dir": "image.data_dir", "dequantization": "image.dequantization", "iw_samples": "image.iw_samples",
 }
 
 
@@ -81,10 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         "the exact gap KL(p‖q) = test NLL − entropy). Defaults depend on the kind of target: shown as energy / data.",
     )
     fit.add_argument("target", nargs="?",
-                     help=f"energy: {', '.join(TARGETS)}; data set: {', '.join(DATASETS)}")
+                     help=f"energy: {', '.join(TARGETS)}; data set: {', '.join(DATASETS)}; images: "
+                     f"{', '.join(IMAGE_TARGETS)}")
     model = fit.add_argument_group("model")
-    model.add_argument("--flow", "--model", dest="flow", choices=list(MODELS), default=None,
-                       help="the model (default planar / nsf)")
+    model.add_argument("--flow", "--model", dest="flow", default=None,
+                       choices=[*MODELS, *(m for m in IMAGE_MODELS if m not in MODELS)],
+                       help="the model (default planar / nsf / flowpp for images; images take realnvp, glow, flowpp)")
     model.add_argument("--layers", type=int, default=None, help="number of layers (default 16 / 5)")
     model.add_argument("--base", choices=["diagonal", "normal", "mixture"], default=None,
                        help="base distribution (default diagonal, learnable / normal)")
@@ -125,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="condition a labelled data set (gaussian_mixture) on its one-hot label")
     data.add_argument("--no-standardize", action="store_true",
                       help="do not prepend the standardization fitted on the training split")
+    data.add_argument("--data-dir", default=None, metavar="DIR",
+                      help="mnist: the IDX files (plain or .gz); cifar10: the python batches (nothing is downloaded)")
+    data.add_argument("--dequantization", choices=["uniform", "variational"], default=None,
+                      help="images: dequantization noise (default the model's: variational for flowpp, else uniform)")
+    data.add_argument("--iw-samples", type=int, default=None,
+                      help="images: importance samples of test_bpd_iw (default 16)")
     run = fit.add_argument_group("run")
     run.add_argument("--out", default=None, help="run directory (default runs/TARGET-FLOWLAYERS-seedSEED)")
     run.add_argument("--config", default=None, help="TOML file with settings (see a run's config.toml)")
@@ -142,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plots", action="store_true", help="skip the figures")
     run.add_argument("--no-gif", action="store_true", help="skip the animated GIF")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1: small models gain "
-                     "nothing from more; raise it for wide models on large tables)")
+                     "nothing from more; raise it for wide models on large tables or MNIST/CIFAR-10 on CPU)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
 
     sub.add_parser("list", help="list the targets, data sets, models and presets",
@@ -180,7 +192,8 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'tractable fit'")
     ev.add_argument("--samples", type=int, default=None, metavar="N",
                     help="energies: fresh samples (default the run's eval.samples); data: score only the split's "
-                    "first N rows (default all)")
+                    "first N rows (default all); images: importance samples of the bits/dim bound (default the "
+                    "run's image.iw_samples)")
     ev.add_argument("--split", default="test", choices=["test", "val", "train"], help="data split (default test)")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the fresh samples (default 0)")
     ev.add_argument("--out", default=None, metavar="FILE.json", help="where to write (default RUN_DIR/eval.json)")
@@ -225,10 +238,10 @@ def _resolve(args: argparse.Namespace) -> FitConfig:
     target = (args.target or file.get("target") or "").lower()
     target = ALIASES.get(target, target)
     path = args.data if args.data is not None else file.get("data", {}).get("path", "")
-    if not path and target not in TARGETS and target not in DATASETS:
+    if not path and target not in TARGETS and target not in DATASETS and target not in IMAGE_TARGETS:
         raise ConfigError(
             f"unknown target {target!r}; expected an energy ({', '.join(TARGETS)}), a data set "
-            f"({', '.join(DATASETS)}) or --data FILE"
+            f"({', '.join(DATASETS)}), images ({', '.join(IMAGE_TARGETS)}) or --data FILE"
         )
     config = FitConfig.for_target(target, energy=not path and target in TARGETS)
     config.apply(file)
@@ -287,11 +300,12 @@ def _fit(args: argparse.Namespace) -> int:
     if args.target is None and args.config is None and args.data is None:
         raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE or --config FILE")
     config = _resolve(args)
-    # The 2D fits run on small tensors, where extra threads only add synchronisation overhead.
+    # One thread: the 2D fits run on small tensors, where extra threads only add synchronisation overhead; the
+    # digits models too lose from a second thread whenever the machine is shared (measured: README "Images").
     torch.set_num_threads(args.threads if args.threads is not None else 1)
     m = config.model
     name = config.target or Path(config.data.path).stem
-    out = args.out or f"runs/{name}-{m.flow}{m.layers}-seed{config.train.seed}"
+    out = args.out or f"runs/{name}-{m.flow}{m.layers or ''}-seed{config.train.seed}"
     run_fit(config, out, progress=not args.quiet)
     return 0
 
@@ -310,8 +324,15 @@ def _list(args: argparse.Namespace) -> int:
         doc = (type(d).__doc__ or "").strip().splitlines()[0]
         print(f"  {name + (' *' if d.entropy is not None else ''):<17} {doc}")
     print("  (or --data FILE.npy|FILE.csv for your own table)")
+    print("image data sets (fitted by maximum likelihood on the dequantization bound; bits/dim):")
+    print("  digits            scikit-learn's 8x8 digits, 17 levels (shipped with scikit-learn)")
+    print("  mnist             MNIST 28x28, 256 levels (--data-dir DIR with the IDX files)")
+    print("  cifar10           CIFAR-10 32x32x3, 256 levels (--data-dir DIR with the python batches)")
     print("models:")
     for name, doc in MODELS.items():
+        print(f"  {name:<17} {doc}")
+    print("image models (--model, for digits, mnist, cifar10):")
+    for name, (_, doc) in IMAGE_MODELS.items():
         print(f"  {name:<17} {doc}")
     from .presets import preset_description, preset_names
 

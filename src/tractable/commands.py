@@ -2,9 +2,10 @@
 
 Each reads a run directory written by ``tractable fit`` (``config.toml``, ``checkpoint.pt``, ``metrics.csv``) and
 rebuilds the trained flow with :func:`tractable.training.run.load_run`. A run is of one *kind* (:func:`run_kind`):
-``energy`` (fitted by reverse KL to an unnormalized density) or ``data`` (fitted by maximum likelihood). The
-per-kind behaviour sits in small tables (:data:`EVALUATORS` here, the figure choice in :func:`sample_figure`), so a
-new kind — image models, with bits/dim from importance samples and image grids — plugs in by adding an entry.
+``energy`` (fitted by reverse KL to an unnormalized density), ``data`` (fitted by maximum likelihood) or ``image``
+(an image model fitted to digits, MNIST or CIFAR-10, evaluated in bits/dim with importance samples and drawn as image
+grids). The per-kind behaviour sits in small tables (:data:`EVALUATORS` here, the figure choice in
+:func:`sample_figure`), so a new kind plugs in by adding an entry.
 
 Example:
     >>> from tractable.commands import evaluate_run, sample_run  # doctest: +SKIP
@@ -27,6 +28,7 @@ from torch import Tensor
 from .config import FitConfig
 from .distributions import DiagonalGaussian, GaussianMixture, StandardNormal
 from .flow import Flow
+from .models.image_flow import ImageFlow
 from .training.run import is_energy, load_run, write_json
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ class Run:
 
     @property
     def kind(self) -> str:
-        """``"energy"`` or ``"data"`` (see :func:`run_kind`)."""
+        """``"energy"``, ``"data"`` or ``"image"`` (see :func:`run_kind`)."""
         return run_kind(self.config)
 
     @property
@@ -68,8 +70,11 @@ class Run:
 
 
 def run_kind(config: FitConfig) -> str:
-    """The kind of run a configuration describes: ``"energy"`` (reverse KL) or ``"data"`` (maximum likelihood)."""
-    return "energy" if is_energy(config) else "data"
+    """The kind of run a configuration describes: ``"energy"`` (reverse KL), ``"data"`` (maximum likelihood) or
+    ``"image"`` (an image model, maximum likelihood on the dequantization bound)."""
+    from .training.run_images import is_image
+
+    return "image" if is_image(config) else "energy" if is_energy(config) else "data"
 
 
 def open_run(run_dir: str | Path) -> Run:
@@ -171,6 +176,8 @@ def sample_tempered(flow: Flow, n: int, *, temperature: float = 1.0, context: Te
         raise ValueError(f"expected a temperature > 0, got {temperature}")
     if context is not None and context.shape[0] == 1 and n != 1:
         context = context.expand(n, *context.shape[1:])
+    if isinstance(flow, ImageFlow):  # discrete images, the latent (factor-out priors included) tempered
+        return flow.sample(n, context, temperature=temperature)
     if temperature == 1.0:
         return flow.sample(n, context)
     base = flow.base
@@ -191,9 +198,13 @@ def sample_tempered(flow: Flow, n: int, *, temperature: float = 1.0, context: Te
 def sample_figure(run: Run, x: Tensor, path: Path, title: str) -> Path | None:
     """The picture of samples ``x`` for the run's kind of data, or ``None`` when there is none for its shape.
 
-    2D flows: a scatter (over the target's contours for an energy) beside a histogram. Image models add their
-    image grid here.
+    2D flows: a scatter (over the target's contours for an energy) beside a histogram; image models: a grid of the
+    images.
     """
+    if run.kind == "image" and isinstance(run.flow, ImageFlow):
+        from .plots.images import plot_image_grid
+
+        return plot_image_grid(x, path, levels=run.flow.levels, title=title)
     if tuple(run.flow.event_shape) == (2,):
         from .plots.samples import plot_sample_set  # plotting stays out of the import path of the mathematics
 
@@ -211,7 +222,8 @@ def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, se
     Args:
         run_dir: the run directory.
         n: the number of samples.
-        out: the ``.npy`` file (default ``RUN_DIR/samples.npy``); the figure goes beside it as ``STEM-scatter.png``.
+        out: the ``.npy`` file (default ``RUN_DIR/samples.npy``); the figure goes beside it as ``STEM-scatter.png``
+            (``STEM-grid.png`` for images, saved as ``uint8`` levels ``(n, C, H, W)``).
         seed: seeds the draws (the same seed gives the same samples).
         temperature: scales the base's latent spread (see :func:`sample_tempered`).
         context: for a conditional run, as :func:`parse_context` reads it.
@@ -230,7 +242,10 @@ def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, se
     torch.manual_seed(seed)
     x = sample_tempered(run.flow, n, temperature=temperature, context=c)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, x.detach().cpu().numpy())
+    array = x.detach().cpu().numpy()
+    if isinstance(run.flow, ImageFlow) and run.flow.levels <= 256:
+        array = array.astype(np.uint8)
+    np.save(out, array)
     paths = {"samples": out}
     echo(f"{n} samples of shape {tuple(run.flow.event_shape)} from {run.name!r} (temperature {temperature:g}, "
          f"seed {seed}) written to {out}")
@@ -238,7 +253,8 @@ def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, se
         label = f"{run.name}: {n:,} samples, T = {temperature:g}"
         if c is not None and c.shape[0] == 1:
             label += ", c = " + ",".join(f"{v:g}" for v in c[0].tolist())
-        written = sample_figure(run, x, out.with_name(f"{out.stem}-scatter.png"), label)
+        suffix = "grid" if run.kind == "image" else "scatter"
+        written = sample_figure(run, x, out.with_name(f"{out.stem}-{suffix}.png"), label)
         if written is not None:
             paths["figure"] = written
             echo(f"figure: {written}")
@@ -275,6 +291,14 @@ def plot_run(run_dir: str | Path, *, out_dir: str | Path | None = None, gif: boo
 
         paths = plot_fit(run.flow, run.target, out, metrics=metrics,
                          gif=run.config.output.gif if gif is None else gif)
+    elif run.kind == "image" and isinstance(run.flow, ImageFlow):
+        from .plots.images import plot_image_fit
+        from .training.run_images import load_image_data
+
+        im = run.config.image
+        test = load_image_data(run.config).test.to(next(run.flow.parameters()).device)
+        paths = plot_image_fit(run.flow, out, data=test, metrics=metrics, n=im.grid, temperature=im.temperature,
+                               title=run.name, seed=run.config.train.seed)
     else:
         from .plots.data import plot_data_fit
 
@@ -336,16 +360,39 @@ def _evaluate_data(run: Run, *, samples: int | None, split: str, seed: int) -> d
     return metrics
 
 
-#: How each kind of run is evaluated: ``fn(run, samples=N | None, split=NAME, seed=S) -> metrics``. Image runs add
-#: ``"image"``: test NLL and bits/dim, ``(NLL + D·log k) / (D·log 2)``, with the importance-weighted estimate over
-#: ``samples`` draws of a variational dequantizer (DESIGN.md §5); ``tractable eval --samples`` already passes it on.
-EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {"energy": _evaluate_energy, "data": _evaluate_data}
+def _evaluate_image(run: Run, *, samples: int | None, split: str, seed: int) -> dict[str, Any]:
+    """Bits/dim of a split of the run's images (regenerated as the fit drew it): the single-sample dequantization
+    bound ``{split}_bpd`` (± ``{split}_bpd_stderr``) and the importance-weighted one ``{split}_bpd_iw`` with
+    ``samples`` draws (default the run's ``image.iw_samples``), the noise drawn from ``seed``; with the fit's seed
+    (0) ``test_bpd`` and ``test_bpd_iw`` equal ``metrics.json``'s."""
+    from .training.run_images import evaluate_bpd, load_image_data
+
+    if not isinstance(run.flow, ImageFlow):
+        raise TypeError(f"expected an image model in run {run.name!r}, got {type(run.flow).__name__}")
+    data = load_image_data(run.config)
+    x = {"train": data.train, "val": data.val, "test": data.test}[split].to(next(run.flow.parameters()).device)
+    iw = samples if samples is not None else run.config.image.iw_samples
+    r = evaluate_bpd(run.flow, x, iw_samples=iw, batch_size=max(run.config.train.batch_size, 256), seed=seed)
+    return {f"{split}_bpd": r["bpd"], f"{split}_bpd_stderr": r["bpd_stderr"], f"{split}_bpd_iw": r["bpd_iw"],
+            "iw_samples": iw, f"{split}_nll": r["nll"], f"{split}_rows": len(x)}
+
+
+#: How each kind of run is evaluated: ``fn(run, samples=N | None, split=NAME, seed=S) -> metrics``. Image runs:
+#: bits/dim, ``(NLL + D·log k) / (D·log 2)``, with the importance-weighted estimate over ``samples`` draws of the
+#: dequantizer (DESIGN.md §5).
+EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
+    "energy": _evaluate_energy, "data": _evaluate_data, "image": _evaluate_image,
+}
 
 
 def _summary(run: Run, m: dict[str, Any], split: str) -> str:
     if run.kind == "energy":
         return (f"{run.name}: KL(q‖p) = {m['kl']:.4f} ± {m['kl_stderr']:.4f} nats, ESS = {m['ess']:.3f}, "
                 f"log Ẑ = {m['log_z_estimate']:.4f} (log Z = {m['log_z']:.4f}), {m['eval_samples']:,} samples")
+    if run.kind == "image":
+        return (f"{run.name}: {split} {m[f'{split}_bpd']:.4f} ± {m[f'{split}_bpd_stderr']:.4f} bits/dim, "
+                f"importance-weighted ({m['iw_samples']} samples) {m[f'{split}_bpd_iw']:.4f} "
+                f"({m[f'{split}_rows']:,} images)")
     line = (f"{run.name}: {split} NLL = {m[f'{split}_nll']:.4f} ± {m[f'{split}_nll_stderr']:.4f} nats "
             f"({m[f'{split}_rows']:,} rows)")
     if math.isfinite(m.get("kl_gap", math.nan)):
@@ -366,7 +413,8 @@ def evaluate_run(run_dir: str | Path, *, samples: int | None = None, split: str 
 
     Args:
         run_dir: the run directory.
-        samples: energies: fresh samples; data: at most this many rows of the split (default all).
+        samples: energies: fresh samples; data: at most this many rows of the split (default all); images: the
+            importance samples of ``{split}_bpd_iw`` (default the run's ``image.iw_samples``).
         split: the data split to score.
         seed: seeds the fresh samples.
         out: the JSON file (default ``RUN_DIR/eval.json``); NaN is written as ``null``.

@@ -53,9 +53,13 @@ IMAGE_PRESETS: dict[str, ImagePreset] = {
                                   "CPU default for scikit-learn's digits"),
     "digits-glow": ImagePreset("glow", (1, 8, 8), 17, {"architecture": "S 4h F S 4h", "hidden": 32, "blocks": 2},
                                "CPU default for scikit-learn's digits"),
-    "digits-flowpp": ImagePreset("flowpp", (1, 8, 8), 17,
-                                 {"architecture": "2c S F 2c 2h", "hidden": 32, "blocks": 2, "components": 8},
-                                 "CPU default for scikit-learn's digits"),
+    "digits-flowpp": ImagePreset(
+        "flowpp", (1, 8, 8), 17,
+        {"architecture": "2c S F 2c 2h", "hidden": 32, "blocks": 2, "components": 8, "heads": 1,
+         "dequantization_options": {"layers": 2, "hidden": 16, "blocks": 1, "coupling": "affine", "components": 8,
+                                    "attention": False, "dropout": 0.0}},
+        "CPU default for scikit-learn's digits ('tractable fit digits'): one attention head, a small affine "
+        "variational dequantizer"),
     "mnist-realnvp": ImagePreset(
         "realnvp", (1, 28, 28), 256,
         {"architecture": "2c S 2h F S 4h", "hidden": (32, 48, 64), "blocks": 3, "alpha": 1e-5, "dequantization": "variational",

@@ -27,11 +27,13 @@ from .reverse_kl import (
 )
 from .rng import get_rng_state, set_rng_state
 from .run import REVERSE_KL_KEYS, build, load_run, run_fit
+from .run_images import IMAGE_KEYS, build_image, evaluate_bpd, load_image_data
 from .trainer import StepResult, Trainer
 
 __all__ = [
     "COLUMNS",
     "EMA",
+    "IMAGE_KEYS",
     "ML_COLUMNS",
     "REVERSE_KL_KEYS",
     "CheckpointError",
@@ -44,6 +46,8 @@ __all__ = [
     "StepResult",
     "Trainer",
     "build",
+    "build_image",
+    "evaluate_bpd",
     "evaluate_conditional_toy",
     "evaluate_nll",
     "evaluate_toy",
@@ -55,6 +59,7 @@ __all__ = [
     "initialize_actnorm",
     "latest_step_checkpoint",
     "load_checkpoint",
+    "load_image_data",
     "load_run",
     "load_safetensors",
     "make_adam",

@@ -2,7 +2,8 @@
 
 A run directory holds ``config.toml`` (the resolved settings, enough to repeat the run), ``metrics.csv`` (one row
 per step), ``metrics.json`` (the final figures under stable keys), ``checkpoint.pt`` and the figures. An energy
-target is fitted by reverse KL (:mod:`.run_energy`), data by maximum likelihood (:mod:`.run_data`).
+target is fitted by reverse KL (:mod:`.run_energy`), data by maximum likelihood (:mod:`.run_data`), an image data
+set (digits, mnist, cifar10) by maximum likelihood on the dequantization bound (:mod:`.run_images`).
 """
 
 from __future__ import annotations
@@ -97,7 +98,13 @@ def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True,
         else:
             echo, progress = (lambda _: None), False
         seed_everything(config.train.seed)
-        if is_energy(config):
+        from .run_images import is_image
+
+        if is_image(config):
+            from .run_images import run_images
+
+            metrics = run_images(config, out, progress=progress, echo=echo, resume=resume)
+        elif is_energy(config):
             from .run_energy import run_energy
 
             metrics = run_energy(config, out, progress=progress, echo=echo, resume=resume)
@@ -135,15 +142,21 @@ def export_weights(flow: Flow, config: FitConfig, path: Path) -> Path:
 
 
 def load_run(run_dir: str | Path) -> tuple[Flow, Any, FitConfig]:
-    """Rebuild the trained flow, its target (an energy or a toy data set, ``None`` for a file) and its configuration."""
+    """Rebuild the trained flow, its target (an energy or a toy data set, ``None`` for a file or images) and its
+    configuration."""
     from ..targets.energies import get_target
     from ..targets.tabular import StandardizeTransform
     from ..targets.toy import get_dataset
+    from .run_images import build_image, is_image
 
     run_dir = Path(run_dir)
     config = FitConfig.from_toml(run_dir / "config.toml")
     state = load_checkpoint(run_dir / "checkpoint.pt", map_location=config.train.device)
-    if is_energy(config):
+    if is_image(config):
+        target = None
+        shape = tuple(int(s) for s in state["shape"])
+        flow = build_image(config, shape, int(state["levels"]))  # type: ignore[arg-type]
+    elif is_energy(config):
         target = get_target(config.target)
         flow = build(config, target.features)
     else:
