@@ -395,11 +395,9 @@ def _summary(run: Run, m: dict[str, Any], split: str) -> str:
                 f"({m[f'{split}_rows']:,} images)")
     line = (f"{run.name}: {split} NLL = {m[f'{split}_nll']:.4f} ± {m[f'{split}_nll_stderr']:.4f} nats "
             f"({m[f'{split}_rows']:,} rows)")
-    if math.isfinite(m.get("kl_gap", math.nan)):
-        line += f", entropy = {m['entropy']:.4f}, KL gap = {m['kl_gap']:.4f} nats"
-    if "label_kl_gap" in m:
-        line += ", per-label KL gap = " + ", ".join(f"{g:.4f}" for g in m["label_kl_gap"])
-    return line
+    from .training.run_data import gap_summary
+
+    return line + gap_summary(m)
 
 
 def evaluate_run(run_dir: str | Path, *, samples: int | None = None, split: str = "test", seed: int = 0,

@@ -120,11 +120,7 @@ def run_data(config: FitConfig, out: Path, *, progress: bool = True,
     write_json(metrics, out / "metrics.json")
     line = (f"{data.name} × {config.model.flow} ({config.model.layers} layers), {len(history.rows)} steps in "
             f"{history.seconds:.1f}s: test NLL = {metrics['test_nll']:.4f} ± {metrics['test_nll_stderr']:.4f} nats")
-    if math.isfinite(metrics.get("kl_gap", math.nan)):
-        line += f", entropy = {metrics['entropy']:.4f}, KL gap = {metrics['kl_gap']:.4f} nats"
-    if "label_kl_gap" in metrics:
-        line += ", per-label KL gap = " + ", ".join(f"{g:.4f}" for g in metrics["label_kl_gap"])
-    echo(line)
+    echo(line + gap_summary(metrics))
     if config.output.plots:
         from ..plots.data import plot_data_fit  # plotting stays out of the import path of the mathematics
 
@@ -132,3 +128,13 @@ def run_data(config: FitConfig, out: Path, *, progress: bool = True,
                               context=test_context)
         echo("figures: " + ", ".join(str(p) for p in paths.values()))
     return metrics
+
+
+def gap_summary(metrics: dict[str, Any]) -> str:
+    """The exact-gap part of a data run's summary line (empty where the data's density is unknown)."""
+    text = ""
+    if math.isfinite(metrics.get("kl_gap", math.nan)):
+        text += f", entropy = {metrics['entropy']:.4f}, KL gap = {metrics['kl_gap']:.4f} nats"
+    if "label_kl_gap" in metrics:
+        text += ", per-label KL gap = " + ", ".join(f"{g:.4f}" for g in metrics["label_kl_gap"])
+    return text
