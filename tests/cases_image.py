@@ -46,8 +46,16 @@ IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {
     "affine-checkerboard": (lambda: randomised(ImageAffineCoupling(1, **_NET), 0.5), (1, 4, 4)),
     "affine-checkerboard-odd": (lambda: randomised(ImageAffineCoupling(2, parity=1, **_NET), 0.5), (2, 3, 5)),
     "affine-channel": (lambda: randomised(ImageAffineCoupling(3, mask="channel", parity=1, **_NET), 0.5), (3, 4, 4)),
+    "affine-channel-plain-output": (
+        lambda: randomised(ImageAffineCoupling(4, mask="channel", output_activation=False, **_NET), 0.5),
+        (4, 4, 4),
+    ),
     "mixture-checkerboard": (
         lambda: randomised(MixtureLogisticCoupling(2, components=3, attention=False, **_NET), 0.15),
+        (2, 4, 4),
+    ),
+    "mixture-plain-output": (
+        lambda: randomised(MixtureLogisticCoupling(2, components=3, heads=2, output_activation=False, **_NET), 0.15),
         (2, 4, 4),
     ),
     "mixture-channel-attention": (

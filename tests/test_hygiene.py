@@ -25,9 +25,9 @@ from tractable.training import (
 )
 
 
-def _lrs(schedule, steps=100, warmup=10):
+def _lrs(schedule, steps=100, warmup=10, **kwargs):
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
-    sched = make_scheduler(opt, schedule, steps, warmup=warmup)
+    sched = make_scheduler(opt, schedule, steps, warmup=warmup, **kwargs)
     out = []
     for _ in range(steps):
         out.append(opt.param_groups[0]["lr"])
@@ -46,6 +46,15 @@ def test_warmup_then_decay():
     assert all(a >= b for a, b in itertools.pairwise(cos[10:]))
     with pytest.raises(ValueError, match=r"warmup to be an integer in \[0, steps=100\), got 100"):
         _lrs("cosine", warmup=100)
+
+
+def test_exponential_schedule_reaches_its_final_factor():
+    """``final`` sets the exponential decay (the UvA tutorial's StepLR(0.99) over 200 epochs is 0.99**200)."""
+    lrs = _lrs("exponential", steps=200, warmup=0, final=0.99**200)
+    assert lrs[0] == 2.0 and lrs[100] == pytest.approx(2.0 * 0.99**100)
+    assert lrs[-1] == pytest.approx(2.0 * 0.99**199)  # the factor reaches ``final`` as the run ends
+    with pytest.raises(ValueError, match=r"final learning-rate factor in \(0, 1\], got 0"):
+        _lrs("exponential", final=0)
 
 
 def test_clipping_logs_the_norm_before_clipping():

@@ -161,8 +161,9 @@ def test_image_presets_build_the_registered_architectures(name):
     assert (config.train.device == "cuda") == (preset.device == "gpu")
     assert config.target == name.split("-")[0] and config.model.flow == preset.model
     config.train.device = "cpu"
-    counts = count_parameters(build_image(config, preset.shape, preset.levels))
-    assert counts == count_parameters(build_preset(name))
+    built, registered = build_image(config, preset.shape, preset.levels), build_preset(name)
+    assert count_parameters(built) == count_parameters(registered)
+    assert [(n, p.shape) for n, p in built.named_parameters()] == [(n, p.shape) for n, p in registered.named_parameters()]
 
 
 def test_image_targets_are_the_image_data_sets():

@@ -232,6 +232,41 @@ def test_variational_dequantization_density_is_exact_and_trains() -> None:
         deq(torch.zeros(2, 1, 3, 3))
 
 
+def test_variational_dequantization_without_features_reads_the_image() -> None:
+    """``features=False`` (the UvA tutorial's dequantizer): the couplings read the scaled image itself."""
+    torch.manual_seed(0)
+    deq = VariationalDequantization((2, 4, 4), levels=17, layers=2, features=False, **NET).double()
+    assert deq.features is None
+    with torch.no_grad():
+        for p in deq.flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randint(0, 17, (5, 2, 4, 4)).double()
+    u, log_q = deq(x)
+    torch.testing.assert_close(deq.flow.log_prob(u, 2 * x / 16 - 1), log_q, rtol=0, atol=1e-8)
+    with pytest.raises(ValueError, match="context is the image"):
+        VariationalDequantization((2, 4, 4), levels=17, features=False, context_channels=8)
+
+
+def test_variational_dequantization_feature_network_options() -> None:
+    """The feature network's width is ``context_channels`` and its depth ``feature_blocks`` (Flow++'s processor)."""
+    deq = VariationalDequantization((3, 4, 4), levels=256, hidden=16, blocks=2, context_channels=8, feature_blocks=3,
+                                    coupling="mixture", attention=True, output_activation=False)
+    assert len(deq.features.convs) == 3 and not deq.features.attentions
+    assert deq.features.output.out_channels == 8 and deq.features.input.out_channels == 8
+    coupling = deq.flow.transform[1]
+    assert coupling.conditioner.output.in_channels == 16 and len(coupling.conditioner.attentions) == 2
+
+
+def test_plain_output_conditioner_starts_as_the_identity() -> None:
+    """``output_activation=False`` (Flow++'s released code): the last conv reads the hidden features directly."""
+    from tractable.nn.convnets import GatedResNet
+
+    net = GatedResNet(2, 6, hidden=8, blocks=1, output_activation=False)
+    assert net.output.in_channels == 8
+    with torch.no_grad():
+        assert float(net(torch.randn(2, 2, 4, 4)).abs().max()) == 0.0
+
+
 # --- the ready image models --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "name,options",

@@ -46,6 +46,8 @@ class TrainConfig:
     ``anneal`` is the fraction of the steps over which the target's inverse temperature rises as
     ``β_t = min(1, 0.01 + t/T)`` (0 turns annealing off). ``clip`` is the gradient-norm clip (0: none).
 
+    ``lr_final`` is the ``exponential`` schedule's learning-rate factor at the last step.
+
     Hygiene: ``warmup`` linear learning-rate warmup steps before the schedule; ``ema`` the decay of an exponential
     moving average of the weights used for evaluation and saved (0: off); a step whose loss or gradient norm is not
     finite is skipped, and ``max_bad_steps`` of them in a row stop the run; ``detect_anomaly`` turns on autograd's
@@ -59,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     anneal: float = 0.5
     schedule: str = "cosine"
+    lr_final: float = 0.01
     clip: float = 0.0
     device: str = "cpu"
     dtype: str = "float32"
@@ -108,10 +111,13 @@ class ImageConfig:
     conditioner width per scale (``"32,48,64"``; empty: ``model.hidden`` everywhere); ``model.blocks`` and
     ``model.bound`` apply as for vectors, ``model.layers``/``base``/``bins`` do not. ``dequantization`` is
     ``uniform`` or ``variational`` (empty: the model's own, variational for flowpp); ``alpha`` the logit squeeze.
-    Flow++ only: ``components`` (logistics per mixture), ``attention``, ``heads``, ``dropout``. The variational
-    dequantizer: ``deq_layers`` couplings (``deq_coupling`` ``affine`` or ``mixture``) of width ``deq_hidden`` with
-    ``deq_blocks`` blocks (0: ``model.hidden`` / half of ``model.blocks``), ``deq_components`` (0: ``components``)
-    and ``deq_attention``. Evaluation: ``iw_samples`` importance samples for ``test_bpd_iw``; figures: ``grid``
+    Flow++ only: ``components`` (logistics per mixture), ``attention``, ``heads``, ``dropout``.
+    ``output_activation``: concat-ELU before each conditioner's last convolution (false: Flow++'s released code).
+    The variational dequantizer: ``deq_layers`` couplings (``deq_coupling`` ``affine`` or ``mixture``) of width
+    ``deq_hidden`` with ``deq_blocks`` blocks (0: ``model.hidden`` / half of ``model.blocks``), ``deq_components``
+    (0: ``components``) and ``deq_attention``; they read a context computed from the image by a feature network of
+    width ``deq_context`` (0: ``deq_hidden``) with ``deq_feature_blocks`` blocks (0: ``deq_blocks``), or with
+    ``deq_features = false`` the image itself (the UvA tutorial's dequantizer). Evaluation: ``iw_samples`` importance samples for ``test_bpd_iw``; figures: ``grid``
     samples drawn at ``temperature``.
     """
 
@@ -124,12 +130,16 @@ class ImageConfig:
     attention: bool = True
     heads: int = 1
     dropout: float = 0.0
+    output_activation: bool = True
     deq_layers: int = 2
     deq_hidden: int = 16
     deq_blocks: int = 1
     deq_coupling: str = "affine"
     deq_components: int = 0
     deq_attention: bool = False
+    deq_features: bool = True
+    deq_context: int = 0
+    deq_feature_blocks: int = 0
     iw_samples: int = 16
     grid: int = 64
     temperature: float = 0.8

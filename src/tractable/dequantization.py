@@ -89,25 +89,34 @@ class UniformDequantization(Dequantizer):
 
 
 class VariationalDequantization(Dequantizer):
-    """Learned noise ``u ~ q(u|x)``: a conditional flow on ``[0, 1)^D`` conditioned on ``x`` through a conv net (Flow++).
+    """Learned noise ``u ~ q(u|x)``: a conditional flow on ``[0, 1)^D`` conditioned on ``x`` (Flow++, UvA tutorial 11).
 
     ``q(u|x)`` pushes ``ε ~ N(0, I)`` through ``layers`` checkerboard couplings (affine, or Flow++'s logistic-mixture
-    couplings) whose conditioners read features of ``x`` (a :class:`~tractable.nn.convnets.GatedResNet` of ``x``
-    scaled to ``[-1, 1]``), then through a sigmoid onto ``(0, 1)``; ``log q(u|x)`` is exact (change of variables,
-    sigmoid included). It is the :class:`~tractable.Flow` ``Flow(Compose(Logit(), *couplings), N(0, I))`` sampled with
-    the features as context. At initialisation (zero-initialised couplings) ``u = σ(ε)``.
+    couplings) whose conditioners read a context computed from ``x`` scaled to ``[-1, 1]``, then through a sigmoid
+    onto ``(0, 1)``; ``log q(u|x)`` is exact (change of variables, sigmoid included). It is the
+    :class:`~tractable.Flow` ``Flow(Compose(Logit(), *couplings), N(0, I))`` sampled with that context. At
+    initialisation (zero-initialised couplings) ``u = σ(ε)``.
+
+    The context is either features of ``x`` (``features=True``: a :class:`~tractable.nn.convnets.GatedResNet` of
+    ``context_channels`` channels and ``feature_blocks`` gated blocks, like Flow++'s "shallow processor"), or the
+    scaled image itself (``features=False``: the couplings read ``x`` directly, as in the UvA tutorial).
 
     Args:
         shape: the image shape ``(C, H, W)``.
         levels: number of discrete levels ``k`` of the data (the input is scaled by ``1 / (k - 1)``).
         layers: number of coupling layers of ``q``.
-        hidden: channels of the feature network and of the couplings' conditioners.
-        blocks: gated blocks of each of those networks.
-        context_channels: channels of the features of ``x`` (default: ``hidden``).
+        hidden: channels of the couplings' conditioners.
+        blocks: gated blocks of each coupling's conditioner.
+        context_channels: channels (width) of the feature network (default: ``hidden``); must be left ``None`` (or
+            equal ``C``) when ``features=False``.
         coupling: ``"affine"`` or ``"mixture"`` (Flow++'s logistic-mixture CDF couplings).
         components: mixture components for ``coupling="mixture"``.
-        attention: self-attention in the conditioners.
+        attention: self-attention in the couplings' conditioners.
         dropout: dropout in the networks.
+        features: compute the context with a feature network (``False``: the scaled image is the context).
+        feature_blocks: gated blocks of the feature network (default: ``blocks``).
+        feature_attention: self-attention in the feature network (Flow++'s has none).
+        output_activation: concat-ELU before the conditioners' last convolution (``False``: Flow++'s released code).
 
     Example:
         >>> import torch
@@ -134,6 +143,10 @@ class VariationalDequantization(Dequantizer):
         components: int = 4,
         attention: bool = False,
         dropout: float = 0.0,
+        features: bool = True,
+        feature_blocks: int | None = None,
+        feature_attention: bool = False,
+        output_activation: bool = True,
     ):
         super().__init__()
         shape = tuple(int(s) for s in shape)
@@ -144,12 +157,20 @@ class VariationalDequantization(Dequantizer):
         if coupling not in ("affine", "mixture"):
             raise ValueError(f"unknown coupling {coupling!r}; expected 'affine' or 'mixture'")
         channels = shape[0]
+        if not features:
+            if context_channels not in (None, channels):
+                raise ValueError(f"without a feature network the context is the image ({channels} channels), "
+                                 f"got context_channels={context_channels}")
+            context_channels = channels
         context_channels = hidden if context_channels is None else context_channels
         self.shape, self.levels = shape, levels
-        self.features = GatedResNet(channels, context_channels, hidden=hidden, blocks=blocks, attention=attention,
-                                    dropout=dropout, zero_last=False)
+        self.features = GatedResNet(
+            channels, context_channels, hidden=context_channels,
+            blocks=blocks if feature_blocks is None else feature_blocks, attention=feature_attention,
+            dropout=dropout, zero_last=False,
+        ) if features else None
         net = {"hidden": hidden, "blocks": blocks, "context_channels": context_channels, "attention": attention,
-                   "dropout": dropout}
+               "dropout": dropout, "output_activation": output_activation}
         steps: list[Transform] = [Logit()]
         for i in range(layers):
             if coupling == "affine":
@@ -163,7 +184,8 @@ class VariationalDequantization(Dequantizer):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"expected images of shape (batch, {', '.join(map(str, self.shape))}), "
                              f"got {tuple(x.shape)}")
-        context = self.features(2 * x / (self.levels - 1) - 1)
+        scaled = 2 * x / (self.levels - 1) - 1
+        context = scaled if self.features is None else self.features(scaled)
         return self.flow.sample_and_log_prob(x.shape[0], context)
 
 

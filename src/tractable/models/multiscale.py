@@ -143,6 +143,7 @@ class ImageRealNVP(_MultiScaleImageFlow):
         hidden: conditioner width, an int or one per scale (index = number of squeezes so far).
         blocks: gated residual blocks per conditioner.
         bound: bound on the couplings' ``|log scale|``.
+        output_activation: concat-ELU before each conditioner's last convolution.
         dequantization: ``"uniform"`` or ``"variational"`` (or a dequantizer module).
         dequantization_options: options of the variational dequantizer.
         alpha: the logit pre-processing's ``α``.
@@ -161,6 +162,7 @@ class ImageRealNVP(_MultiScaleImageFlow):
         hidden: int | Sequence[int] = 32,
         blocks: int = 2,
         bound: float = 2.0,
+        output_activation: bool = True,
         dequantization: str | Dequantizer = "uniform",
         dequantization_options: dict | None = None,
         alpha: float = 0.05,
@@ -168,7 +170,7 @@ class ImageRealNVP(_MultiScaleImageFlow):
     ):
         def step(c: int, mask: str, parity: int, level: int) -> Transform:
             return ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level), blocks=blocks,
-                                       bound=bound)
+                                       bound=bound, output_activation=output_activation)
 
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
                          dequantization_options=dequantization_options, alpha=alpha, validate=validate)
@@ -187,6 +189,7 @@ class Glow(_MultiScaleImageFlow):
         hidden: conditioner width, an int or one per scale.
         blocks: gated residual blocks per conditioner.
         bound: bound on the couplings' ``|log scale|``.
+        output_activation: concat-ELU before each conditioner's last convolution.
         dequantization: ``"uniform"`` or ``"variational"``.
         dequantization_options: options of the variational dequantizer.
         alpha: the logit pre-processing's ``α``.
@@ -207,6 +210,7 @@ class Glow(_MultiScaleImageFlow):
         hidden: int | Sequence[int] = 32,
         blocks: int = 2,
         bound: float = 2.0,
+        output_activation: bool = True,
         dequantization: str | Dequantizer = "uniform",
         dequantization_options: dict | None = None,
         alpha: float = 0.05,
@@ -214,7 +218,7 @@ class Glow(_MultiScaleImageFlow):
     ):
         def step(c: int, mask: str, parity: int, level: int) -> Transform:
             coupling = ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level),
-                                           blocks=blocks, bound=bound)
+                                           blocks=blocks, bound=bound, output_activation=output_activation)
             return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
 
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
@@ -224,9 +228,10 @@ class Glow(_MultiScaleImageFlow):
 class FlowPlusPlus(_MultiScaleImageFlow):
     """Flow++: steps of ActNorm, 1x1 convolution and logistic-mixture CDF coupling with conv-attention conditioners.
 
-    Variational dequantization is the default (Flow++'s). The default architecture ``"2c S F 2c 2h"`` follows the
-    layout of Flow++'s CIFAR-10 model, ``"4c S F 3c 2h"`` (checkerboard couplings at full resolution, a squeeze and
-    factor-out, then checkerboard and channel couplings at half resolution).
+    Variational dequantization is the default (Flow++'s). Flow++'s CIFAR-10 model is ``"4c S 2h 3c"`` (four
+    checkerboard couplings at full resolution, a squeeze, two channel and three checkerboard couplings at half
+    resolution, no factor-out; the ``cifar10-flowpp`` preset); the default ``"2c S F 2c 2h"`` is a smaller layout
+    for 8x8 digits.
 
     Args:
         shape: image shape ``(C, H, W)``.
@@ -239,6 +244,8 @@ class FlowPlusPlus(_MultiScaleImageFlow):
         heads: attention heads.
         dropout: dropout in the conditioners (Flow++: 0.2 on CIFAR-10).
         bound: bound on the couplings' final log-scale ``|a|``.
+        output_activation: concat-ELU before each conditioner's last convolution (``False``: Flow++'s released
+            code).
         dequantization: ``"variational"`` (default) or ``"uniform"``.
         dequantization_options: options of the variational dequantizer (default: 4 mixture couplings of the
             same width).
@@ -264,6 +271,7 @@ class FlowPlusPlus(_MultiScaleImageFlow):
         heads: int = 4,
         dropout: float = 0.0,
         bound: float = 2.0,
+        output_activation: bool = True,
         dequantization: str | Dequantizer = "variational",
         dequantization_options: dict | None = None,
         alpha: float = 0.05,
@@ -272,13 +280,14 @@ class FlowPlusPlus(_MultiScaleImageFlow):
         def step(c: int, mask: str, parity: int, level: int) -> Transform:
             coupling = MixtureLogisticCoupling(c, mask=mask, parity=parity, components=components, bound=bound,
                                                hidden=_per_level(hidden, level), blocks=blocks, attention=attention,
-                                               heads=heads, dropout=dropout)
+                                               heads=heads, dropout=dropout, output_activation=output_activation)
             return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
 
         if dequantization == "variational" and dequantization_options is None:
             width = _per_level(hidden, 0)
             dequantization_options = {"layers": 4, "hidden": width, "blocks": max(1, blocks // 2), "coupling": "mixture",
-                                          "components": components, "attention": attention, "dropout": dropout}
+                                      "components": components, "attention": attention, "dropout": dropout,
+                                      "output_activation": output_activation}
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
                          dequantization_options=dequantization_options, alpha=alpha, validate=validate)
 

@@ -65,7 +65,8 @@ class GatedResNet(nn.Module):
 
     ``conv3x3(C_in [+ C_c] -> hidden)``, then ``blocks`` times ``GatedConv -> LayerNorm`` (each followed by a gated
     multi-head self-attention and another LayerNorm when ``attention=True``: Flow++'s conv-attention block), then
-    ``concat_elu -> conv3x3(hidden -> C_out)``, zero-initialised.
+    ``concat_elu -> conv3x3(2·hidden -> C_out)`` (the UvA tutorial's and PixelCNN++'s output), or with
+    ``output_activation=False`` a plain ``conv3x3(hidden -> C_out)`` (Flow++'s released code), zero-initialised.
 
     Args:
         in_channels: input channels.
@@ -78,6 +79,7 @@ class GatedResNet(nn.Module):
         heads: number of attention heads.
         dropout: dropout probability inside the blocks.
         zero_last: zero-initialise the last convolution (the coupling starts as the identity).
+        output_activation: apply concat-ELU before the last convolution (doubling its input channels).
 
     Example:
         >>> import torch
@@ -102,6 +104,7 @@ class GatedResNet(nn.Module):
         heads: int = 4,
         dropout: float = 0.0,
         zero_last: bool = True,
+        output_activation: bool = True,
     ):
         super().__init__()
         if min(in_channels, out_channels, hidden) < 1 or blocks < 0 or context_channels < 0:
@@ -119,7 +122,8 @@ class GatedResNet(nn.Module):
             GatedAttention(hidden, heads=heads, dropout=dropout) for _ in range(blocks if attention else 0)
         )
         self.attention_norms = nn.ModuleList(LayerNormChannels(hidden) for _ in range(blocks if attention else 0))
-        self.output = nn.Conv2d(2 * hidden, out_channels, 3, padding=1)
+        self.output_activation = output_activation
+        self.output = nn.Conv2d((2 if output_activation else 1) * hidden, out_channels, 3, padding=1)
         if zero_last:
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
@@ -141,7 +145,7 @@ class GatedResNet(nn.Module):
             h = norm(conv(h, context))
             if self.attentions:
                 h = self.attention_norms[i](h + self.attentions[i](h))
-        return self.output(concat_elu(h))
+        return self.output(concat_elu(h) if self.output_activation else h)
 
 
 __all__ = ["GatedConv", "GatedResNet", "LayerNormChannels", "concat_elu"]

@@ -28,18 +28,21 @@ def seed_everything(seed: int) -> None:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, steps: int, *, warmup: int = 0
+    optimizer: torch.optim.Optimizer, schedule: str, steps: int, *, warmup: int = 0, final: float = 0.01
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A learning-rate schedule over ``steps`` steps, after an optional linear warmup.
 
     The factor rises linearly over the first ``warmup`` steps (``(t + 1) / warmup``), then follows ``cosine`` (to zero
-    at the last step), ``exponential`` (to 1% at the last step) or ``constant`` over the remaining steps.
+    at the last step), ``exponential`` (to the factor ``final`` at the last step, 1% by default; the UvA tutorial's
+    ``StepLR(γ=0.99)`` per epoch over 200 epochs is ``final=0.99**200``) or ``constant`` over the remaining steps.
 
     Raises:
-        ValueError: for an unknown schedule or a warmup outside ``[0, steps)``.
+        ValueError: for an unknown schedule, a warmup outside ``[0, steps)`` or ``final`` outside ``(0, 1]``.
     """
     if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup < max(steps, 1):
         raise ValueError(f"expected warmup to be an integer in [0, steps={steps}), got {warmup!r}")
+    if not 0 < final <= 1:
+        raise ValueError(f"expected the final learning-rate factor in (0, 1], got {final!r}")
     span = max(steps - warmup, 1)
 
     def progress(t: int) -> float:
@@ -48,7 +51,7 @@ def make_scheduler(
     if schedule == "cosine":
         decay: Callable[[int], float] = lambda t: 0.5 * (1 + math.cos(math.pi * progress(t)))
     elif schedule == "exponential":
-        decay = lambda t: 0.01 ** progress(t)
+        decay = lambda t: final ** progress(t)
     elif schedule == "constant":
         decay = lambda t: 1.0
     else:

@@ -168,6 +168,7 @@ def fit_max_likelihood(
     lr: float = 1e-3,
     schedule: str = "cosine",
     warmup: int = 0,
+    lr_final: float = 0.01,
     clip: float = 0.0,
     ema: float = 0.0,
     max_bad_steps: int = 5,
@@ -206,6 +207,7 @@ def fit_max_likelihood(
         lr: peak learning rate.
         schedule: learning-rate schedule (``cosine``, ``exponential``, ``constant``) after the warmup.
         warmup: linear learning-rate warmup steps.
+        lr_final: the ``exponential`` schedule's learning-rate factor at the last step.
         clip: clip the gradient norm to this value (0: no clipping; the norm is always recorded).
         ema: decay of an exponential moving average of the weights (0: none), which validation then evaluates.
         max_bad_steps: a step with a non-finite loss or gradient norm is skipped; this many in a row stop the fit.
@@ -251,7 +253,7 @@ def fit_max_likelihood(
     if not any(p.requires_grad for p in flow.parameters()):
         raise ValueError("the flow has no trainable parameters")
     trainer = Trainer(
-        flow, steps=steps, lr=lr, columns=ML_COLUMNS, desc="fit (max likelihood)", schedule=schedule, warmup=warmup,
+        flow, steps=steps, lr=lr, columns=ML_COLUMNS, desc="fit (max likelihood)", schedule=schedule, warmup=warmup, lr_final=lr_final,
         clip=clip, ema=ema, max_bad_steps=max_bad_steps, detect_anomaly=detect_anomaly, progress=progress,
         metrics_csv=metrics_csv, metrics_jsonl=metrics_jsonl, tensorboard_dir=tensorboard_dir,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, keep_last=keep_last, resume=resume,

@@ -68,6 +68,7 @@ def fit_reverse_kl(
     anneal: float = 0.5,
     schedule: str = "cosine",
     warmup: int = 0,
+    lr_final: float = 0.01,
     clip: float = 0.0,
     ema: float = 0.0,
     max_bad_steps: int = 5,
@@ -97,6 +98,7 @@ def fit_reverse_kl(
         anneal: fraction of ``steps`` over which ``β`` rises from 0.01 to 1 (0: no annealing).
         schedule: learning-rate schedule (``cosine``, ``exponential``, ``constant``) after the warmup.
         warmup: linear learning-rate warmup steps.
+        lr_final: the ``exponential`` schedule's learning-rate factor at the last step.
         clip: clip the gradient norm to this value (0: no clipping; the norm is always recorded).
         ema: decay of an exponential moving average of the weights (0: none); the flow holds the average at the end.
         max_bad_steps: a step with a non-finite loss or gradient norm is skipped; this many in a row stop the fit.
@@ -123,7 +125,7 @@ def fit_reverse_kl(
     if not lr > 0 or not 0 <= anneal <= 1:
         raise ValueError(f"expected lr > 0 and 0 <= anneal <= 1, got lr={lr}, anneal={anneal}")
     trainer = Trainer(
-        flow, steps=steps, lr=lr, columns=COLUMNS, desc=f"fit {target.name}", schedule=schedule, warmup=warmup,
+        flow, steps=steps, lr=lr, columns=COLUMNS, desc=f"fit {target.name}", schedule=schedule, warmup=warmup, lr_final=lr_final,
         clip=clip, ema=ema, max_bad_steps=max_bad_steps, detect_anomaly=detect_anomaly, progress=progress,
         metrics_csv=metrics_csv, metrics_jsonl=metrics_jsonl, tensorboard_dir=tensorboard_dir,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, keep_last=keep_last, resume=resume,

@@ -126,7 +126,7 @@ def fit_options(config: FitConfig, out: Path, *, resume: bool) -> dict[str, Any]
     """The hygiene, logging and checkpoint arguments both loops take, from ``config.train`` and the run directory."""
     t = config.train
     return {
-        "warmup": t.warmup, "ema": t.ema, "max_bad_steps": t.max_bad_steps, "detect_anomaly": t.detect_anomaly,
+        "warmup": t.warmup, "lr_final": t.lr_final, "ema": t.ema, "max_bad_steps": t.max_bad_steps, "detect_anomaly": t.detect_anomaly,
         "metrics_csv": out / "metrics.csv", "metrics_jsonl": out / "metrics.jsonl",
         "tensorboard_dir": out / "tensorboard", "checkpoint_dir": out / "checkpoints",
         "checkpoint_every": t.checkpoint_every, "keep_last": t.keep_last, "resume": resume,

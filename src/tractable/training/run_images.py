@@ -137,6 +137,8 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
         "architecture": im.architecture or None, "hidden": tuple(widths) if widths else m.hidden, "blocks": m.blocks,
         "bound": m.bound, "alpha": im.alpha, "dequantization": deq,
     }
+    if not im.output_activation:
+        options["output_activation"] = False
     if m.flow == "flowpp":
         options.update(components=im.components, attention=im.attention, heads=im.heads, dropout=im.dropout)
     if deq == "variational":
@@ -146,6 +148,10 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
             "components": im.deq_components or im.components, "attention": im.deq_attention,
             "dropout": im.dropout if m.flow == "flowpp" else 0.0,
         }
+        deq_extra = {"features": im.deq_features, "context_channels": im.deq_context or None,
+                     "feature_blocks": im.deq_feature_blocks or None, "output_activation": im.output_activation}
+        defaults = {"features": True, "context_channels": None, "feature_blocks": None, "output_activation": True}
+        options["dequantization_options"].update({k: v for k, v in deq_extra.items() if v != defaults[k]})
     return options
 
 

@@ -67,6 +67,7 @@ class Trainer:
         desc: the progress label.
         schedule: ``cosine``, ``exponential`` or ``constant`` after the warmup.
         warmup: linear learning-rate warmup steps.
+        lr_final: the ``exponential`` schedule's learning-rate factor at the last step.
         clip: clip the gradient norm to this value (0: no clipping; the norm is always logged).
         ema: decay of the exponential moving average of the weights (0: none).
         max_bad_steps: stop after this many non-finite steps in a row (each is skipped: no optimizer step).
@@ -96,7 +97,7 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, *, steps: int, lr: float, columns: tuple[str, ...], desc: str,
-                 schedule: str = "cosine", warmup: int = 0, clip: float = 0.0, ema: float = 0.0,
+                 schedule: str = "cosine", warmup: int = 0, lr_final: float = 0.01, clip: float = 0.0, ema: float = 0.0,
                  max_bad_steps: int = 5, detect_anomaly: bool = False, progress: bool = True,
                  metrics_csv: str | Path | None = None, metrics_jsonl: str | Path | None = None,
                  tensorboard_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,
@@ -116,7 +117,7 @@ class Trainer:
         self.device = self.params[0].device
         self.ctx = DistContext.current()
         self.optimizer = make_adam(self.params, lr)
-        self.scheduler = make_scheduler(self.optimizer, schedule, steps, warmup=warmup)
+        self.scheduler = make_scheduler(self.optimizer, schedule, steps, warmup=warmup, final=lr_final)
         self.ema = EMA(self.params, ema) if ema > 0 else None
         self.max_bad_steps, self.callback, self.meta, self.step_base = max_bad_steps, callback, meta or {}, step_base
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None

@@ -43,6 +43,8 @@ class ImageCoupling(Transform):
         attention: add multi-head self-attention to the conditioner's blocks (Flow++).
         heads: attention heads.
         dropout: dropout probability in the conditioner (use ``eval()`` to sample or evaluate).
+        output_activation: concat-ELU before the conditioner's last convolution (``False``: Flow++'s released
+            code, a plain convolution of the hidden features).
     """
 
     params: int = 2
@@ -59,6 +61,7 @@ class ImageCoupling(Transform):
         attention: bool = False,
         heads: int = 4,
         dropout: float = 0.0,
+        output_activation: bool = True,
     ):
         super().__init__()
         if mask not in MASKS:
@@ -77,6 +80,7 @@ class ImageCoupling(Transform):
         self.conditioner = GatedResNet(
             self.n_pass, self.n_transformed * self.params, hidden=hidden, blocks=blocks,
             context_channels=context_channels, attention=attention, heads=heads, dropout=dropout,
+            output_activation=output_activation,
         )
 
     # --- the elementwise map: subclasses -------------------------------------------------------------------------

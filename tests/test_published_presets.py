@@ -1,0 +1,146 @@
+"""The MNIST and CIFAR-10 presets against the published models they reproduce (issue 4).
+
+The published parameter counts are recomputed here layer by layer from the published architectures, which checks our
+reading of them:
+
+* Flow++'s released code (github.com/aravindsrinivas/flowpp, ``flows/run_cifar.py``, whose docstring says
+  ``Params: 31,443,440``): per coupling a learned position embedding, ``proj_in`` (3x3 conv), ``blocks`` x [gated
+  conv (3x3 conv, 1x1 ``a_proj`` of the dequantizer's context, 1x1 gate), layer norm, gated attention (1x1 q/k/v with
+  bias, 1x1 gate), layer norm], ``proj_out`` (3x3 conv, no activation before it); per step an element-wise ``Norm``
+  and a 1x1 ``Pointwise`` matrix on each half; the dequantizer's context processor of 32 channels.
+* The UvA deep-learning tutorial 11 (notebook of 2022-09-25, "multiscale" row: 1,711,818): ``GatedConvNet`` of 3
+  gated layers per coupling, reading and writing every channel (masked), a learned scaling factor per channel.
+
+Then every conditioner of our presets is checked against its published counterpart: equal, less exactly the
+differences the README lists.
+"""
+
+from __future__ import annotations
+
+from tractable.models.image_registry import IMAGE_PRESETS, build_preset, count_parameters
+from tractable.transforms.conv import InvertibleConv1x1
+from tractable.transforms.image_coupling import ImageAffineCoupling
+from tractable.transforms.logistic_mixture import MixtureLogisticCoupling
+from tractable.transforms.normalization import ActNorm
+
+# --- Flow++ (CIFAR-10) ----------------------------------------------------------------------------------------------
+F, K, BLOCKS, DEQ_BLOCKS, CTX = 96, 32, 10, 2, 32
+
+
+def flowpp_coupling(c: int, blocks: int, context: int = 0) -> dict[str, int]:
+    """Parameters of Flow++'s ``MixLogisticAttnCoupling`` on halves of ``c`` channels, by part (position embedding
+    excluded: it depends on the resolution)."""
+    gated_conv = 9 * 2 * F * F + F + (2 * context * F + F if context else 0) + 2 * F * 2 * F + 2 * F
+    attention = F * 3 * F + 3 * F + F * 2 * F + 2 * F
+    return {
+        "proj_in": 9 * c * F + F,
+        "blocks": blocks * (gated_conv + 2 * F + attention + 2 * F),
+        "proj_out": 9 * F * c * (2 + 3 * K) + c * (2 + 3 * K),
+        "qkv_bias": blocks * 3 * F,
+    }
+
+
+def flowpp_step(h: int, w: int, c: int, blocks: int, context: int = 0) -> int:
+    """One published step on halves of shape ``(h, w, c)``: Norm and Pointwise on both halves, then the coupling."""
+    norm, pointwise, position = 2 * (2 * h * w * c), 2 * c * c, h * w * F
+    parts = flowpp_coupling(c, blocks, context)
+    return norm + pointwise + position + parts["proj_in"] + parts["blocks"] + parts["proj_out"]
+
+
+# (h, w, c) of the halves of each published step: 4 checkerboard at 32x32x3, 2 channel and 3 checkerboard at 16x16x12
+FLOWPP_MAIN = [(32, 16, 3)] * 4 + [(16, 16, 6)] * 2 + [(16, 8, 12)] * 3
+FLOWPP_CONTEXT = 9 * 6 * 32 + 32 + 3 * (9 * 64 * 32 + 32 + 9 * 64 * 64 + 64)
+
+
+def flowpp_published() -> tuple[int, int]:
+    main = sum(flowpp_step(h, w, c, BLOCKS) for h, w, c in FLOWPP_MAIN)
+    deq = FLOWPP_CONTEXT + 4 * flowpp_step(32, 16, 3, DEQ_BLOCKS, CTX)
+    return main, deq
+
+
+def test_flowpp_published_count_is_reproduced() -> None:
+    main, deq = flowpp_published()
+    assert (main, deq, main + deq) == (27_976_464, 3_466_976, 31_443_440)
+    assert IMAGE_PRESETS["cifar10-flowpp"].published_parameters == 31_443_440
+
+
+def test_flowpp_preset_conditioners_match_the_published_ones() -> None:
+    """Each conditioner equals Flow++'s less the learned position embedding and the q/k/v bias; the dequantizer's
+    conditioners also read the context at their input convolution (9·32·96 more weights)."""
+    model = build_preset("cifar10-flowpp")
+    main = [m for m in model.transform.modules() if isinstance(m, MixtureLogisticCoupling)]
+    deq = [m for m in model.dequantizer.modules() if isinstance(m, MixtureLogisticCoupling)]
+    assert [m.n_transformed for m in main] == [c for _, _, c in FLOWPP_MAIN] and len(deq) == 4
+    for couplings, blocks, context in ((main, BLOCKS, 0), (deq, DEQ_BLOCKS, CTX)):
+        for m in couplings:
+            parts = flowpp_coupling(m.n_transformed, blocks, context)
+            expected = parts["proj_in"] + parts["blocks"] + parts["proj_out"] - parts["qkv_bias"] + 9 * context * F
+            assert sum(p.numel() for p in m.conditioner.parameters()) == expected
+
+
+def test_flowpp_preset_total_differs_by_the_documented_items() -> None:
+    """README: learned position embeddings, q/k/v bias, per-element Norm vs per-channel ActNorm, Pointwise vs LU 1x1
+    convolution; in the dequantizer also the context at the input convolution, no Norm/Pointwise steps and a smaller
+    context network."""
+    model = build_preset("cifar10-flowpp")
+    counts = count_parameters(model)
+    main, deq = flowpp_published()
+    actnorm = sum(p.numel() for m in model.transform.modules() if isinstance(m, ActNorm) for p in m.parameters())
+    conv = sum(p.numel() for m in model.transform.modules() if isinstance(m, InvertibleConv1x1) for p in m.parameters())
+    published_norm = sum(2 * 2 * h * w * c for h, w, c in FLOWPP_MAIN)
+    published_pointwise = sum(2 * c * c for _, _, c in FLOWPP_MAIN)
+    assert (actnorm, conv, published_norm, published_pointwise) == (144, 1_584, 55_296, 1_080)
+    positions = sum(h * w * F for h, w, _ in FLOWPP_MAIN)
+    qkv = len(FLOWPP_MAIN) * BLOCKS * 3 * F
+    assert (positions, qkv) == (282_624, 25_920)
+    assert counts["flow"] == main - positions - qkv - (published_norm - actnorm) - (published_pointwise - conv)
+
+    features = sum(p.numel() for p in model.dequantizer.features.parameters())
+    deq_positions, deq_qkv, deq_norm_pointwise = 4 * 32 * 16 * F, 4 * DEQ_BLOCKS * 3 * F, 4 * (2 * 2 * 32 * 16 * 3 + 18)
+    assert (features, FLOWPP_CONTEXT, deq_positions, deq_qkv, deq_norm_pointwise) == (
+        87_424, 167_936, 196_608, 2_304, 24_648)
+    assert counts["dequantizer"] == (deq - deq_positions - deq_qkv + 4 * 9 * CTX * F - deq_norm_pointwise
+                                     - (FLOWPP_CONTEXT - features))
+    assert counts["total"] == 30_886_768
+
+
+# --- UvA tutorial 11 (MNIST) ----------------------------------------------------------------------------------------
+def gated_conv_net(c_in: int, hidden: int, c_out: int, layers: int = 3) -> int:
+    """Parameters of the tutorial's ``GatedConvNet`` (2022 version)."""
+    return 9 * c_in * hidden + hidden + layers * (9 * 2 * hidden * hidden + hidden + 4 * hidden * hidden + 2 * hidden
+                                                  + 2 * hidden) + 9 * 2 * hidden * c_out + c_out
+
+
+UVA_FLOW = [(1, 32, "checkerboard")] * 2 + [(4, 48, "channel")] * 2 + [(8, 64, "channel")] * 4
+
+
+def test_uva_published_count_is_reproduced() -> None:
+    flow = sum(gated_conv_net(c, h, 2 * c) + c for c, h, _ in UVA_FLOW)  # + c: the learned scaling factor
+    deq = 4 * (gated_conv_net(2, 16, 2) + 1)
+    assert (flow, deq, flow + deq) == (1_639_742, 72_076, 1_711_818)
+    assert IMAGE_PRESETS["mnist-realnvp"].published_parameters == 1_711_818
+
+
+def test_uva_preset_conditioners_match_the_published_ones() -> None:
+    """Checkerboard conditioners are identical; channel ones read and write only the channels that matter (the
+    tutorial's read all ``c`` channels, half of them masked to zero, and write ``2c`` outputs, half discarded); the
+    dequantizer's couplings add the image inside each of their 3 gated layers (a 1x1 conv, 2·16 + 16 each)."""
+    model = build_preset("mnist-realnvp")
+    couplings = [m for m in model.transform.modules() if isinstance(m, ImageAffineCoupling)]
+    assert [(m.channels, m.mask) for m in couplings] == [(c, mask) for c, _, mask in UVA_FLOW]
+    for m, (c, h, mask) in zip(couplings, UVA_FLOW):
+        ours = sum(p.numel() for p in m.conditioner.parameters())
+        theirs = gated_conv_net(c, h, 2 * c)
+        if mask == "channel":
+            theirs -= 9 * (c // 2) * h + (9 * 2 * h + 1) * c
+        assert ours == theirs
+    deq = [m for m in model.dequantizer.modules() if isinstance(m, ImageAffineCoupling)]
+    assert model.dequantizer.features is None and len(deq) == 4
+    for m in deq:
+        assert sum(p.numel() for p in m.conditioner.parameters()) == gated_conv_net(2, 16, 2) + 3 * (2 * 16 + 16)
+    counts = count_parameters(model)
+    # the flow: the tutorial's masked channels (54,760) and scaling factors (42) less our learned factor-out prior
+    prior = 9 * 2 * 4 + 4
+    assert counts["flow"] == 1_639_742 - 54_760 - 42 + prior
+    assert counts["dequantizer"] == 72_076 - 4 + 4 * 3 * (2 * 16 + 16)
+    assert counts["total"] == 1_657_664
