@@ -78,6 +78,15 @@ def test_errors_are_one_clear_line(tmp_path, capsys, args, message):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_unwritable_run_directory_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = main(["fit", "ring", "--steps", "2", "--out", str(blocker / "run"), "--no-plots", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and str(blocker) in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_module_entry_point_help_and_list():
     run = subprocess.run([sys.executable, "-m", "tractable", "--help"], check=False, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "fit" in run.stdout and "list" in run.stdout

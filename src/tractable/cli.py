@@ -343,7 +343,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse ``argv`` and run the command; errors print one line and return 2."""
+    """Entry point: parse ``argv`` and run the command; errors print one line and return 2 (1 for an operating-system
+    error such as a full disk or a run directory that cannot be written)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -354,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CheckpointError, NonFiniteError, ValueError) as e:
         print(f"tractable {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the run directory or a checkpoint cannot be written (disk full, permissions, ...)
+        print(f"tractable {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"tractable {args.command}: interrupted", file=sys.stderr)
         return 130
