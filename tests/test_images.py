@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from cases_image import IMAGES
+from torch import Tensor
 
 from tractable import Flow, ImageFlow, bits_per_dim, unit_bits_per_dim
 from tractable.dequantization import UniformDequantization, VariationalDequantization, importance_weighted
@@ -265,6 +266,25 @@ def test_plain_output_conditioner_starts_as_the_identity() -> None:
     assert net.output.in_channels == 8
     with torch.no_grad():
         assert float(net(torch.randn(2, 2, 4, 4)).abs().max()) == 0.0
+
+
+def test_attention_dropout_acts_on_the_attended_features() -> None:
+    """Dropout (Flow++: 0.2) zeroes attended features before the gate in training, and is off in ``eval()``."""
+    from tractable.nn.attention import GatedAttention
+
+    torch.manual_seed(0)
+    att = GatedAttention(8, heads=2, dropout=0.5)
+    x = torch.randn(2, 8, 3, 3)
+    seen: list[Tensor] = []
+    att.gate.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    with torch.no_grad():
+        train_out = att(x)
+        att.eval()
+        eval_out, eval_again = att(x), att(x)
+    dropped = seen[0] == 0
+    assert 0.3 < dropped.float().mean().item() < 0.7 and not bool((seen[1] == 0).any())
+    torch.testing.assert_close(seen[0][~dropped], 2 * seen[1][~dropped])  # survivors scaled by 1 / (1 - p)
+    assert not torch.allclose(train_out, eval_out) and torch.equal(eval_out, eval_again)
 
 
 # --- the ready image models --------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ class GatedAttention(nn.Module):
     Args:
         channels: feature channels ``C`` (divisible by ``heads``).
         heads: number of attention heads.
-        dropout: dropout probability on the attention weights.
+        dropout: dropout probability on the attended features before the gate (as Flow++'s code; dropping attention
+            weights instead would cost a ``(B, heads, HW, HW)`` mask per block and rule out fused kernels).
     """
 
     def __init__(self, channels: int, *, heads: int = 4, dropout: float = 0.0):
@@ -53,8 +54,10 @@ class GatedAttention(nn.Module):
         seq = x.flatten(2).transpose(1, 2)  # (B, HW, C)
         seq = seq + sinusoidal_positions(h * w, c, dtype=x.dtype, device=x.device)
         q, k, v = self.qkv(seq).view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(b, h * w, c)
+        if self.dropout > 0:
+            out = F.dropout(out, self.dropout, self.training)
         a, g = self.gate(out).chunk(2, -1)
         return (a * torch.sigmoid(g)).transpose(1, 2).reshape(b, c, h, w)
 
