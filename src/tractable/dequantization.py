@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .distributions import StandardNormal
 from .flow import Flow
 from .nn.convnets import GatedResNet
-from .transforms.base import Compose, Transform
+from .transforms.base import Compose, Inverse, Transform
 from .transforms.elementwise import Logit
 from .transforms.image_coupling import ImageAffineCoupling
 from .transforms.logistic_mixture import MixtureLogisticCoupling
@@ -96,6 +96,11 @@ class VariationalDequantization(Dequantizer):
     onto ``(0, 1)``; ``log q(u|x)`` is exact (change of variables, sigmoid included). It is the
     :class:`~tractable.Flow` ``Flow(Compose(Logit(), *couplings), N(0, I))`` sampled with that context. At
     initialisation (zero-initialised couplings) ``u = σ(ε)``.
+
+    Affine couplings run in their density direction (both directions are analytic); mixture couplings are placed as
+    ``Inverse(coupling)``, so that drawing ``u`` (every training step) runs the analytic CDF direction and only
+    ``q.log_prob`` of a given ``u`` needs the numerical inverse, as in Flow++'s code (twice as fast on CPU for the
+    CIFAR-10 preset's dequantizer).
 
     The context is either features of ``x`` (``features=True``: a :class:`~tractable.nn.convnets.GatedResNet` of
     ``context_channels`` channels and ``feature_blocks`` gated blocks, like Flow++'s "shallow processor"), or the
@@ -175,9 +180,9 @@ class VariationalDequantization(Dequantizer):
         for i in range(layers):
             if coupling == "affine":
                 steps.append(ImageAffineCoupling(channels, mask="checkerboard", parity=i % 2, **net))
-            else:
-                steps.append(MixtureLogisticCoupling(channels, mask="checkerboard", parity=i % 2,
-                                                     components=components, **net))
+            else:  # sampled in its analytic direction: training never runs the numerical inverse (as Flow++)
+                steps.append(Inverse(MixtureLogisticCoupling(channels, mask="checkerboard", parity=i % 2,
+                                                             components=components, **net)))
         self.flow = Flow(Compose(*steps), StandardNormal(shape), validate=False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
