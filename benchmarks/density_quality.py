@@ -44,7 +44,6 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
-import os
 import sys
 import time
 import warnings
@@ -318,7 +317,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (name, lib), rs in groups.items():
         n = len(rs)
 
-        def mean_se(key: str) -> tuple[float, float]:
+        def mean_se(key: str, rs: list = rs, n: int = n) -> tuple[float, float]:
             v = torch.tensor([r[key] for r in rs], dtype=torch.float64)
             return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
 
@@ -340,8 +339,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 def markdown(summary: list[dict], cfg: dict, header: str = "") -> str:
     lines = [header] if header else []
     lines += [
-        "| data set | library | seeds | test NLL | entropy | gap (NLL − H) ± s.e. over seeds | worst seed | "
-        "per-seed gaps | KL (paired) | parameters (effective) | fit s |",
+        ("| data set | library | seeds | test NLL | entropy | gap (NLL − H) ± s.e. over seeds | worst seed | "
+         "per-seed gaps | KL (paired) | parameters (effective) | fit s |"),
         "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for s in summary:

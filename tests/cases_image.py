@@ -68,4 +68,9 @@ IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {
         lambda: model_transform(FlowPlusPlus, (2, 4, 4), components=3, heads=2, architecture="2c S F 1c 1h"),
         (2, 4, 4),
     ),
+    "flowpp-learned-positions": (
+        lambda: model_transform(FlowPlusPlus, (1, 4, 4), components=3, heads=2, architecture="1c S 1h 1c",
+                                positions="learned", output_activation=False),
+        (1, 4, 4),
+    ),
 }

@@ -20,7 +20,7 @@ from tractable import Flow, ImageFlow, bits_per_dim, unit_bits_per_dim
 from tractable.dequantization import UniformDequantization, VariationalDequantization, importance_weighted
 from tractable.distributions import Distribution
 from tractable.models.image_registry import IMAGE_PRESETS, build_image_model, build_preset, print_parameter_counts
-from tractable.models.multiscale import build_multiscale, parse_architecture
+from tractable.models.multiscale import FlowPlusPlus, build_multiscale, parse_architecture
 from tractable.targets.images import CIFAR10_FILES, MNIST_FILES, load_cifar10, load_images, load_mnist, read_idx
 from tractable.transforms.conv import InvertibleConv1x1
 from tractable.transforms.elementwise import Logit
@@ -293,6 +293,27 @@ def test_plain_output_conditioner_starts_as_the_identity() -> None:
     assert net.output.in_channels == 8
     with torch.no_grad():
         assert float(net(torch.randn(2, 2, 4, 4)).abs().max()) == 0.0
+
+
+def test_learned_positions_are_sized_per_scale_and_trained() -> None:
+    """``positions="learned"``: one embedding per coupling, for its scale's H x W, shared by its attention blocks."""
+    from tractable.nn.convnets import GatedResNet
+
+    model = FlowPlusPlus((1, 8, 8), levels=17, hidden=8, blocks=2, components=3, heads=2, architecture="1c S 1h",
+                         positions="learned", dequantization_options={"layers": 1, "hidden": 8, "blocks": 1,
+                                                                      "coupling": "mixture", "attention": True,
+                                                                      "components": 3, "positions": "learned"})
+    nets = [m for m in model.modules() if isinstance(m, GatedResNet) and m.attentions]
+    assert sorted(n.positions_shape for n in nets) == [(4, 4), (8, 8), (8, 8)]
+    with torch.no_grad():  # off the zero-initialised identity, so gradients reach the embeddings
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.log_prob(torch.randint(0, 17, (3, 1, 8, 8))).sum().backward()
+    assert all(n.positions.grad is not None and n.positions.grad.abs().sum() > 0 for n in nets)
+    with pytest.raises(ValueError, match="learned positions for 8x8 inputs, got 4x4"):
+        nets[0](torch.randn(1, nets[0].in_channels, 4, 4))
+    with pytest.raises(ValueError, match="unknown positions 'rotary'"):
+        FlowPlusPlus((1, 8, 8), levels=17, positions="rotary")
 
 
 def test_attention_dropout_acts_on_the_attended_features() -> None:

@@ -65,23 +65,27 @@ def test_flowpp_published_count_is_reproduced() -> None:
 
 
 def test_flowpp_preset_conditioners_match_the_published_ones() -> None:
-    """Each conditioner equals Flow++'s less the learned position embedding and the q/k/v bias; the dequantizer's
-    conditioners also read the context at their input convolution (9·32·96 more weights)."""
+    """Each conditioner equals Flow++'s less the q/k/v bias; the dequantizer's conditioners also read the context at
+    their input convolution (9·32·96 more weights). The learned position embedding covers the coupling's whole image
+    (our checkerboard conditioners run at full resolution on the masked image; Flow++'s on half-width images)."""
     model = build_preset("cifar10-flowpp")
     main = [m for m in model.transform.modules() if isinstance(m, MixtureLogisticCoupling)]
     deq = [m for m in model.dequantizer.modules() if isinstance(m, MixtureLogisticCoupling)]
     assert [m.n_transformed for m in main] == [c for _, _, c in FLOWPP_MAIN] and len(deq) == 4
-    for couplings, blocks, context in ((main, BLOCKS, 0), (deq, DEQ_BLOCKS, CTX)):
-        for m in couplings:
+    for couplings, blocks, context, halves in ((main, BLOCKS, 0, FLOWPP_MAIN), (deq, DEQ_BLOCKS, CTX, [(32, 16, 3)] * 4)):
+        for m, (h, w, _) in zip(couplings, halves):
             parts = flowpp_coupling(m.n_transformed, blocks, context)
             expected = parts["proj_in"] + parts["blocks"] + parts["proj_out"] - parts["qkv_bias"] + 9 * context * F
-            assert sum(p.numel() for p in m.conditioner.parameters()) == expected
+            net = m.conditioner
+            assert sum(p.numel() for n, p in net.named_parameters() if n != "positions") == expected
+            full = (h, 2 * w) if m.mask == "checkerboard" else (h, w)
+            assert net.positions_shape == full and net.positions.shape == (full[0] * full[1], F)
 
 
 def test_flowpp_preset_total_differs_by_the_documented_items() -> None:
-    """README: learned position embeddings, q/k/v bias, per-element Norm vs per-channel ActNorm, Pointwise vs LU 1x1
-    convolution; in the dequantizer also the context at the input convolution, no Norm/Pointwise steps and a smaller
-    context network."""
+    """README: position embeddings over whole images, no q/k/v bias, per-channel ActNorm for per-element Norm, an LU
+    1x1 convolution for a matrix per half; in the dequantizer also the context at the input convolution, no
+    Norm/Pointwise steps and a smaller context network."""
     model = build_preset("cifar10-flowpp")
     counts = count_parameters(model)
     main, deq = flowpp_published()
@@ -91,17 +95,19 @@ def test_flowpp_preset_total_differs_by_the_documented_items() -> None:
     published_pointwise = sum(2 * c * c for _, _, c in FLOWPP_MAIN)
     assert (actnorm, conv, published_norm, published_pointwise) == (144, 1_584, 55_296, 1_080)
     positions = sum(h * w * F for h, w, _ in FLOWPP_MAIN)
+    ours_positions = sum(h * (2 * w if c != 6 else w) * F for h, w, c in FLOWPP_MAIN)  # c == 6: the channel steps
     qkv = len(FLOWPP_MAIN) * BLOCKS * 3 * F
-    assert (positions, qkv) == (282_624, 25_920)
-    assert counts["flow"] == main - positions - qkv - (published_norm - actnorm) - (published_pointwise - conv)
+    assert (positions, ours_positions, qkv) == (282_624, 516_096, 25_920)
+    assert counts["flow"] == (main + ours_positions - positions - qkv - (published_norm - actnorm)
+                              - (published_pointwise - conv))
 
     features = sum(p.numel() for p in model.dequantizer.features.parameters())
     deq_positions, deq_qkv, deq_norm_pointwise = 4 * 32 * 16 * F, 4 * DEQ_BLOCKS * 3 * F, 4 * (2 * 2 * 32 * 16 * 3 + 18)
     assert (features, FLOWPP_CONTEXT, deq_positions, deq_qkv, deq_norm_pointwise) == (
         87_424, 167_936, 196_608, 2_304, 24_648)
-    assert counts["dequantizer"] == (deq - deq_positions - deq_qkv + 4 * 9 * CTX * F - deq_norm_pointwise
+    assert counts["dequantizer"] == (deq + deq_positions - deq_qkv + 4 * 9 * CTX * F - deq_norm_pointwise
                                      - (FLOWPP_CONTEXT - features))
-    assert counts["total"] == 30_886_768
+    assert counts["total"] == 31_796_080
 
 
 # --- UvA tutorial 11 (MNIST) ----------------------------------------------------------------------------------------

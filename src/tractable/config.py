@@ -112,7 +112,8 @@ class ImageConfig:
     ``model.bound`` apply as for vectors, ``model.layers``/``base``/``bins`` do not. ``dequantization`` is
     ``uniform`` or ``variational`` (empty: the model's own, variational for flowpp); ``alpha`` the logit squeeze.
     Flow++ only: ``components`` (logistics per mixture), ``attention``, ``heads``, ``dropout``.
-    ``output_activation``: concat-ELU before each conditioner's last convolution (false: Flow++'s released code).
+    ``output_activation``: concat-ELU before each conditioner's last convolution (false: Flow++'s released code);
+    ``positions``: ``sinusoidal`` or ``learned`` position embeddings in Flow++'s attention (and its dequantizer's).
     The variational dequantizer: ``deq_layers`` couplings (``deq_coupling`` ``affine`` or ``mixture``) of width
     ``deq_hidden`` with ``deq_blocks`` blocks (0: ``model.hidden`` / half of ``model.blocks``), ``deq_components``
     (0: ``components``) and ``deq_attention``; they read a context computed from the image by a feature network of
@@ -131,6 +132,7 @@ class ImageConfig:
     heads: int = 1
     dropout: float = 0.0
     output_activation: bool = True
+    positions: str = "sinusoidal"
     deq_layers: int = 2
     deq_hidden: int = 16
     deq_blocks: int = 1

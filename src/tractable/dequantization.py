@@ -122,6 +122,7 @@ class VariationalDequantization(Dequantizer):
         feature_blocks: gated blocks of the feature network (default: ``blocks``).
         feature_attention: self-attention in the feature network (Flow++'s has none).
         output_activation: concat-ELU before the conditioners' last convolution (``False``: Flow++'s released code).
+        positions: ``"sinusoidal"`` or ``"learned"`` position embeddings in the couplings' attention (Flow++'s code).
 
     Example:
         >>> import torch
@@ -152,6 +153,7 @@ class VariationalDequantization(Dequantizer):
         feature_blocks: int | None = None,
         feature_attention: bool = False,
         output_activation: bool = True,
+        positions: str = "sinusoidal",
     ):
         super().__init__()
         shape = tuple(int(s) for s in shape)
@@ -161,6 +163,8 @@ class VariationalDequantization(Dequantizer):
             raise ValueError(f"expected levels >= 2 and layers >= 1, got levels={levels}, layers={layers}")
         if coupling not in ("affine", "mixture"):
             raise ValueError(f"unknown coupling {coupling!r}; expected 'affine' or 'mixture'")
+        if positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"unknown positions {positions!r}; expected 'sinusoidal' or 'learned'")
         channels = shape[0]
         if not features:
             if context_channels not in (None, channels):
@@ -175,7 +179,8 @@ class VariationalDequantization(Dequantizer):
             dropout=dropout, zero_last=False,
         ) if features else None
         net = {"hidden": hidden, "blocks": blocks, "context_channels": context_channels, "attention": attention,
-               "dropout": dropout, "output_activation": output_activation}
+               "dropout": dropout, "output_activation": output_activation,
+               "positions": shape[1:] if positions == "learned" else None}
         steps: list[Transform] = [Logit()]
         for i in range(layers):
             if coupling == "affine":

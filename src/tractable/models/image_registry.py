@@ -74,10 +74,10 @@ IMAGE_PRESETS: dict[str, ImagePreset] = {
     "cifar10-flowpp": ImagePreset(
         "flowpp", (3, 32, 32), 256,
         {"architecture": "4c S 2h 3c", "hidden": 96, "blocks": 10, "components": 32, "heads": 4, "dropout": 0.2,
-         "output_activation": False, "dequantization": "variational",
+         "output_activation": False, "positions": "learned", "dequantization": "variational",
          "dequantization_options": {"layers": 4, "hidden": 96, "blocks": 2, "coupling": "mixture", "components": 32,
                                     "attention": True, "dropout": 0.2, "context_channels": 32, "feature_blocks": 3,
-                                    "output_activation": False}},
+                                    "output_activation": False, "positions": "learned"}},
         "Flow++ CIFAR-10 (Ho et al. 2019): 4 checkerboard couplings at 32x32, 2 channel and 3 checkerboard at "
         "16x16, 10 conv-attention blocks of 96 channels, 32 logistics (CIFAR-10 test 3.08 bits/dim)",
         "gpu", 31_443_440,

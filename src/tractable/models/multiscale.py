@@ -246,6 +246,8 @@ class FlowPlusPlus(_MultiScaleImageFlow):
         bound: bound on the couplings' final log-scale ``|a|``.
         output_activation: concat-ELU before each conditioner's last convolution (``False``: Flow++'s released
             code).
+        positions: ``"sinusoidal"`` (default: no parameters) or ``"learned"`` (a position embedding per coupling
+            for its attention blocks, sized for its scale, as Flow++'s code; also in the default dequantizer).
         dequantization: ``"variational"`` (default) or ``"uniform"``.
         dequantization_options: options of the variational dequantizer (default: 4 mixture couplings of the
             same width).
@@ -272,22 +274,28 @@ class FlowPlusPlus(_MultiScaleImageFlow):
         dropout: float = 0.0,
         bound: float = 2.0,
         output_activation: bool = True,
+        positions: str = "sinusoidal",
         dequantization: str | Dequantizer = "variational",
         dequantization_options: dict | None = None,
         alpha: float = 0.05,
         validate: bool = True,
     ):
+        if positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"unknown positions {positions!r}; expected 'sinusoidal' or 'learned'")
+
         def step(c: int, mask: str, parity: int, level: int) -> Transform:
+            size = (int(shape[1]) >> level, int(shape[2]) >> level) if positions == "learned" else None
             coupling = MixtureLogisticCoupling(c, mask=mask, parity=parity, components=components, bound=bound,
                                                hidden=_per_level(hidden, level), blocks=blocks, attention=attention,
-                                               heads=heads, dropout=dropout, output_activation=output_activation)
+                                               heads=heads, dropout=dropout, output_activation=output_activation,
+                                               positions=size)
             return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
 
         if dequantization == "variational" and dequantization_options is None:
             width = _per_level(hidden, 0)
             dequantization_options = {"layers": 4, "hidden": width, "blocks": max(1, blocks // 2), "coupling": "mixture",
                                       "components": components, "attention": attention, "dropout": dropout,
-                                      "output_activation": output_activation}
+                                      "output_activation": output_activation, "positions": positions}
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
                          dequantization_options=dequantization_options, alpha=alpha, validate=validate)
 

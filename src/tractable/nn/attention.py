@@ -28,9 +28,10 @@ def sinusoidal_positions(length: int, channels: int, *, dtype: torch.dtype, devi
 class GatedAttention(nn.Module):
     """Multi-head self-attention across the ``H·W`` positions of ``(B, C, H, W)``, output gated ``a · σ(b)``.
 
-    The pixels, with a sinusoidal position encoding added, attend to each other (``heads`` heads of ``C / heads``
-    channels, scaled dot products); the result goes through a linear map to ``2C`` channels and the gate. The block
-    returns the gated update only; the caller adds it to its input (a residual) and normalizes, as Flow++ does.
+    The pixels, with a position encoding added (sinusoidal, or a learned one passed in), attend to each other
+    (``heads`` heads of ``C / heads`` channels, scaled dot products); the result goes through a linear map to ``2C``
+    channels and the gate. The block returns the gated update only; the caller adds it to its input (a residual)
+    and normalizes, as Flow++ does.
 
     Args:
         channels: feature channels ``C`` (divisible by ``heads``).
@@ -47,12 +48,16 @@ class GatedAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels, bias=False)
         self.gate = nn.Linear(channels, 2 * channels)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        """The gated update for ``x``; ``positions`` ``(H·W, C)`` is a learned position embedding (``None``: the
+        sinusoidal encoding)."""
         b, c, h, w = x.shape
         if c != self.channels:
             raise ValueError(f"expected input of shape (batch, {self.channels}, H, W), got {tuple(x.shape)}")
         seq = x.flatten(2).transpose(1, 2)  # (B, HW, C)
-        seq = seq + sinusoidal_positions(h * w, c, dtype=x.dtype, device=x.device)
+        if positions is None:
+            positions = sinusoidal_positions(h * w, c, dtype=x.dtype, device=x.device)
+        seq = seq + positions
         q, k, v = self.qkv(seq).view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(b, h * w, c)

@@ -80,6 +80,9 @@ class GatedResNet(nn.Module):
         dropout: dropout probability inside the blocks.
         zero_last: zero-initialise the last convolution (the coupling starts as the identity).
         output_activation: apply concat-ELU before the last convolution (doubling its input channels).
+        positions: ``(H, W)`` of the inputs for a learned position embedding shared by the attention blocks (Flow++'s
+            code; ``H·W·hidden`` parameters, initialised ``N(0, 0.01²)``); ``None``: sinusoidal, no parameters, any
+            size.
 
     Example:
         >>> import torch
@@ -105,6 +108,7 @@ class GatedResNet(nn.Module):
         dropout: float = 0.0,
         zero_last: bool = True,
         output_activation: bool = True,
+        positions: tuple[int, int] | None = None,
     ):
         super().__init__()
         if min(in_channels, out_channels, hidden) < 1 or blocks < 0 or context_channels < 0:
@@ -127,6 +131,12 @@ class GatedResNet(nn.Module):
         if zero_last:
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
+        self.positions_shape = tuple(int(s) for s in positions) if positions is not None and attention else None
+        self.positions = None
+        if self.positions_shape is not None:
+            if len(self.positions_shape) != 2 or min(self.positions_shape) < 1:
+                raise ValueError(f"expected positions as a positive (H, W), got {positions!r}")
+            self.positions = nn.Parameter(0.01 * torch.randn(self.positions_shape[0] * self.positions_shape[1], hidden))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         if self.context_channels:
@@ -141,10 +151,13 @@ class GatedResNet(nn.Module):
         else:
             h = self.input(x)
             context = None
+        if self.positions_shape is not None and tuple(x.shape[-2:]) != self.positions_shape:
+            raise ValueError(f"this network learned positions for {self.positions_shape[0]}x{self.positions_shape[1]} "
+                             f"inputs, got {x.shape[-2]}x{x.shape[-1]}")
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             h = norm(conv(h, context))
             if self.attentions:
-                h = self.attention_norms[i](h + self.attentions[i](h))
+                h = self.attention_norms[i](h + self.attentions[i](h, self.positions))
         return self.output(concat_elu(h) if self.output_activation else h)
 
 

@@ -139,8 +139,12 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
     }
     if not im.output_activation:
         options["output_activation"] = False
+    if im.positions not in ("sinusoidal", "learned"):
+        raise ConfigError(f"config key 'image.positions' must be 'sinusoidal' or 'learned', got {im.positions!r}")
     if m.flow == "flowpp":
         options.update(components=im.components, attention=im.attention, heads=im.heads, dropout=im.dropout)
+        if im.positions != "sinusoidal":
+            options["positions"] = im.positions
     if deq == "variational":
         options["dequantization_options"] = {
             "layers": im.deq_layers, "hidden": im.deq_hidden or (widths[0] if widths else m.hidden),
@@ -149,8 +153,10 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
             "dropout": im.dropout if m.flow == "flowpp" else 0.0,
         }
         deq_extra = {"features": im.deq_features, "context_channels": im.deq_context or None,
-                     "feature_blocks": im.deq_feature_blocks or None, "output_activation": im.output_activation}
-        defaults = {"features": True, "context_channels": None, "feature_blocks": None, "output_activation": True}
+                     "feature_blocks": im.deq_feature_blocks or None, "output_activation": im.output_activation,
+                     "positions": im.positions}
+        defaults = {"features": True, "context_channels": None, "feature_blocks": None, "output_activation": True,
+                    "positions": "sinusoidal"}
         options["dequantization_options"].update({k: v for k, v in deq_extra.items() if v != defaults[k]})
     return options
 

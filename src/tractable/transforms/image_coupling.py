@@ -45,6 +45,8 @@ class ImageCoupling(Transform):
         dropout: dropout probability in the conditioner (use ``eval()`` to sample or evaluate).
         output_activation: concat-ELU before the conditioner's last convolution (``False``: Flow++'s released
             code, a plain convolution of the hidden features).
+        positions: ``(H, W)`` of the images for a learned position embedding in the conditioner's attention
+            (Flow++'s code); ``None``: sinusoidal.
     """
 
     params: int = 2
@@ -62,6 +64,7 @@ class ImageCoupling(Transform):
         heads: int = 4,
         dropout: float = 0.0,
         output_activation: bool = True,
+        positions: tuple[int, int] | None = None,
     ):
         super().__init__()
         if mask not in MASKS:
@@ -80,7 +83,7 @@ class ImageCoupling(Transform):
         self.conditioner = GatedResNet(
             self.n_pass, self.n_transformed * self.params, hidden=hidden, blocks=blocks,
             context_channels=context_channels, attention=attention, heads=heads, dropout=dropout,
-            output_activation=output_activation,
+            output_activation=output_activation, positions=positions,
         )
 
     # --- the elementwise map: subclasses -------------------------------------------------------------------------
