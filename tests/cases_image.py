@@ -54,6 +54,12 @@ IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {
         lambda: randomised(MixtureLogisticCoupling(2, components=3, attention=False, **_NET), 0.15),
         (2, 4, 4),
     ),
+    "affine-columns": (lambda: randomised(ImageAffineCoupling(2, mask="columns", parity=1, **_NET), 0.5), (2, 3, 4)),
+    "mixture-columns-learned-positions": (
+        lambda: randomised(MixtureLogisticCoupling(2, mask="columns", components=3, heads=2, positions=(4, 2),
+                                                   **_NET), 0.15),
+        (2, 4, 4),
+    ),
     "mixture-plain-output": (
         lambda: randomised(MixtureLogisticCoupling(2, components=3, heads=2, output_activation=False, **_NET), 0.15),
         (2, 4, 4),
@@ -67,6 +73,11 @@ IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {
     "flowpp-multiscale": (
         lambda: model_transform(FlowPlusPlus, (2, 4, 4), components=3, heads=2, architecture="2c S F 1c 1h"),
         (2, 4, 4),
+    ),
+    "flowpp-columns": (
+        lambda: model_transform(FlowPlusPlus, (1, 4, 4), components=3, heads=2, architecture="2w S 1h 1w",
+                                positions="learned"),
+        (1, 4, 4),
     ),
     "flowpp-learned-positions": (
         lambda: model_transform(FlowPlusPlus, (1, 4, 4), components=3, heads=2, architecture="1c S 1h 1c",

@@ -137,6 +137,28 @@ def test_conditional_coupling_reads_an_image_context() -> None:
         t(x)
 
 
+def test_columns_coupling_splits_even_and_odd_columns() -> None:
+    """``mask="columns"`` (Flow++'s split): parity 0 keeps the even columns, the conditioner reads them at half width
+    together with both column halves of a full-resolution context, and an odd width is refused."""
+    torch.manual_seed(0)
+    t = ImageAffineCoupling(1, mask="columns", context_channels=2, **NET).double()
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(3, 1, 4, 6, dtype=torch.float64)
+    c1, c2 = torch.randn(2, 3, 2, 4, 6, dtype=torch.float64)
+    y1, _ = t(x, c1)
+    y2, _ = t(x, c2)
+    assert torch.equal(y1[..., 0::2], x[..., 0::2]) and (y1[..., 1::2] - x[..., 1::2]).abs().max() > 1e-3
+    assert (y1 - y2).abs().amax((1, 2, 3)).min() > 1e-6
+    torch.testing.assert_close(t.inverse(y1, c1)[0], x, rtol=0, atol=1e-10)
+    assert t.conditioner.input.in_channels == 1 + 4  # passing half + both halves of the 2-channel context
+    with pytest.raises(ValueError, match="even width"):
+        t(torch.randn(1, 1, 4, 5, dtype=torch.float64), torch.randn(1, 2, 4, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="even width, got 5"):
+        build_multiscale("1w", (1, 4, 5), lambda c, mask, parity, level: ImageAffineCoupling(c, mask=mask, **NET))
+
+
 # --- the logistic-mixture coupling ----------------------------------------------------------------------------------
 def test_mixture_logit_cdf_matches_the_direct_formula() -> None:
     g = torch.Generator().manual_seed(0)

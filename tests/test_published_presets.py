@@ -65,27 +65,29 @@ def test_flowpp_published_count_is_reproduced() -> None:
 
 
 def test_flowpp_preset_conditioners_match_the_published_ones() -> None:
-    """Each conditioner equals Flow++'s less the q/k/v bias; the dequantizer's conditioners also read the context at
-    their input convolution (9·32·96 more weights). The learned position embedding covers the coupling's whole image
-    (our checkerboard conditioners run at full resolution on the masked image; Flow++'s on half-width images)."""
+    """Each main conditioner equals Flow++'s less the q/k/v bias, its learned position embedding included (column
+    couplings run on the same half-width images as Flow++'s "checkerboard split"). The dequantizer's conditioners
+    also read the context at their input convolution, and read both column halves of it (64 channels, not 32)."""
     model = build_preset("cifar10-flowpp")
     main = [m for m in model.transform.modules() if isinstance(m, MixtureLogisticCoupling)]
     deq = [m for m in model.dequantizer.modules() if isinstance(m, MixtureLogisticCoupling)]
     assert [m.n_transformed for m in main] == [c for _, _, c in FLOWPP_MAIN] and len(deq) == 4
-    for couplings, blocks, context, halves in ((main, BLOCKS, 0, FLOWPP_MAIN), (deq, DEQ_BLOCKS, CTX, [(32, 16, 3)] * 4)):
-        for m, (h, w, _) in zip(couplings, halves):
-            parts = flowpp_coupling(m.n_transformed, blocks, context)
-            expected = parts["proj_in"] + parts["blocks"] + parts["proj_out"] - parts["qkv_bias"] + 9 * context * F
-            net = m.conditioner
-            assert sum(p.numel() for n, p in net.named_parameters() if n != "positions") == expected
-            full = (h, 2 * w) if m.mask == "checkerboard" else (h, w)
-            assert net.positions_shape == full and net.positions.shape == (full[0] * full[1], F)
+    assert [m.mask for m in main] == ["columns"] * 4 + ["channel"] * 2 + ["columns"] * 3
+    for couplings, blocks, halves in ((main, BLOCKS, FLOWPP_MAIN), (deq, DEQ_BLOCKS, [(32, 16, 3)] * 4)):
+        for m, (h, w, c) in zip(couplings, halves):
+            context = m.context_channels
+            parts = flowpp_coupling(c, blocks, context)
+            extra = 9 * 2 * context * F + blocks * 2 * context * F  # input conv; a_proj on both column halves
+            expected = h * w * F + parts["proj_in"] + parts["blocks"] + parts["proj_out"] - parts["qkv_bias"] + extra
+            assert sum(p.numel() for p in m.conditioner.parameters()) == expected
+            assert m.conditioner.positions_shape == (h, w)
+    assert [m.context_channels for m in deq] == [CTX] * 4
 
 
 def test_flowpp_preset_total_differs_by_the_documented_items() -> None:
-    """README: position embeddings over whole images, no q/k/v bias, per-channel ActNorm for per-element Norm, an LU
-    1x1 convolution for a matrix per half; in the dequantizer also the context at the input convolution, no
-    Norm/Pointwise steps and a smaller context network."""
+    """README: no q/k/v bias, per-channel ActNorm for per-element Norm, an LU 1x1 convolution for a matrix per half;
+    in the dequantizer also the context at the input convolution and both its column halves in the gated convs, no
+    Norm/Pointwise steps, and a smaller context network."""
     model = build_preset("cifar10-flowpp")
     counts = count_parameters(model)
     main, deq = flowpp_published()
@@ -93,21 +95,17 @@ def test_flowpp_preset_total_differs_by_the_documented_items() -> None:
     conv = sum(p.numel() for m in model.transform.modules() if isinstance(m, InvertibleConv1x1) for p in m.parameters())
     published_norm = sum(2 * 2 * h * w * c for h, w, c in FLOWPP_MAIN)
     published_pointwise = sum(2 * c * c for _, _, c in FLOWPP_MAIN)
-    assert (actnorm, conv, published_norm, published_pointwise) == (144, 1_584, 55_296, 1_080)
-    positions = sum(h * w * F for h, w, _ in FLOWPP_MAIN)
-    ours_positions = sum(h * (2 * w if c != 6 else w) * F for h, w, c in FLOWPP_MAIN)  # c == 6: the channel steps
     qkv = len(FLOWPP_MAIN) * BLOCKS * 3 * F
-    assert (positions, ours_positions, qkv) == (282_624, 516_096, 25_920)
-    assert counts["flow"] == (main + ours_positions - positions - qkv - (published_norm - actnorm)
-                              - (published_pointwise - conv))
+    assert (actnorm, conv, published_norm, published_pointwise, qkv) == (144, 1_584, 55_296, 1_080, 25_920)
+    assert counts["flow"] == main - qkv - (published_norm - actnorm) - (published_pointwise - conv)
 
     features = sum(p.numel() for p in model.dequantizer.features.parameters())
-    deq_positions, deq_qkv, deq_norm_pointwise = 4 * 32 * 16 * F, 4 * DEQ_BLOCKS * 3 * F, 4 * (2 * 2 * 32 * 16 * 3 + 18)
-    assert (features, FLOWPP_CONTEXT, deq_positions, deq_qkv, deq_norm_pointwise) == (
-        87_424, 167_936, 196_608, 2_304, 24_648)
-    assert counts["dequantizer"] == (deq + deq_positions - deq_qkv + 4 * 9 * CTX * F - deq_norm_pointwise
-                                     - (FLOWPP_CONTEXT - features))
-    assert counts["total"] == 31_796_080
+    deq_qkv, deq_norm_pointwise = 4 * DEQ_BLOCKS * 3 * F, 4 * (2 * 2 * 32 * 16 * 3 + 18)
+    context_reads = 4 * (9 * 2 * CTX * F + DEQ_BLOCKS * 2 * CTX * F)
+    assert (features, FLOWPP_CONTEXT, deq_qkv, deq_norm_pointwise, context_reads) == (
+        87_424, 167_936, 2_304, 24_648, 270_336)
+    assert counts["dequantizer"] == (deq - deq_qkv + context_reads - deq_norm_pointwise - (FLOWPP_CONTEXT - features))
+    assert counts["total"] == 31_525_744
 
 
 # --- UvA tutorial 11 (MNIST) ----------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ class ImageConfig:
     ``deq_hidden`` with ``deq_blocks`` blocks (0: ``model.hidden`` / half of ``model.blocks``), ``deq_components``
     (0: ``components``) and ``deq_attention``; they read a context computed from the image by a feature network of
     width ``deq_context`` (0: ``deq_hidden``) with ``deq_feature_blocks`` blocks (0: ``deq_blocks``), or with
-    ``deq_features = false`` the image itself (the UvA tutorial's dequantizer). Evaluation: ``iw_samples`` importance samples for ``test_bpd_iw``; figures: ``grid``
+    ``deq_features = false`` the image itself (the UvA tutorial's dequantizer); ``deq_mask`` is ``checkerboard`` or
+    ``columns`` (Flow++'s). Evaluation: ``iw_samples`` importance samples for ``test_bpd_iw``; figures: ``grid``
     samples drawn at ``temperature``.
     """
 
@@ -142,6 +143,7 @@ class ImageConfig:
     deq_features: bool = True
     deq_context: int = 0
     deq_feature_blocks: int = 0
+    deq_mask: str = "checkerboard"
     iw_samples: int = 16
     grid: int = 64
     temperature: float = 0.8

@@ -123,6 +123,7 @@ class VariationalDequantization(Dequantizer):
         feature_attention: self-attention in the feature network (Flow++'s has none).
         output_activation: concat-ELU before the conditioners' last convolution (``False``: Flow++'s released code).
         positions: ``"sinusoidal"`` or ``"learned"`` position embeddings in the couplings' attention (Flow++'s code).
+        mask: the couplings' mask, ``"checkerboard"`` (default) or ``"columns"`` (Flow++'s code).
 
     Example:
         >>> import torch
@@ -154,6 +155,7 @@ class VariationalDequantization(Dequantizer):
         feature_attention: bool = False,
         output_activation: bool = True,
         positions: str = "sinusoidal",
+        mask: str = "checkerboard",
     ):
         super().__init__()
         shape = tuple(int(s) for s in shape)
@@ -165,6 +167,8 @@ class VariationalDequantization(Dequantizer):
             raise ValueError(f"unknown coupling {coupling!r}; expected 'affine' or 'mixture'")
         if positions not in ("sinusoidal", "learned"):
             raise ValueError(f"unknown positions {positions!r}; expected 'sinusoidal' or 'learned'")
+        if mask not in ("checkerboard", "columns"):
+            raise ValueError(f"unknown mask {mask!r} for the dequantizer; expected 'checkerboard' or 'columns'")
         channels = shape[0]
         if not features:
             if context_channels not in (None, channels):
@@ -180,13 +184,14 @@ class VariationalDequantization(Dequantizer):
         ) if features else None
         net = {"hidden": hidden, "blocks": blocks, "context_channels": context_channels, "attention": attention,
                "dropout": dropout, "output_activation": output_activation,
-               "positions": shape[1:] if positions == "learned" else None}
+               "positions": None if positions == "sinusoidal" else
+               (shape[1], shape[2] // 2 if mask == "columns" else shape[2])}
         steps: list[Transform] = [Logit()]
         for i in range(layers):
             if coupling == "affine":
-                steps.append(ImageAffineCoupling(channels, mask="checkerboard", parity=i % 2, **net))
+                steps.append(ImageAffineCoupling(channels, mask=mask, parity=i % 2, **net))
             else:  # sampled in its analytic direction: training never runs the numerical inverse (as Flow++)
-                steps.append(Inverse(MixtureLogisticCoupling(channels, mask="checkerboard", parity=i % 2,
+                steps.append(Inverse(MixtureLogisticCoupling(channels, mask=mask, parity=i % 2,
                                                              components=components, **net)))
         self.flow = Flow(Compose(*steps), StandardNormal(shape), validate=False)
 

@@ -73,12 +73,12 @@ IMAGE_PRESETS: dict[str, ImagePreset] = {
     ),
     "cifar10-flowpp": ImagePreset(
         "flowpp", (3, 32, 32), 256,
-        {"architecture": "4c S 2h 3c", "hidden": 96, "blocks": 10, "components": 32, "heads": 4, "dropout": 0.2,
+        {"architecture": "4w S 2h 3w", "hidden": 96, "blocks": 10, "components": 32, "heads": 4, "dropout": 0.2,
          "output_activation": False, "positions": "learned", "dequantization": "variational",
          "dequantization_options": {"layers": 4, "hidden": 96, "blocks": 2, "coupling": "mixture", "components": 32,
                                     "attention": True, "dropout": 0.2, "context_channels": 32, "feature_blocks": 3,
-                                    "output_activation": False, "positions": "learned"}},
-        "Flow++ CIFAR-10 (Ho et al. 2019): 4 checkerboard couplings at 32x32, 2 channel and 3 checkerboard at "
+                                    "output_activation": False, "positions": "learned", "mask": "columns"}},
+        "Flow++ CIFAR-10 (Ho et al. 2019): 4 column-split couplings at 32x32, 2 channel and 3 column-split at "
         "16x16, 10 conv-attention blocks of 96 channels, 32 logistics (CIFAR-10 test 3.08 bits/dim)",
         "gpu", 31_443_440,
         "Flow++'s released code, flows/run_cifar.py ('Params: 31,443,440'): 27,976,464 flow + 3,466,976 dequantizer",

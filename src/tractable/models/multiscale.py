@@ -4,6 +4,8 @@ An architecture is a string of whitespace-separated tokens read left to right at
 
 * ``"Nc"``: ``N`` flow steps whose couplings use checkerboard masks (parities alternating);
 * ``"Nh"``: ``N`` flow steps whose couplings use channel masks ("halves"; needs at least 2 channels);
+* ``"Nw"``: ``N`` flow steps whose couplings split the width into even and odd columns (Flow++'s "checkerboard
+  split": the conditioner runs on half-width images; needs an even width);
 * ``"S"``: squeeze (space-to-depth); everything after it runs at half the resolution on 4x the channels;
 * ``"F"``: factor out half of the channels with a learned conditional prior; everything after runs on the rest.
 
@@ -36,7 +38,7 @@ from .image_flow import ImageFlow
 #: ``step(channels, mask, parity, level) -> Transform``: one flow step at scale ``level`` (number of squeezes so far).
 StepFactory = Callable[[int, str, int, int], Transform]
 
-_TOKEN = re.compile(r"^(\d+)([ch])$")
+_TOKEN = re.compile(r"^(\d+)([chw])$")
 
 
 def parse_architecture(architecture: str) -> list[str]:
@@ -46,7 +48,8 @@ def parse_architecture(architecture: str) -> list[str]:
         raise ValueError("expected a non-empty architecture such as '2c S 2h F S 4h', got an empty string")
     for t in tokens:
         if t not in ("S", "F") and not _TOKEN.match(t):
-            raise ValueError(f"unknown architecture token {t!r} in {architecture!r}; expected 'Nc', 'Nh', 'S' or 'F'")
+            raise ValueError(f"unknown architecture token {t!r} in {architecture!r}; expected 'Nc', 'Nh', 'Nw', 'S' "
+                             "or 'F'")
     return tokens
 
 
@@ -79,9 +82,11 @@ def build_multiscale(architecture: str, shape: Sequence[int], step: StepFactory)
                 steps.append(FactorOut(c, c // 2, inner=build(i + 1, c // 2, h, w, level)))
                 break
             n, kind = int(t[:-1]), t[-1]
-            mask = "checkerboard" if kind == "c" else "channel"
+            mask = {"c": "checkerboard", "h": "channel", "w": "columns"}[kind]
             if mask == "channel" and c < 2:
                 raise ValueError(f"a channel coupling needs at least 2 channels, got {c} (token {i} of {architecture!r})")
+            if mask == "columns" and w % 2:
+                raise ValueError(f"a columns coupling needs an even width, got {w} (token {i} of {architecture!r})")
             steps.extend(step(c, mask, k % 2, level) for k in range(n))
             i += 1
         if not steps:
@@ -228,10 +233,10 @@ class Glow(_MultiScaleImageFlow):
 class FlowPlusPlus(_MultiScaleImageFlow):
     """Flow++: steps of ActNorm, 1x1 convolution and logistic-mixture CDF coupling with conv-attention conditioners.
 
-    Variational dequantization is the default (Flow++'s). Flow++'s CIFAR-10 model is ``"4c S 2h 3c"`` (four
-    checkerboard couplings at full resolution, a squeeze, two channel and three checkerboard couplings at half
-    resolution, no factor-out; the ``cifar10-flowpp`` preset); the default ``"2c S F 2c 2h"`` is a smaller layout
-    for 8x8 digits.
+    Variational dequantization is the default (Flow++'s). Flow++'s CIFAR-10 model is ``"4w S 2h 3w"`` (four
+    column-split couplings, Flow++'s "checkerboard split", at full resolution, a squeeze, two channel and three
+    column-split couplings at half resolution, no factor-out; the ``cifar10-flowpp`` preset); the default
+    ``"2c S F 2c 2h"`` is a smaller layout for 8x8 digits.
 
     Args:
         shape: image shape ``(C, H, W)``.
@@ -284,7 +289,8 @@ class FlowPlusPlus(_MultiScaleImageFlow):
             raise ValueError(f"unknown positions {positions!r}; expected 'sinusoidal' or 'learned'")
 
         def step(c: int, mask: str, parity: int, level: int) -> Transform:
-            size = (int(shape[1]) >> level, int(shape[2]) >> level) if positions == "learned" else None
+            h, w = int(shape[1]) >> level, int(shape[2]) >> level
+            size = (h, w // 2 if mask == "columns" else w) if positions == "learned" else None
             coupling = MixtureLogisticCoupling(c, mask=mask, parity=parity, components=components, bound=bound,
                                                hidden=_per_level(hidden, level), blocks=blocks, attention=attention,
                                                heads=heads, dropout=dropout, output_activation=output_activation,

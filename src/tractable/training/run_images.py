@@ -139,6 +139,8 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
     }
     if not im.output_activation:
         options["output_activation"] = False
+    if im.deq_mask not in ("checkerboard", "columns"):
+        raise ConfigError(f"config key 'image.deq_mask' must be 'checkerboard' or 'columns', got {im.deq_mask!r}")
     if im.positions not in ("sinusoidal", "learned"):
         raise ConfigError(f"config key 'image.positions' must be 'sinusoidal' or 'learned', got {im.positions!r}")
     if m.flow == "flowpp":
@@ -154,9 +156,9 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
         }
         deq_extra = {"features": im.deq_features, "context_channels": im.deq_context or None,
                      "feature_blocks": im.deq_feature_blocks or None, "output_activation": im.output_activation,
-                     "positions": im.positions}
+                     "positions": im.positions, "mask": im.deq_mask}
         defaults = {"features": True, "context_channels": None, "feature_blocks": None, "output_activation": True,
-                    "positions": "sinusoidal"}
+                    "positions": "sinusoidal", "mask": "checkerboard"}
         options["dequantization_options"].update({k: v for k, v in deq_extra.items() if v != defaults[k]})
     return options
 
