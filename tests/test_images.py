@@ -1,29 +1,19 @@
-"""Image modeling (issue 4): the image layers beyond the shared suite, dequantization and bits/dim, the ready image
-models and presets, and the image data loaders (on tiny files written here in the standard formats)."""
+"""Image modeling (issue 4): the image layers beyond the shared suite, the conditioner networks, and the ready image
+models and presets (dequantization: test_dequantization.py; data loaders: test_image_data.py)."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
-import pickle
-import struct
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from cases_image import IMAGES
 from torch import Tensor
 
-from tractable import Flow, ImageFlow, bits_per_dim, unit_bits_per_dim
-from tractable.dequantization import UniformDequantization, VariationalDequantization, importance_weighted
-from tractable.distributions import Distribution
+from tractable import Flow, ImageFlow
 from tractable.models.image_registry import IMAGE_PRESETS, build_image_model, build_preset, print_parameter_counts
 from tractable.models.multiscale import FlowPlusPlus, build_multiscale, parse_architecture
-from tractable.targets.images import CIFAR10_FILES, MNIST_FILES, load_cifar10, load_images, load_mnist, read_idx
 from tractable.transforms.conv import InvertibleConv1x1
-from tractable.transforms.elementwise import Logit
 from tractable.transforms.image_coupling import ImageAffineCoupling
 from tractable.transforms.logistic_mixture import MixtureLogisticCoupling, mixture_logit_cdf
 from tractable.transforms.reshape import FactorOut, Squeeze, Squeezed, channel_mask, checkerboard_mask, squeeze
@@ -196,116 +186,6 @@ def test_gradients_through_the_mixture_inverse() -> None:
     assert torch.autograd.gradcheck(lambda v: t.inverse(v), (y,))
 
 
-# --- dequantization and bits per dimension -------------------------------------------------------------------------
-class StandardLogistic(Distribution):
-    """The standard logistic distribution: its logit-pushforward onto (0, 1) is exactly uniform."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        super().__init__()
-        self.event_shape = shape
-        self.register_buffer("_zero", torch.zeros((), dtype=torch.float64))
-
-    def _reference(self) -> torch.Tensor:
-        return self._zero
-
-    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return self._sum_event(-x - 2 * torch.nn.functional.softplus(-x))
-
-
-def test_uniform_model_on_8_bit_data_gives_exactly_8_bits_per_dim() -> None:
-    torch.manual_seed(0)
-    shape = (3, 4, 4)
-    x = torch.randint(0, 256, (16, *shape)).double()
-    uniform = Flow(Logit(), StandardLogistic(shape))  # the uniform density on [0, 1)^D, via logit + logistic
-    y, log_q = UniformDequantization()(x)
-    assert bool((log_q == 0).all()) and bool(((y >= 0) & (y < 1)).all())
-    log_p = uniform.log_prob((x + y) / 256)
-    torch.testing.assert_close(log_p, torch.zeros_like(log_p), rtol=0, atol=1e-9)
-    bpd = unit_bits_per_dim(log_p - log_q, math.prod(shape), 256)
-    torch.testing.assert_close(bpd, torch.full_like(bpd, 8.0), rtol=0, atol=1e-12)
-    assert f"{bpd.mean().item():.3f}" == "8.000"
-    # 17-level digits: log2(17) bits.
-    torch.testing.assert_close(unit_bits_per_dim(torch.zeros(2), 64, 17), torch.full((2,), math.log2(17)))
-
-
-def test_bits_per_dim_and_importance_weighting() -> None:
-    torch.testing.assert_close(bits_per_dim(torch.tensor([-64 * math.log(2.0)]), 64), torch.tensor([1.0]))
-    log_w = torch.randn(8, 5, dtype=torch.float64)
-    iw = importance_weighted(log_w)
-    assert bool((iw >= log_w.mean(0)).all())  # Jensen: the IW bound is at least the average single-sample bound
-    torch.testing.assert_close(importance_weighted(torch.full((4, 3), -2.0)), torch.full((3,), -2.0))
-    with pytest.raises(ValueError, match="levels"):
-        unit_bits_per_dim(torch.zeros(1), 4, 1)
-
-
-def test_variational_dequantization_density_is_exact_and_trains() -> None:
-    torch.manual_seed(0)
-    deq = VariationalDequantization((1, 4, 4), levels=17, layers=2, **NET).double()
-    with torch.no_grad():
-        for p in deq.flow.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    x = torch.randint(0, 17, (6, 1, 4, 4)).double()
-    u, log_q = deq(x)
-    assert bool(((u > 0) & (u < 1)).all()) and log_q.shape == (6,)
-    context = deq.features(2 * x / 16 - 1)
-    torch.testing.assert_close(deq.flow.log_prob(u, context), log_q, rtol=0, atol=1e-8)
-    log_q.sum().backward()
-    assert all(p.grad is not None for p in deq.features.parameters())
-    with pytest.raises(ValueError, match=r"\(batch, 1, 4, 4\)"):
-        deq(torch.zeros(2, 1, 3, 3))
-
-
-def test_variational_dequantization_without_features_reads_the_image() -> None:
-    """``features=False`` (the UvA tutorial's dequantizer): the couplings read the scaled image itself."""
-    torch.manual_seed(0)
-    deq = VariationalDequantization((2, 4, 4), levels=17, layers=2, features=False, **NET).double()
-    assert deq.features is None
-    with torch.no_grad():
-        for p in deq.flow.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    x = torch.randint(0, 17, (5, 2, 4, 4)).double()
-    u, log_q = deq(x)
-    torch.testing.assert_close(deq.flow.log_prob(u, 2 * x / 16 - 1), log_q, rtol=0, atol=1e-8)
-    with pytest.raises(ValueError, match="context is the image"):
-        VariationalDequantization((2, 4, 4), levels=17, features=False, context_channels=8)
-
-
-def test_variational_dequantization_feature_network_options() -> None:
-    """The feature network's width is ``context_channels`` and its depth ``feature_blocks`` (Flow++'s processor)."""
-    deq = VariationalDequantization((3, 4, 4), levels=256, hidden=16, blocks=2, context_channels=8, feature_blocks=3,
-                                    coupling="mixture", attention=True, output_activation=False)
-    assert len(deq.features.convs) == 3 and not deq.features.attentions
-    assert deq.features.output.out_channels == 8 and deq.features.input.out_channels == 8
-    coupling = deq.flow.transform[1].inv  # mixture couplings sit as Inverse(coupling): sampling is analytic
-    assert coupling.conditioner.output.in_channels == 16 and len(coupling.conditioner.attentions) == 2
-
-
-def test_mixture_dequantizer_samples_analytically_and_its_density_is_exact() -> None:
-    """Drawing ``u`` runs the mixture couplings' analytic direction; ``log q(u|x)`` from the draw equals the density
-    recomputed through the numerical inverse, in float64."""
-    torch.manual_seed(0)
-    deq = VariationalDequantization((1, 4, 4), levels=17, layers=2, coupling="mixture", components=3,
-                                    **NET).double()
-    with torch.no_grad():
-        for p in deq.flow.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    x = torch.randint(0, 17, (4, 1, 4, 4)).double()
-    calls = {"forward": 0, "inverse": 0}
-    for step in deq.flow.transform[1:]:
-        coupling = step.inv
-        coupling.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
-        original = coupling.inverse
-
-        def counted(*args, _original=original, **kwargs):
-            calls["inverse"] += 1
-            return _original(*args, **kwargs)
-
-        coupling.inverse = counted
-    u, log_q = deq(x)
-    assert calls == {"forward": 2, "inverse": 0}
-    torch.testing.assert_close(deq.flow.log_prob(u, deq.features(2 * x / 16 - 1)), log_q, rtol=0, atol=1e-8)
-    assert calls["inverse"] == 2
-
 
 def test_plain_output_conditioner_starts_as_the_identity() -> None:
     """``output_activation=False`` (Flow++'s released code): the last conv reads the hidden features directly."""
@@ -448,68 +328,6 @@ def test_presets_run_forward_and_inverse_on_cpu(capsys) -> None:
     out = capsys.readouterr().out
     assert "digits-flowpp" in out and "total" in out
 
-
-# --- data loaders ---------------------------------------------------------------------------------------------------
-def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
-    data = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    if compress:
-        with gzip.open(str(path) + ".gz", "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
-@pytest.mark.parametrize("compress", [False, True])
-def test_mnist_idx_files(tmp_path: Path, compress: bool) -> None:
-    rng = np.random.default_rng(0)
-    sizes = {"train": 5, "test": 3}
-    for split, (images, labels) in MNIST_FILES.items():
-        write_idx(tmp_path / images, rng.integers(0, 256, (sizes[split], 28, 28), dtype=np.uint8), compress)
-        write_idx(tmp_path / labels, rng.integers(0, 10, sizes[split], dtype=np.uint8), compress)
-    data = load_images("mnist", tmp_path)
-    assert data.train.shape == (5, 1, 28, 28) and data.test.shape == (3, 1, 28, 28) and data.levels == 256
-    assert data.train.dtype == torch.uint8 and data.test_labels.shape == (3,)
-    raw = read_idx(tmp_path / ("t10k-images-idx3-ubyte" + (".gz" if compress else "")))
-    assert np.array_equal(raw, data.test[:, 0].numpy())
-
-
-def test_mnist_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as info:
-        load_mnist(tmp_path)
-    assert all(name in str(info.value) for pair in MNIST_FILES.values() for name in pair)
-    bad = tmp_path / "bad"
-    bad.write_bytes(bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + b"\0\0\0\0")
-    with pytest.raises(ValueError, match="unsigned byte"):
-        read_idx(bad)
-    short = tmp_path / "short"
-    short.write_bytes(bytes([0, 0, 0x08, 1, 0, 0, 0, 5, 1, 2]))
-    with pytest.raises(ValueError, match="holds 2"):
-        read_idx(short)
-
-
-def test_cifar10_pickle_batches(tmp_path: Path) -> None:
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in CIFAR10_FILES["train"] + CIFAR10_FILES["test"]:
-        batch = {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [1, 7]}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    data = load_cifar10(tmp_path)
-    assert data.train.shape == (10, 3, 32, 32) and data.test.shape == (2, 3, 32, 32)
-    first = pickle.load(io.BytesIO((folder / "data_batch_1").read_bytes()))[b"data"][0]
-    assert np.array_equal(data.train[0].numpy().reshape(-1), first)  # channel-major (R plane, G plane, B plane)
-    (folder / "data_batch_3").unlink()
-    with pytest.raises(FileNotFoundError, match="data_batch_3.*data_batch_1, data_batch_2.*test_batch"):
-        load_cifar10(folder)
-
-
-def test_digits() -> None:
-    pytest.importorskip("sklearn")
-    data = load_images("digits")
-    assert data.train.shape == (1500, 1, 8, 8) and data.test.shape == (297, 1, 8, 8)
-    assert data.levels == 17 and int(data.train.max()) == 16 and data.shape == (1, 8, 8)
-    with pytest.raises(ValueError, match="directory"):
-        load_images("mnist")
 
 
 def test_image_flow_is_a_flow() -> None:
