@@ -54,6 +54,10 @@ IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {
         lambda: randomised(MixtureLogisticCoupling(2, components=3, attention=False, **_NET), 0.15),
         (2, 4, 4),
     ),
+    "affine-learned-bound": (
+        lambda: randomised(ImageAffineCoupling(4, mask="channel", bound=1.0, learn_bound=True, **_NET), 0.5),
+        (4, 3, 3),
+    ),
     "affine-columns": (lambda: randomised(ImageAffineCoupling(2, mask="columns", parity=1, **_NET), 0.5), (2, 3, 4)),
     "mixture-columns-learned-positions": (
         lambda: randomised(MixtureLogisticCoupling(2, mask="columns", components=3, heads=2, positions=(4, 2),
@@ -69,6 +73,10 @@ IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {
         (3, 4, 4),
     ),
     "realnvp-multiscale": (lambda: model_transform(ImageRealNVP, (1, 4, 4)), (1, 4, 4)),
+    "realnvp-uva-style": (
+        lambda: model_transform(ImageRealNVP, (1, 4, 4), bound=1.0, learn_bound=True, learn_prior=False),
+        (1, 4, 4),
+    ),
     "glow-multiscale": (lambda: model_transform(Glow, (2, 4, 4)), (2, 4, 4)),
     "flowpp-multiscale": (
         lambda: model_transform(FlowPlusPlus, (2, 4, 4), components=3, heads=2, architecture="2c S F 1c 1h"),

@@ -128,8 +128,11 @@ def test_uva_published_count_is_reproduced() -> None:
 def test_uva_preset_conditioners_match_the_published_ones() -> None:
     """Checkerboard conditioners are identical; channel ones read and write only the channels that matter (the
     tutorial's read all ``c`` channels, half of them masked to zero, and write ``2c`` outputs, half discarded); the
-    dequantizer's couplings add the image inside each of their 3 gated layers (a 1x1 conv, 2·16 + 16 each)."""
+    dequantizer's couplings add the image inside each of their 3 gated layers (a 1x1 conv, 2·16 + 16 each). Bounds
+    are learned from 1 as the tutorial's scaling factors, the factor-out prior is a fixed N(0, I), and the logit
+    pre-processing is the tutorial's: its ``z(1 - α) + α/2`` with ``α = 1e-5`` is our ``α' + (1 - 2α')z``, α' = 5e-6."""
     model = build_preset("mnist-realnvp")
+    assert model.alpha == 5e-6
     couplings = [m for m in model.transform.modules() if isinstance(m, ImageAffineCoupling)]
     assert [(m.channels, m.mask) for m in couplings] == [(c, mask) for c, _, mask in UVA_FLOW]
     for m, (c, h, mask) in zip(couplings, UVA_FLOW):
@@ -142,9 +145,11 @@ def test_uva_preset_conditioners_match_the_published_ones() -> None:
     assert model.dequantizer.features is None and len(deq) == 4
     for m in deq:
         assert sum(p.numel() for p in m.conditioner.parameters()) == gated_conv_net(2, 16, 2) + 3 * (2 * 16 + 16)
+        assert m.log_bound.numel() == 1
     counts = count_parameters(model)
-    # the flow: the tutorial's masked channels (54,760) and scaling factors (42) less our learned factor-out prior
-    prior = 9 * 2 * 4 + 4
-    assert counts["flow"] == 1_639_742 - 54_760 - 42 + prior
-    assert counts["dequantizer"] == 72_076 - 4 + 4 * 3 * (2 * 16 + 16)
-    assert counts["total"] == 1_657_664
+    # learned bounds ("scaling factors"): the tutorial keeps one per channel (42), ours one per transformed channel
+    bounds = [m.log_bound.numel() for m in couplings]
+    assert bounds == [1, 1, 2, 2, 4, 4, 4, 4] and all(float(m.log_bound.abs().max()) == 0.0 for m in couplings)
+    assert counts["flow"] == 1_639_742 - 54_760 - (42 - sum(bounds))  # the factor-out's prior is fixed, as theirs
+    assert counts["dequantizer"] == 72_076 + 4 * 3 * (2 * 16 + 16)
+    assert counts["total"] == 1_657_614

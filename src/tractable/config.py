@@ -114,6 +114,8 @@ class ImageConfig:
     Flow++ only: ``components`` (logistics per mixture), ``attention``, ``heads``, ``dropout``.
     ``output_activation``: concat-ELU before each conditioner's last convolution (false: Flow++'s released code);
     ``positions``: ``sinusoidal`` or ``learned`` position embeddings in Flow++'s attention (and its dequantizer's).
+    ``learn_bound``: RealNVP/Glow couplings learn their log-scale bound per channel (``model.bound`` at the start);
+    ``learn_prior``: factor-outs learn a conditional prior (false: a fixed standard normal).
     The variational dequantizer: ``deq_layers`` couplings (``deq_coupling`` ``affine`` or ``mixture``) of width
     ``deq_hidden`` with ``deq_blocks`` blocks (0: ``model.hidden`` / half of ``model.blocks``), ``deq_components``
     (0: ``components``) and ``deq_attention``; they read a context computed from the image by a feature network of
@@ -134,6 +136,8 @@ class ImageConfig:
     dropout: float = 0.0
     output_activation: bool = True
     positions: str = "sinusoidal"
+    learn_bound: bool = False
+    learn_prior: bool = True
     deq_layers: int = 2
     deq_hidden: int = 16
     deq_blocks: int = 1

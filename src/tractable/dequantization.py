@@ -124,6 +124,8 @@ class VariationalDequantization(Dequantizer):
         output_activation: concat-ELU before the conditioners' last convolution (``False``: Flow++'s released code).
         positions: ``"sinusoidal"`` or ``"learned"`` position embeddings in the couplings' attention (Flow++'s code).
         mask: the couplings' mask, ``"checkerboard"`` (default) or ``"columns"`` (Flow++'s code).
+        bound: the affine couplings' log-scale bound (its initial value with ``learn_bound``).
+        learn_bound: the affine couplings learn their bound per channel (the UvA tutorial's scaling factor).
 
     Example:
         >>> import torch
@@ -156,6 +158,8 @@ class VariationalDequantization(Dequantizer):
         output_activation: bool = True,
         positions: str = "sinusoidal",
         mask: str = "checkerboard",
+        bound: float = 2.0,
+        learn_bound: bool = False,
     ):
         super().__init__()
         shape = tuple(int(s) for s in shape)
@@ -189,7 +193,8 @@ class VariationalDequantization(Dequantizer):
         steps: list[Transform] = [Logit()]
         for i in range(layers):
             if coupling == "affine":
-                steps.append(ImageAffineCoupling(channels, mask=mask, parity=i % 2, **net))
+                steps.append(ImageAffineCoupling(channels, mask=mask, parity=i % 2, bound=bound,
+                                                 learn_bound=learn_bound, **net))
             else:  # sampled in its analytic direction: training never runs the numerical inverse (as Flow++)
                 steps.append(Inverse(MixtureLogisticCoupling(channels, mask=mask, parity=i % 2,
                                                              components=components, **net)))

@@ -42,7 +42,7 @@ class ImageFlow(Flow):
         shape: the image shape ``(C, H, W)``.
         levels: the number of discrete levels ``k`` (256 for 8-bit images, 17 for scikit-learn's digits).
         dequantization: ``"uniform"``, ``"variational"`` or a :class:`~tractable.dequantization.Dequantizer`.
-        alpha: the logit pre-processing's squeeze ``α`` (RealNVP: 0.05; the UvA tutorial: 1e-5).
+        alpha: the logit pre-processing's squeeze ``α`` (RealNVP: 0.05; the UvA tutorial's 1e-5 is ``α = 5e-6`` here).
         dequantization_options: keyword arguments of
             :class:`~tractable.dequantization.VariationalDequantization`.
         validate: check the input's shape and level range in ``log_prob``.

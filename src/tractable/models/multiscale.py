@@ -53,8 +53,11 @@ def parse_architecture(architecture: str) -> list[str]:
     return tokens
 
 
-def build_multiscale(architecture: str, shape: Sequence[int], step: StepFactory) -> Transform:
+def build_multiscale(architecture: str, shape: Sequence[int], step: StepFactory, *,
+                     learn_prior: bool = True) -> Transform:
     """The shape-preserving transform described by ``architecture`` for images of ``shape = (C, H, W)``.
+
+    ``learn_prior``: the factor-outs' learned conditional prior (``False``: RealNVP's fixed ``N(0, I)``).
 
     Raises:
         ValueError: for a malformed architecture, a squeeze of an odd size, a channel mask on one channel, or a
@@ -79,7 +82,7 @@ def build_multiscale(architecture: str, shape: Sequence[int], step: StepFactory)
             if t == "F":
                 if c < 2:
                     raise ValueError(f"cannot factor out channels of a 1-channel tensor (token {i} of {architecture!r})")
-                steps.append(FactorOut(c, c // 2, inner=build(i + 1, c // 2, h, w, level)))
+                steps.append(FactorOut(c, c // 2, inner=build(i + 1, c // 2, h, w, level), learn_prior=learn_prior))
                 break
             n, kind = int(t[:-1]), t[-1]
             mask = {"c": "checkerboard", "h": "channel", "w": "columns"}[kind]
@@ -122,9 +125,10 @@ class _MultiScaleImageFlow(ImageFlow):
         dequantization_options: dict | None,
         alpha: float,
         validate: bool,
+        learn_prior: bool = True,
     ):
         architecture = architecture or self.default_architecture
-        transform = build_multiscale(architecture, shape, step)
+        transform = build_multiscale(architecture, shape, step, learn_prior=learn_prior)
         super().__init__(transform, shape, levels=levels, dequantization=dequantization, alpha=alpha,
                          dequantization_options=dequantization_options, validate=validate)
         self.architecture = architecture
@@ -149,6 +153,8 @@ class ImageRealNVP(_MultiScaleImageFlow):
         blocks: gated residual blocks per conditioner.
         bound: bound on the couplings' ``|log scale|``.
         output_activation: concat-ELU before each conditioner's last convolution.
+        learn_bound: learn each coupling's log-scale bound per channel (the UvA tutorial's scaling factor).
+        learn_prior: the factor-outs' learned conditional prior (``False``: a fixed ``N(0, I)``, as the tutorial).
         dequantization: ``"uniform"`` or ``"variational"`` (or a dequantizer module).
         dequantization_options: options of the variational dequantizer.
         alpha: the logit pre-processing's ``α``.
@@ -168,6 +174,8 @@ class ImageRealNVP(_MultiScaleImageFlow):
         blocks: int = 2,
         bound: float = 2.0,
         output_activation: bool = True,
+        learn_bound: bool = False,
+        learn_prior: bool = True,
         dequantization: str | Dequantizer = "uniform",
         dequantization_options: dict | None = None,
         alpha: float = 0.05,
@@ -175,10 +183,11 @@ class ImageRealNVP(_MultiScaleImageFlow):
     ):
         def step(c: int, mask: str, parity: int, level: int) -> Transform:
             return ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level), blocks=blocks,
-                                       bound=bound, output_activation=output_activation)
+                                       bound=bound, output_activation=output_activation, learn_bound=learn_bound)
 
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
-                         dequantization_options=dequantization_options, alpha=alpha, validate=validate)
+                         dequantization_options=dequantization_options, alpha=alpha, validate=validate,
+                         learn_prior=learn_prior)
 
 
 class Glow(_MultiScaleImageFlow):
@@ -195,6 +204,8 @@ class Glow(_MultiScaleImageFlow):
         blocks: gated residual blocks per conditioner.
         bound: bound on the couplings' ``|log scale|``.
         output_activation: concat-ELU before each conditioner's last convolution.
+        learn_bound: learn each coupling's log-scale bound per channel (the UvA tutorial's scaling factor).
+        learn_prior: the factor-outs' learned conditional prior (``False``: a fixed ``N(0, I)``, as the tutorial).
         dequantization: ``"uniform"`` or ``"variational"``.
         dequantization_options: options of the variational dequantizer.
         alpha: the logit pre-processing's ``α``.
@@ -216,6 +227,8 @@ class Glow(_MultiScaleImageFlow):
         blocks: int = 2,
         bound: float = 2.0,
         output_activation: bool = True,
+        learn_bound: bool = False,
+        learn_prior: bool = True,
         dequantization: str | Dequantizer = "uniform",
         dequantization_options: dict | None = None,
         alpha: float = 0.05,
@@ -223,11 +236,13 @@ class Glow(_MultiScaleImageFlow):
     ):
         def step(c: int, mask: str, parity: int, level: int) -> Transform:
             coupling = ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level),
-                                           blocks=blocks, bound=bound, output_activation=output_activation)
+                                           blocks=blocks, bound=bound, output_activation=output_activation,
+                                           learn_bound=learn_bound)
             return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
 
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
-                         dequantization_options=dequantization_options, alpha=alpha, validate=validate)
+                         dequantization_options=dequantization_options, alpha=alpha, validate=validate,
+                         learn_prior=learn_prior)
 
 
 class FlowPlusPlus(_MultiScaleImageFlow):
@@ -253,6 +268,7 @@ class FlowPlusPlus(_MultiScaleImageFlow):
             code).
         positions: ``"sinusoidal"`` (default: no parameters) or ``"learned"`` (a position embedding per coupling
             for its attention blocks, sized for its scale, as Flow++'s code; also in the default dequantizer).
+        learn_prior: the factor-outs' learned conditional prior (``False``: a fixed ``N(0, I)``).
         dequantization: ``"variational"`` (default) or ``"uniform"``.
         dequantization_options: options of the variational dequantizer (default: 4 mixture couplings of the
             same width).
@@ -280,6 +296,7 @@ class FlowPlusPlus(_MultiScaleImageFlow):
         bound: float = 2.0,
         output_activation: bool = True,
         positions: str = "sinusoidal",
+        learn_prior: bool = True,
         dequantization: str | Dequantizer = "variational",
         dequantization_options: dict | None = None,
         alpha: float = 0.05,
@@ -303,7 +320,8 @@ class FlowPlusPlus(_MultiScaleImageFlow):
                                       "components": components, "attention": attention, "dropout": dropout,
                                       "output_activation": output_activation, "positions": positions}
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
-                         dequantization_options=dequantization_options, alpha=alpha, validate=validate)
+                         dequantization_options=dequantization_options, alpha=alpha, validate=validate,
+                         learn_prior=learn_prior)
 
 
 __all__ = ["FlowPlusPlus", "Glow", "ImageRealNVP", "StepFactory", "build_multiscale", "parse_architecture"]

@@ -139,6 +139,10 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
     }
     if not im.output_activation:
         options["output_activation"] = False
+    if not im.learn_prior:
+        options["learn_prior"] = False
+    if im.learn_bound and m.flow in ("realnvp", "glow"):
+        options["learn_bound"] = True
     if im.deq_mask not in ("checkerboard", "columns"):
         raise ConfigError(f"config key 'image.deq_mask' must be 'checkerboard' or 'columns', got {im.deq_mask!r}")
     if im.positions not in ("sinusoidal", "learned"):
@@ -156,9 +160,10 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
         }
         deq_extra = {"features": im.deq_features, "context_channels": im.deq_context or None,
                      "feature_blocks": im.deq_feature_blocks or None, "output_activation": im.output_activation,
-                     "positions": im.positions, "mask": im.deq_mask}
+                     "positions": im.positions, "mask": im.deq_mask, "learn_bound": im.learn_bound,
+                     "bound": m.bound if im.learn_bound else 2.0}  # the UvA style: every coupling alike
         defaults = {"features": True, "context_channels": None, "feature_blocks": None, "output_activation": True,
-                    "positions": "sinusoidal", "mask": "checkerboard"}
+                    "positions": "sinusoidal", "mask": "checkerboard", "learn_bound": False, "bound": 2.0}
         options["dequantization_options"].update({k: v for k, v in deq_extra.items() if v != defaults[k]})
     return options
 

@@ -13,8 +13,10 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..nn.convnets import GatedResNet
 from .base import Transform
@@ -164,7 +166,9 @@ class ImageAffineCoupling(ImageCoupling):
 
     Args:
         channels: number of input channels.
-        bound: the largest ``|log scale|`` per layer (default 2).
+        bound: the largest ``|log scale|`` per layer (default 2); with ``learn_bound`` its initial value.
+        learn_bound: learn the bound per transformed channel (the UvA tutorial's ``scaling_factor``,
+            ``s = b · tanh(ŝ / b)`` with ``b = exp(f)`` learned, ``f = 0`` at the start for ``bound=1``).
         **kwargs: the mask and conditioner arguments of :class:`ImageCoupling`.
 
     Example:
@@ -182,15 +186,19 @@ class ImageAffineCoupling(ImageCoupling):
 
     params = 2
 
-    def __init__(self, channels: int, *, bound: float = 2.0, **kwargs):
+    def __init__(self, channels: int, *, bound: float = 2.0, learn_bound: bool = False, **kwargs):
         if not bound > 0:
             raise ValueError(f"expected a positive log-scale bound, got {bound}")
         super().__init__(channels, **kwargs)
         self.bound = float(bound)
+        self.log_bound = nn.Parameter(torch.full((self.n_transformed,), math.log(bound))) if learn_bound else None
 
     def _shift_log_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
         shift, raw = params.unbind(2)
-        return shift, self.bound * torch.tanh(raw / self.bound)
+        if self.log_bound is None:
+            return shift, self.bound * torch.tanh(raw / self.bound)
+        bound = torch.exp(self.log_bound).view(1, -1, 1, 1)
+        return shift, bound * torch.tanh(raw / bound)
 
     def _map(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         shift, log_scale = self._shift_log_scale(params)
