@@ -137,6 +137,11 @@ def test_fit_mnist_from_a_directory_of_idx_files(tmp_path):
                                                                       "'uniform' or 'variational', got 'gaussian'")),
         (["fit", "ring", "--model", "glow"], "config key 'model.flow' must be one of"),
         (["fit", "digits", "--set", "image.iw_sample=3"], "unknown config key 'image.iw_sample'"),
+        (["fit", "digits", "--model", "glow", "--set", "image.positions=learned"],
+         "'image.positions' = 'learned' applies to flowpp (attention), not 'glow'"),
+        (["fit", "digits", "--set", "image.positions=rotary"], "must be 'sinusoidal' or 'learned', got 'rotary'"),
+        (["fit", "digits", "--set", "image.learn_bound=true"], "'image.learn_bound' applies to the affine couplings"),
+        (["fit", "digits", "--set", "image.deq_mask=diagonal"], "'image.deq_mask' must be 'checkerboard' or 'columns'"),
     ],
 )
 def test_image_errors_are_one_line(tmp_path, capsys, args, message):

@@ -147,6 +147,11 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
         raise ConfigError(f"config key 'image.deq_mask' must be 'checkerboard' or 'columns', got {im.deq_mask!r}")
     if im.positions not in ("sinusoidal", "learned"):
         raise ConfigError(f"config key 'image.positions' must be 'sinusoidal' or 'learned', got {im.positions!r}")
+    if im.positions == "learned" and m.flow != "flowpp":
+        raise ConfigError(f"config key 'image.positions' = 'learned' applies to flowpp (attention), not {m.flow!r}")
+    if im.learn_bound and m.flow == "flowpp":
+        raise ConfigError("config key 'image.learn_bound' applies to the affine couplings of realnvp and glow, "
+                          "not flowpp")
     if m.flow == "flowpp":
         options.update(components=im.components, attention=im.attention, heads=im.heads, dropout=im.dropout)
         if im.positions != "sinusoidal":
