@@ -124,3 +124,35 @@ def test_mixture_dequantizer_samples_analytically_and_its_density_is_exact() -> 
     assert calls == {"forward": 2, "inverse": 0}
     torch.testing.assert_close(deq.flow.log_prob(u, deq.features(2 * x / 16 - 1)), log_q, rtol=0, atol=1e-8)
     assert calls["inverse"] == 2
+
+
+def test_standard_logistic_distribution() -> None:
+    """Log-density against torch's logistic (uniform pushed through the logit), tails included; sample moments."""
+    from torch.distributions import TransformedDistribution, Uniform
+    from torch.distributions.transforms import SigmoidTransform
+
+    from tractable import StandardLogistic
+
+    torch.manual_seed(0)
+    d = StandardLogistic((2, 3)).double()
+    one = torch.ones((), dtype=torch.float64)
+    reference = TransformedDistribution(Uniform(0 * one, one), [SigmoidTransform().inv])
+    z = torch.tensor([-30.0, -3.0, 0.0, 0.5, 3.0, 30.0], dtype=torch.float64).reshape(1, 2, 3)
+    torch.testing.assert_close(d.log_prob(z), reference.log_prob(z).sum().reshape(1), rtol=0, atol=1e-10)
+    samples, log_p = d.sample_and_log_prob(20_000)
+    torch.testing.assert_close(log_p, d.log_prob(samples), rtol=0, atol=0)
+    assert abs(samples.mean().item()) < 0.03 and abs(samples.var().item() - math.pi**2 / 3) < 0.1
+    with pytest.raises(ValueError, match=r"\(batch, 2, 3\)"):
+        d.log_prob(torch.zeros(4, 3, 2))
+
+
+def test_logistic_noise_starts_as_uniform_dequantization() -> None:
+    """``noise="logistic"`` (the UvA tutorial): at initialisation u = σ(ε) is uniform and log q(u|x) = 0."""
+    torch.manual_seed(0)
+    deq = VariationalDequantization((1, 4, 4), levels=17, layers=2, noise="logistic", features=False,
+                                    **NET).double()
+    u, log_q = deq(torch.randint(0, 17, (4096, 1, 4, 4)).double())
+    assert float(log_q.detach().abs().max()) < 1e-9
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
+    with pytest.raises(ValueError, match="unknown noise 'laplace'"):
+        VariationalDequantization((1, 4, 4), levels=17, noise="laplace")

@@ -169,6 +169,7 @@ def test_image_presets_build_the_registered_architectures(name):
     built, registered = build_image(config, preset.shape, preset.levels), build_preset(name)
     assert count_parameters(built) == count_parameters(registered)
     assert [(n, p.shape) for n, p in built.named_parameters()] == [(n, p.shape) for n, p in registered.named_parameters()]
+    assert repr(built) == repr(registered)  # every option, parameter-free ones (noise, masks, positions) included
 
 
 def test_image_targets_are_the_image_data_sets():

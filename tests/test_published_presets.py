@@ -129,8 +129,9 @@ def test_uva_preset_conditioners_match_the_published_ones() -> None:
     """Checkerboard conditioners are identical; channel ones read and write only the channels that matter (the
     tutorial's read all ``c`` channels, half of them masked to zero, and write ``2c`` outputs, half discarded); the
     dequantizer's couplings add the image inside each of their 3 gated layers (a 1x1 conv, 2·16 + 16 each). Bounds
-    are learned from 1 as the tutorial's scaling factors, the factor-out prior is a fixed N(0, I), and the logit
-    pre-processing is the tutorial's: its ``z(1 - α) + α/2`` with ``α = 1e-5`` is our ``α' + (1 - 2α')z``, α' = 5e-6."""
+    are learned from 1 as the tutorial's scaling factors, the factor-out prior is a fixed N(0, I), the dequantizer's
+    noise is logistic, and the logit pre-processing is the tutorial's: its ``z(1 - α) + α/2`` with ``α = 1e-5`` is
+    our ``α' + (1 - 2α')z``, α' = 5e-6."""
     model = build_preset("mnist-realnvp")
     assert model.alpha == 5e-6
     couplings = [m for m in model.transform.modules() if isinstance(m, ImageAffineCoupling)]
@@ -143,6 +144,7 @@ def test_uva_preset_conditioners_match_the_published_ones() -> None:
         assert ours == theirs
     deq = [m for m in model.dequantizer.modules() if isinstance(m, ImageAffineCoupling)]
     assert model.dequantizer.features is None and len(deq) == 4
+    assert type(model.dequantizer.flow.base).__name__ == "StandardLogistic"  # u = σ(ε) starts uniform, as theirs
     for m in deq:
         assert sum(p.numel() for p in m.conditioner.parameters()) == gated_conv_net(2, 16, 2) + 3 * (2 * 16 + 16)
         assert m.log_bound.numel() == 1

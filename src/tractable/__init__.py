@@ -4,7 +4,7 @@ The public API is re-exported here; see the README for a tour.
 """
 
 from .dequantization import UniformDequantization, VariationalDequantization, bits_per_dim, unit_bits_per_dim
-from .distributions import DiagonalGaussian, Distribution, GaussianMixture, StandardNormal, make_base
+from .distributions import DiagonalGaussian, Distribution, GaussianMixture, StandardLogistic, StandardNormal, make_base
 from .flow import Flow, FlowDistribution
 from .models import IAF, MAF, NSF, FlowPlusPlus, Glow, ImageFlow, ImageRealNVP, PlanarFlow, RealNVP, build_image_model
 from .objectives import (
@@ -125,6 +125,7 @@ __all__ = [
     "Sigmoid",
     "Squeeze",
     "Squeezed",
+    "StandardLogistic",
     "StandardNormal",
     "Standardizer",
     "Sylvester",

@@ -121,7 +121,7 @@ class ImageConfig:
     (0: ``components``) and ``deq_attention``; they read a context computed from the image by a feature network of
     width ``deq_context`` (0: ``deq_hidden``) with ``deq_feature_blocks`` blocks (0: ``deq_blocks``), or with
     ``deq_features = false`` the image itself (the UvA tutorial's dequantizer); ``deq_mask`` is ``checkerboard`` or
-    ``columns`` (Flow++'s). Evaluation: ``iw_samples`` importance samples for ``test_bpd_iw``; figures: ``grid``
+    ``columns`` (Flow++'s); ``deq_noise`` is ``gaussian`` (Flow++) or ``logistic`` (the tutorial: starts uniform). Evaluation: ``iw_samples`` importance samples for ``test_bpd_iw``; figures: ``grid``
     samples drawn at ``temperature``.
     """
 
@@ -148,6 +148,7 @@ class ImageConfig:
     deq_context: int = 0
     deq_feature_blocks: int = 0
     deq_mask: str = "checkerboard"
+    deq_noise: str = "gaussian"
     iw_samples: int = 16
     grid: int = 64
     temperature: float = 0.8

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .distributions import StandardNormal
+from .distributions import StandardLogistic, StandardNormal
 from .flow import Flow
 from .nn.convnets import GatedResNet
 from .transforms.base import Compose, Inverse, Transform
@@ -126,6 +126,8 @@ class VariationalDequantization(Dequantizer):
         mask: the couplings' mask, ``"checkerboard"`` (default) or ``"columns"`` (Flow++'s code).
         bound: the affine couplings' log-scale bound (its initial value with ``learn_bound``).
         learn_bound: the affine couplings learn their bound per channel (the UvA tutorial's scaling factor).
+        noise: the noise ``ε`` the couplings transform, ``"gaussian"`` (Flow++) or ``"logistic"`` (the UvA tutorial:
+            then ``u = σ(ε)`` is exactly uniform at initialisation, so training starts from uniform dequantization).
 
     Example:
         >>> import torch
@@ -160,6 +162,7 @@ class VariationalDequantization(Dequantizer):
         mask: str = "checkerboard",
         bound: float = 2.0,
         learn_bound: bool = False,
+        noise: str = "gaussian",
     ):
         super().__init__()
         shape = tuple(int(s) for s in shape)
@@ -171,6 +174,8 @@ class VariationalDequantization(Dequantizer):
             raise ValueError(f"unknown coupling {coupling!r}; expected 'affine' or 'mixture'")
         if positions not in ("sinusoidal", "learned"):
             raise ValueError(f"unknown positions {positions!r}; expected 'sinusoidal' or 'learned'")
+        if noise not in ("gaussian", "logistic"):
+            raise ValueError(f"unknown noise {noise!r}; expected 'gaussian' or 'logistic'")
         if mask not in ("checkerboard", "columns"):
             raise ValueError(f"unknown mask {mask!r} for the dequantizer; expected 'checkerboard' or 'columns'")
         channels = shape[0]
@@ -198,7 +203,8 @@ class VariationalDequantization(Dequantizer):
             else:  # sampled in its analytic direction: training never runs the numerical inverse (as Flow++)
                 steps.append(Inverse(MixtureLogisticCoupling(channels, mask=mask, parity=i % 2,
                                                              components=components, **net)))
-        self.flow = Flow(Compose(*steps), StandardNormal(shape), validate=False)
+        base = StandardNormal(shape) if noise == "gaussian" else StandardLogistic(shape)
+        self.flow = Flow(Compose(*steps), base, validate=False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:

@@ -68,7 +68,7 @@ IMAGE_PRESETS: dict[str, ImagePreset] = {
         {"architecture": "2c S 2h F S 4h", "hidden": (32, 48, 64), "blocks": 3, "bound": 1.0, "learn_bound": True,
          "learn_prior": False, "alpha": 5e-6, "dequantization": "variational",
          "dequantization_options": {"layers": 4, "hidden": 16, "blocks": 3, "features": False, "bound": 1.0,
-                                    "learn_bound": True}},
+                                    "learn_bound": True, "noise": "logistic"}},
         "UvA DL tutorial 11, multi-scale flow with variational dequantization (MNIST test 1.020 bits/dim)",
         "gpu", 1_711_818,
         "UvA DL tutorial 11 (notebook of 2022-09-25), 'multiscale' row: 1,639,742 flow + 72,076 dequantizer",

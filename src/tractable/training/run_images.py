@@ -143,6 +143,8 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
         options["learn_prior"] = False
     if im.learn_bound and m.flow in ("realnvp", "glow"):
         options["learn_bound"] = True
+    if im.deq_noise not in ("gaussian", "logistic"):
+        raise ConfigError(f"config key 'image.deq_noise' must be 'gaussian' or 'logistic', got {im.deq_noise!r}")
     if im.deq_mask not in ("checkerboard", "columns"):
         raise ConfigError(f"config key 'image.deq_mask' must be 'checkerboard' or 'columns', got {im.deq_mask!r}")
     if im.positions not in ("sinusoidal", "learned"):
@@ -166,9 +168,11 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
         deq_extra = {"features": im.deq_features, "context_channels": im.deq_context or None,
                      "feature_blocks": im.deq_feature_blocks or None, "output_activation": im.output_activation,
                      "positions": im.positions, "mask": im.deq_mask, "learn_bound": im.learn_bound,
-                     "bound": m.bound if im.learn_bound else 2.0}  # the UvA style: every coupling alike
+                     "bound": m.bound if im.learn_bound else 2.0,  # the UvA style: every coupling alike
+                     "noise": im.deq_noise}
         defaults = {"features": True, "context_channels": None, "feature_blocks": None, "output_activation": True,
-                    "positions": "sinusoidal", "mask": "checkerboard", "learn_bound": False, "bound": 2.0}
+                    "positions": "sinusoidal", "mask": "checkerboard", "learn_bound": False, "bound": 2.0,
+                    "noise": "gaussian"}
         options["dequantization_options"].update({k: v for k, v in deq_extra.items() if v != defaults[k]})
     return options
 
