@@ -55,12 +55,8 @@ class Distribution(nn.Module):
         return self.sample_and_log_prob(n, context)[0]
 
 
-class StandardNormal(Distribution):
-    """The standard normal ``N(0, I)`` over events of shape ``shape``.
-
-    Args:
-        shape: the event shape, e.g. ``2`` or ``(3, 32, 32)``.
-    """
+class _Standard(Distribution):
+    """A parameter-free distribution over events of shape ``shape`` (a zero buffer carries its dtype and device)."""
 
     def __init__(self, shape: int | Sequence[int]):
         super().__init__()
@@ -69,6 +65,17 @@ class StandardNormal(Distribution):
 
     def _reference(self) -> Tensor:
         return self._zero
+
+    def extra_repr(self) -> str:
+        return f"shape={self.event_shape}"
+
+
+class StandardNormal(_Standard):
+    """The standard normal ``N(0, I)`` over events of shape ``shape``.
+
+    Args:
+        shape: the event shape, e.g. ``2`` or ``(3, 32, 32)``.
+    """
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         self._check(x)
@@ -78,11 +85,8 @@ class StandardNormal(Distribution):
         z = torch.randn((n, *self.event_shape), dtype=self._zero.dtype, device=self._zero.device)
         return z, self.log_prob(z)
 
-    def extra_repr(self) -> str:
-        return f"shape={self.event_shape}"
 
-
-class StandardLogistic(Distribution):
+class StandardLogistic(_Standard):
     """The standard logistic distribution over events of shape ``shape``, ``log p(x) = Σ -x - 2 softplus(-x)``.
 
     Its sigmoid pushforward is exactly uniform on the unit cube, so a variational dequantizer that starts from
@@ -91,14 +95,6 @@ class StandardLogistic(Distribution):
     Args:
         shape: the event shape.
     """
-
-    def __init__(self, shape: int | Sequence[int]):
-        super().__init__()
-        self.event_shape = _shape(shape)
-        self.register_buffer("_zero", torch.zeros(()))
-
-    def _reference(self) -> Tensor:
-        return self._zero
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         self._check(x)
@@ -109,9 +105,6 @@ class StandardLogistic(Distribution):
         u = u.clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps / 2)
         z = torch.log(u) - torch.log1p(-u)
         return z, self.log_prob(z)
-
-    def extra_repr(self) -> str:
-        return f"shape={self.event_shape}"
 
 
 class DiagonalGaussian(Distribution):
