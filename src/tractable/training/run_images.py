@@ -137,43 +137,33 @@ def image_model_options(config: FitConfig) -> dict[str, Any]:
         "architecture": im.architecture or None, "hidden": tuple(widths) if widths else m.hidden, "blocks": m.blocks,
         "bound": m.bound, "alpha": im.alpha, "dequantization": deq,
     }
-    if not im.output_activation:
-        options["output_activation"] = False
-    if not im.learn_prior:
-        options["learn_prior"] = False
-    if im.learn_bound and m.flow in ("realnvp", "glow"):
-        options["learn_bound"] = True
-    if im.deq_noise not in ("gaussian", "logistic"):
-        raise ConfigError(f"config key 'image.deq_noise' must be 'gaussian' or 'logistic', got {im.deq_noise!r}")
-    if im.deq_mask not in ("checkerboard", "columns"):
-        raise ConfigError(f"config key 'image.deq_mask' must be 'checkerboard' or 'columns', got {im.deq_mask!r}")
-    if im.positions not in ("sinusoidal", "learned"):
-        raise ConfigError(f"config key 'image.positions' must be 'sinusoidal' or 'learned', got {im.positions!r}")
+    for key, allowed in (("deq_noise", ("gaussian", "logistic")), ("deq_mask", ("checkerboard", "columns")),
+                         ("positions", ("sinusoidal", "learned"))):
+        if getattr(im, key) not in allowed:
+            raise ConfigError(f"config key 'image.{key}' must be {' or '.join(map(repr, allowed))}, "
+                              f"got {getattr(im, key)!r}")
     if im.positions == "learned" and m.flow != "flowpp":
         raise ConfigError(f"config key 'image.positions' = 'learned' applies to flowpp (attention), not {m.flow!r}")
     if im.learn_bound and m.flow == "flowpp":
         raise ConfigError("config key 'image.learn_bound' applies to the affine couplings of realnvp and glow, "
                           "not flowpp")
+    options.update(output_activation=im.output_activation, learn_prior=im.learn_prior)
     if m.flow == "flowpp":
-        options.update(components=im.components, attention=im.attention, heads=im.heads, dropout=im.dropout)
-        if im.positions != "sinusoidal":
-            options["positions"] = im.positions
+        options.update(components=im.components, attention=im.attention, heads=im.heads, dropout=im.dropout,
+                       positions=im.positions)
+    else:
+        options["learn_bound"] = im.learn_bound
     if deq == "variational":
         options["dequantization_options"] = {
             "layers": im.deq_layers, "hidden": im.deq_hidden or (widths[0] if widths else m.hidden),
             "blocks": im.deq_blocks or max(1, m.blocks // 2), "coupling": im.deq_coupling,
             "components": im.deq_components or im.components, "attention": im.deq_attention,
-            "dropout": im.dropout if m.flow == "flowpp" else 0.0,
+            "dropout": im.dropout if m.flow == "flowpp" else 0.0, "features": im.deq_features,
+            "context_channels": im.deq_context or None, "feature_blocks": im.deq_feature_blocks or None,
+            "output_activation": im.output_activation, "positions": im.positions, "mask": im.deq_mask,
+            "noise": im.deq_noise, "learn_bound": im.learn_bound,
+            "bound": m.bound if im.learn_bound else 2.0,  # learned bounds start where the flow's do (the UvA style)
         }
-        deq_extra = {"features": im.deq_features, "context_channels": im.deq_context or None,
-                     "feature_blocks": im.deq_feature_blocks or None, "output_activation": im.output_activation,
-                     "positions": im.positions, "mask": im.deq_mask, "learn_bound": im.learn_bound,
-                     "bound": m.bound if im.learn_bound else 2.0,  # the UvA style: every coupling alike
-                     "noise": im.deq_noise}
-        defaults = {"features": True, "context_channels": None, "feature_blocks": None, "output_activation": True,
-                    "positions": "sinusoidal", "mask": "checkerboard", "learn_bound": False, "bound": 2.0,
-                    "noise": "gaussian"}
-        options["dequantization_options"].update({k: v for k, v in deq_extra.items() if v != defaults[k]})
     return options
 
 
