@@ -1,0 +1,113 @@
+"""Small utilities every layer may use: atomic file writes and a temporary evaluation mode.
+
+This module sits at the bottom of the package: it imports only the standard library and PyTorch, so the
+mathematics, the training library and the application all share one implementation of each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from torch import nn
+
+__all__ = ["atomic_write", "atomic_write_text", "evaluating", "json_safe", "write_json"]
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Write a file atomically: ``write(f)`` fills a temporary file in the same directory, which is flushed, synced
+    and renamed over ``path``.
+
+    A crash or an exception mid-write leaves any previous file at ``path`` intact, and the temporary file is removed
+    (a ``SIGKILL`` may leave one behind, named ``.NAME.*.tmp``). The file gets the usual permissions of a new file
+    (``0o666`` less the umask). Parent folders are created.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = atomic_write(pathlib.Path(tempfile.mkdtemp()) / "a.bin", lambda f: f.write(b"abc"))
+        >>> p.read_bytes()
+        b'abc'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; these are ordinary files
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively, so it is valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> Path:
+    """Write ``data`` as indented JSON atomically; non-finite numbers become ``null``."""
+    return atomic_write_text(path, json.dumps(json_safe(data), indent=2) + "\n")
+
+
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Put ``modules`` in evaluation mode for the block, then restore every submodule's own mode.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Dropout(0.5))
+        >>> with evaluating(net):
+        ...     net.training
+        False
+        >>> net.training
+        True
+    """
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
