@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import integrate, special, stats
 
-from tractable.targets.entropy import entropy_integral_2d, grid_entropy
+from tractable.targets.quadrature import entropy_integral_2d, grid_entropy
 from tractable.targets.quadrature import log_integral_2d
 from tractable.targets.toy import (
     ALIASES,

@@ -1,9 +1,8 @@
 """What a flow is fitted to: unnormalized energies (reverse KL), toy 2D data and users' tables (maximum likelihood)."""
 
 from .energies import TARGETS, U1, U2, U3, U4, Energy, GaussianMixtureEnergy, Ring, get_target
-from .entropy import entropy_integral_2d, grid_entropy
 from .images import IMAGE_DATASETS, ImageData, load_cifar10, load_digits, load_images, load_mnist, read_idx
-from .quadrature import grid_log_z, log_integral_2d
+from .quadrature import entropy_integral_2d, grid_entropy, grid_log_z, log_integral_2d
 from .tabular import Standardizer, StandardizeTransform, Table, load_table, split
 from .toy import (
     ALIASES,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .entropy import grid_entropy
+from .quadrature import grid_entropy
 
 _LOG_2PI = math.log(2 * math.pi)
 
