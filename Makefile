@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# The two commands of the README: `make demo` (the main job) and `make test` (the linter, then the test suite).
 # Both create .venv on first use and install PyTorch (the CPU build, torch==2.13.0) and tractable into it.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 install: $(STAMP)
 
@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tractable fit ring --flow planar --layers 16 --steps 10000 --batch-size 512 --lr 2e-3 --seed 0 --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q -n 2 --durations=10
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

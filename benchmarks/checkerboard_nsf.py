@@ -73,7 +73,8 @@ def main() -> None:
         row = fit(model, args.steps, args.seed)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    lines = ["| model | steps | test NLL (nats) | entropy log 32 | NLL − entropy | train s |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | steps | test NLL (nats) | entropy log 32 | NLL − entropy | train s |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['steps']} | {r['test_nll']:.4f} | {r['entropy']:.4f} | {r['gap']:.4f} | "

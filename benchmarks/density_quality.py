@@ -327,7 +327,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             "test_nll": mean_se("test_nll")[0], "entropy": rs[0]["entropy"], "gap": gap, "gap_se": gap_se,
             "gap_max": max(r["gap"] for r in rs),
             "gap_stderr_within": max(r["test_nll_stderr"] for r in rs),
-            "kl_paired": mean_se("kl_paired")[0], "params": rs[0]["params"], "params_effective": rs[0]["params_effective"],
+            "kl_paired": mean_se("kl_paired")[0], "params": rs[0]["params"],
+            "params_effective": rs[0]["params_effective"],
             "fit_seconds": mean_se("fit_seconds")[0], "per_seed_gap": [round(r["gap"], 4) for r in
                                                                        sorted(rs, key=lambda r: r["seed"])],
         })
@@ -349,7 +350,8 @@ def markdown(summary: list[dict], cfg: dict, header: str = "") -> str:
         seeds = ",".join(map(str, s["seeds"]))
         kl = "—" if math.isnan(s["kl_paired"]) else f"{s['kl_paired']:.4f}"
         lines.append(
-            f"| {s['dataset']} | {s['lib']} | {seeds} | {s['test_nll']:.4f} | {s['entropy']:.4f} | {s['gap']:.4f}{se} | "
+            f"| {s['dataset']} | {s['lib']} | {seeds} | {s['test_nll']:.4f} | {s['entropy']:.4f} | "
+            f"{s['gap']:.4f}{se} | "
             f"{s['gap_max']:.4f} | {', '.join(f'{g:.3f}' for g in s['per_seed_gap'])} | {kl} | "
             f"{s['params']:,}{eff} | {s['fit_seconds']:.0f} |"
         )
@@ -425,7 +427,8 @@ def main() -> None:
     rows = [done[k] for k in wanted]
     summary = summarise(rows)
     header = (
-        f"NSF (coupling), {cfg['layers']} layers, conditioners {cfg['blocks']}×{cfg['hidden']} ReLU, {cfg['bins']} bins "
+        f"NSF (coupling), {cfg['layers']} layers, conditioners {cfg['blocks']}×{cfg['hidden']} ReLU, "
+        f"{cfg['bins']} bins "
         f"on [-{cfg['bound']:g}, {cfg['bound']:g}] (standardised units), Adam lr {cfg['lr']:g} cosine, "
         f"{cfg['steps']} steps × batch {cfg['batch_size']}, validation every {cfg['eval_every']} (best restored); "
         f"train/val/test {SIZES[0]:,}/{SIZES[1]:,}/{SIZES[2]:,}; one thread per fit; torch {torch.__version__}."

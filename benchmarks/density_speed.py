@@ -211,7 +211,8 @@ def ratios(rows: list[dict]) -> str:
         sample_peers = {lib: r for lib, r in peers.items() if not (model == "maf" and lib in SAMPLING_ORIENTED_MAF)}
         sample_lib = min(sample_peers, key=lambda lib: sample_peers[lib]["sample_cpu_ms"])
         lines.append(
-            f"| {model} | {dims} | {threads} | {train_lib} | {peers[train_lib]['train_cpu_ms'] / ours['train_cpu_ms']:.2f} "
+            f"| {model} | {dims} | {threads} | {train_lib} | "
+            f"{peers[train_lib]['train_cpu_ms'] / ours['train_cpu_ms']:.2f} "
             f"| {sample_lib} | {sample_peers[sample_lib]['sample_cpu_ms'] / ours['sample_cpu_ms']:.2f} |"
         )
     return "\n".join(lines)
@@ -240,7 +241,8 @@ def main() -> None:
                     print(table([row]).splitlines()[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=1))
-    text = table(rows) + "\n\nRatios (fastest peer's CPU time / tractable's; > 1 means tractable is faster):\n\n" + ratios(rows)
+    text = (table(rows) + "\n\nRatios (fastest peer's CPU time / tractable's; > 1 means tractable is faster):\n\n"
+            + ratios(rows))
     (RESULTS / f"{args.out}.md").write_text(text + "\n")
     print(text)
 

@@ -290,7 +290,8 @@ def main() -> None:
         "load": f"1/5/15-min load average {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at the start, "
                 f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at the end",
         "normflows": skipped or f"Glow L={arch[0]} K={arch[1]} hidden={arch[2]}, Adam lr {args.peer_lr:g} "
-                                f"(100 warm-up steps), batch 64, {budget:.0f} s, best of validations every 100 steps; tractable digits-glow: {glow:,} parameters",
+                                f"(100 warm-up steps), batch 64, {budget:.0f} s, best of validations every 100 steps; "
+                                f"tractable digits-glow: {glow:,} parameters",
     }
     text = table(rows)
     print("\n" + text)

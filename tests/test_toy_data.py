@@ -8,8 +8,7 @@ import pytest
 import torch
 from scipy import integrate, special, stats
 
-from tractable.targets.quadrature import entropy_integral_2d, grid_entropy
-from tractable.targets.quadrature import log_integral_2d
+from tractable.targets.quadrature import entropy_integral_2d, grid_entropy, log_integral_2d
 from tractable.targets.toy import (
     ALIASES,
     DATASETS,
@@ -131,8 +130,8 @@ def test_rings_entropy_matches_radial_quadrature():
     radii, w, s = d.radii.tolist(), d.weights.tolist(), d.noise
 
     def density(r):  # an independent scalar implementation with scipy's i0e
-        return sum(wk * math.exp(-((r - R) ** 2) / (2 * s * s)) * special.i0e(r * R / (s * s)) for R, wk in zip(radii, w)
-                   ) / (2 * math.pi * s * s)
+        terms = (wk * math.exp(-((r - R) ** 2) / (2 * s * s)) * special.i0e(r * R / (s * s)) for R, wk in zip(radii, w))
+        return sum(terms) / (2 * math.pi * s * s)
 
     def integrand(r):
         p = density(r)
@@ -206,7 +205,7 @@ def test_grid_entropy_closed_forms_and_checks():
 
 
 def test_unknown_name_and_aliases():
-    with pytest.raises(ValueError, match="unknown toy data set 'spiral'; expected one of eight_gaussians, checkerboard"):
+    with pytest.raises(ValueError, match="unknown toy data set 'spiral'; expected one of eight_gaussians, checker"):
         get_dataset("spiral")
     for alias, name in ALIASES.items():
         assert get_dataset(alias).name == name

@@ -1,160 +1,59 @@
 """tractable: normalizing flows with exact, tractable densities, in PyTorch.
 
-The public API is re-exported here; see the README for a tour.
+The public API is importable from here, lazily: ``import tractable`` loads no submodule, and a name such as
+``tractable.NSF`` imports its module on first use. So the mathematics (transforms, models, distributions) never
+pays for the training library, the plots, tqdm or matplotlib. docs/architecture.md describes the layers.
 """
 
-from .dequantization import UniformDequantization, VariationalDequantization, bits_per_dim, unit_bits_per_dim
-from .distributions import DiagonalGaussian, Distribution, GaussianMixture, StandardLogistic, StandardNormal, make_base
-from .flow import Flow, FlowDistribution
-from .models import IAF, MAF, NSF, FlowPlusPlus, Glow, ImageFlow, ImageRealNVP, PlanarFlow, RealNVP, build_image_model
-from .objectives import (
-    annealing,
-    ess_fraction,
-    evaluate_reverse,
-    forward_kl,
-    log_z_estimate,
-    reverse_kl,
-)
-from .targets import (
-    DATASETS,
-    TARGETS,
-    U1,
-    U2,
-    U3,
-    U4,
-    Energy,
-    GaussianMixtureEnergy,
-    ImageData,
-    Ring,
-    Standardizer,
-    get_dataset,
-    get_target,
-    load_cifar10,
-    load_digits,
-    load_images,
-    load_mnist,
-    load_table,
-)
-from .training import (
-    Trainer,
-    evaluate_bpd,
-    evaluate_nll,
-    fit_max_likelihood,
-    fit_reverse_kl,
-    load_safetensors,
-    save_safetensors,
-)
-from .transforms import (
-    ActNorm,
-    AdditiveCoupling,
-    AffineCoupling,
-    BatchNorm,
-    Compose,
-    Coupling,
-    ElementwiseAffine,
-    FactorOut,
-    ImageAffineCoupling,
-    Inverse,
-    InvertibleConv1x1,
-    Logit,
-    LULinear,
-    MaskedAffineAutoregressive,
-    MaskedSplineAutoregressive,
-    MixtureLogisticCoupling,
-    Planar,
-    Radial,
-    RandomPermutation,
-    ReversePermutation,
-    RQSplineMap,
-    Sigmoid,
-    Squeeze,
-    Squeezed,
-    Sylvester,
-    Transform,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DATASETS",
-    "IAF",
-    "MAF",
-    "NSF",
-    "TARGETS",
-    "U1",
-    "U2",
-    "U3",
-    "U4",
-    "ActNorm",
-    "AdditiveCoupling",
-    "AffineCoupling",
-    "BatchNorm",
-    "Compose",
-    "Coupling",
-    "DiagonalGaussian",
-    "Distribution",
-    "ElementwiseAffine",
-    "Energy",
-    # images (issue 4)
-    "FactorOut",
-    "Flow",
-    "FlowDistribution",
-    "FlowPlusPlus",
-    "GaussianMixture",
-    "GaussianMixtureEnergy",
-    "Glow",
-    "ImageAffineCoupling",
-    "ImageData",
-    "ImageFlow",
-    "ImageRealNVP",
-    "Inverse",
-    "InvertibleConv1x1",
-    "LULinear",
-    "Logit",
-    "MaskedAffineAutoregressive",
-    "MaskedSplineAutoregressive",
-    "MixtureLogisticCoupling",
-    "Planar",
-    "PlanarFlow",
-    "RQSplineMap",
-    "Radial",
-    "RandomPermutation",
-    "RealNVP",
-    "ReversePermutation",
-    "Ring",
-    "Sigmoid",
-    "Squeeze",
-    "Squeezed",
-    "StandardLogistic",
-    "StandardNormal",
-    "Standardizer",
-    "Sylvester",
-    "Trainer",
-    "Transform",
-    "UniformDequantization",
-    "VariationalDequantization",
-    "__version__",
-    "annealing",
-    "bits_per_dim",
-    "build_image_model",
-    "ess_fraction",
-    "evaluate_bpd",
-    "evaluate_nll",
-    "evaluate_reverse",
-    "fit_max_likelihood",
-    "fit_reverse_kl",
-    "forward_kl",
-    "get_dataset",
-    "get_target",
-    "load_cifar10",
-    "load_digits",
-    "load_images",
-    "load_mnist",
-    "load_safetensors",
-    "load_table",
-    "log_z_estimate",
-    "make_base",
-    "reverse_kl",
-    "save_safetensors",
-    "unit_bits_per_dim",
-]
+#: submodule -> the public names it provides.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "dequantization": ("UniformDequantization", "VariationalDequantization", "bits_per_dim", "unit_bits_per_dim"),
+    "distributions": (
+        "DiagonalGaussian", "Distribution", "GaussianMixture", "StandardLogistic", "StandardNormal", "make_base",
+    ),
+    "flow": ("Flow", "FlowDistribution"),
+    "models": (
+        "FlowPlusPlus", "Glow", "IAF", "ImageFlow", "ImageRealNVP", "MAF", "NSF", "PlanarFlow", "RealNVP",
+        "build_image_model",
+    ),
+    "objectives": ("annealing", "ess_fraction", "evaluate_reverse", "forward_kl", "log_z_estimate", "reverse_kl"),
+    "targets": (
+        "DATASETS", "Energy", "GaussianMixtureEnergy", "ImageData", "Ring", "Standardizer", "TARGETS", "U1", "U2",
+        "U3", "U4", "get_dataset", "get_target", "load_cifar10", "load_digits", "load_images", "load_mnist",
+        "load_table",
+    ),
+    "training": (
+        "Trainer", "evaluate_bpd", "evaluate_nll", "fit_max_likelihood", "fit_reverse_kl", "load_safetensors",
+        "save_safetensors",
+    ),
+    "transforms": (
+        "ActNorm", "AdditiveCoupling", "AffineCoupling", "BatchNorm", "Compose", "Coupling", "ElementwiseAffine",
+        "FactorOut", "ImageAffineCoupling", "Inverse", "InvertibleConv1x1", "LULinear", "Logit",
+        "MaskedAffineAutoregressive", "MaskedSplineAutoregressive", "MixtureLogisticCoupling", "Planar",
+        "RQSplineMap", "Radial", "RandomPermutation", "ReversePermutation", "Sigmoid", "Squeeze", "Squeezed",
+        "Sylvester", "Transform",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(["__version__", *_WHERE])  # noqa: PLE0605 - derived from _EXPORTS, the one list of names
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tractable' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

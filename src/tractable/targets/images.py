@@ -108,7 +108,8 @@ def load_mnist(directory: str | Path) -> ImageData:
         x = read_idx(_find(directory, images, expected))
         y = read_idx(_find(directory, labels, expected))
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"{directory}: expected {split} images (N, H, W) and N labels, got {x.shape} and {y.shape}")
+            raise ValueError(f"{directory}: expected {split} images (N, H, W) and N labels, "
+                             f"got {x.shape} and {y.shape}")
         arrays[split] = (torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
     return ImageData("mnist", arrays["train"][0], arrays["test"][0], 256, arrays["train"][1], arrays["test"][1])
 

@@ -337,7 +337,8 @@ class TwoMoons(ToyDataset):
 
 
 class Pinwheel(ToyDataset):
-    """FFJORD's ``pinwheel``: five arms, each a Gaussian ``N((1, 0), diag(0.3², 0.1²))`` twisted by its radius; visual only.
+    """FFJORD's ``pinwheel``: five arms, each a Gaussian ``N((1, 0), diag(0.3², 0.1²))`` twisted by its radius;
+    visual only.
 
     The arm of each point is drawn uniformly at random (FFJORD uses ``n // 5`` per arm).
     """
@@ -354,7 +355,8 @@ class Pinwheel(ToyDataset):
 
 
 class TwoSpirals(ToyDataset):
-    """FFJORD's ``2spirals``: two interleaved spirals over 540°, with uniform jitter and Gaussian noise 0.1; visual only.
+    """FFJORD's ``2spirals``: two interleaved spirals over 540°, with uniform jitter and Gaussian noise 0.1;
+    visual only.
 
     Each point picks a spiral with probability ½ (FFJORD splits the batch in halves).
     """
