@@ -1,6 +1,7 @@
 """Training-step and sampling speed of MAF and NSF against nflows, normflows and zuko at matched architectures.
 
     .venv/bin/python benchmarks/density_speed.py [--dims 2 16 64] [--threads 1 2] [--libs tractable zuko ...]
+        [--baseline OTHER_CHECKOUT/src]
 
 One training step is ``log_prob`` on a batch of 1024 + ``backward`` + ``Adam.step`` (foreach, lr 1e-3); sampling
 draws 1024 points without gradients. Architectures: 5 layers, conditioners with 2 hidden layers of 64 units (ReLU),
@@ -9,6 +10,9 @@ conditioners; ``nsf-ar`` the autoregressive form). Peer libraries missing from t
 (``pip install nflows normflows zuko`` into a separate target and put it on ``PYTHONPATH`` to include them).
 Libraries are timed interleaved, each the best of ``--repeats`` rounds, in wall-clock and in process CPU time (the
 steadier measure for one thread on a machine shared with other jobs).
+``--baseline DIR`` also times the tractable found in ``DIR`` (the ``src`` folder of a checkout of another commit,
+loaded as the package ``tractable_baseline``) as the library ``baseline``, interleaved with the rest, and reports each
+row's speed relative to it: a change is measured against the code before it in the same run.
 Results go to benchmarks/results/density_speed.{md,json}.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,10 +36,9 @@ LAYERS, HIDDEN, BINS, BOUND, BATCH = 5, 64, 8, 3.0, 1024
 Builder = Callable[[int], "tuple[nn.Module, Callable, Callable] | None"]
 
 
-def tractable_model(kind: str, d: int):
-    from tractable.models.maf import MAF
-    from tractable.models.nsf import NSF
-
+def tractable_model(kind: str, d: int, package: str = "tractable"):
+    MAF = importlib.import_module(f"{package}.models.maf").MAF
+    NSF = importlib.import_module(f"{package}.models.nsf").NSF
     if kind == "maf":
         flow = MAF(d, layers=LAYERS, hidden=HIDDEN)
     else:
@@ -124,8 +128,23 @@ LIBS: dict[str, Callable] = {
 }
 
 
+BASELINE = "tractable_baseline"
+
+
+def load_baseline(src: str) -> None:
+    """Import the tractable of another checkout (``src/tractable``) as the package :data:`BASELINE`."""
+    init = Path(src).resolve() / "tractable" / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"--baseline expects the src folder of a checkout, with tractable/__init__.py; got {src!r}")
+    spec = importlib.util.spec_from_file_location(BASELINE, init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[BASELINE] = module
+    spec.loader.exec_module(module)
+    LIBS["baseline"] = lambda kind, d: tractable_model(kind, d, BASELINE)
+
+
 def available(lib: str) -> bool:
-    return lib == "tractable" or importlib.util.find_spec(lib) is not None
+    return lib in ("tractable", "baseline") or importlib.util.find_spec(lib) is not None
 
 
 def time_ms(fn: Callable[[], object], calls: int) -> tuple[float, float]:
@@ -204,7 +223,7 @@ def ratios(rows: list[dict]) -> str:
         groups.setdefault((r["model"], r["dims"], r["threads"]), {})[r["lib"]] = r
     for (model, dims, threads), by_lib in groups.items():
         ours = by_lib.get("tractable")
-        peers = {lib: r for lib, r in by_lib.items() if lib != "tractable"}
+        peers = {lib: r for lib, r in by_lib.items() if lib not in ("tractable", "baseline")}
         if ours is None or not peers:
             continue
         train_lib = min(peers, key=lambda lib: peers[lib]["train_cpu_ms"])
@@ -218,6 +237,21 @@ def ratios(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def against_baseline(rows: list[dict]) -> str:
+    """Each row's speed relative to the baseline checkout: baseline CPU time / tractable's (> 1: faster now)."""
+    lines = ["| model | dims | threads | train: baseline / now | sampling: baseline / now |",
+             "|---|---:|---:|---:|---:|"]
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["dims"], r["threads"]), {})[r["lib"]] = r
+    for (model, dims, threads), by_lib in groups.items():
+        if "tractable" in by_lib and "baseline" in by_lib:
+            now, before = by_lib["tractable"], by_lib["baseline"]
+            lines.append(f"| {model} | {dims} | {threads} | {before['train_cpu_ms'] / now['train_cpu_ms']:.3f} | "
+                         f"{before['sample_cpu_ms'] / now['sample_cpu_ms']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["maf", "nsf", "nsf-ar"], choices=["maf", "nsf", "nsf-ar"])
@@ -228,8 +262,13 @@ def main() -> None:
     parser.add_argument("--sample-calls", type=int, default=2, help="sampling calls per timing round")
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds (the best is kept)")
     parser.add_argument("--out", default="density_speed", help="results file stem under benchmarks/results")
+    parser.add_argument("--baseline", default=None, metavar="SRC",
+                        help="also time the tractable of another checkout's src folder, as library 'baseline'")
     args = parser.parse_args()
     libs = [lib for lib in args.libs if available(lib)]
+    if args.baseline:
+        load_baseline(args.baseline)
+        libs.append("baseline")
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -243,6 +282,8 @@ def main() -> None:
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=1))
     text = (table(rows) + "\n\nRatios (fastest peer's CPU time / tractable's; > 1 means tractable is faster):\n\n"
             + ratios(rows))
+    if args.baseline:
+        text += f"\n\nAgainst the baseline checkout {args.baseline} (its CPU time / now):\n\n" + against_baseline(rows)
     (RESULTS / f"{args.out}.md").write_text(text + "\n")
     print(text)
 
