@@ -17,64 +17,14 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from .quadrature import grid_entropy
-
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def _check_points(x: Tensor, name: str) -> None:
-    if x.dim() != 2 or x.shape[-1] != 2:
-        raise ValueError(f"data set {name!r} expects points of shape (batch, 2), got {tuple(x.shape)}")
-
-
-class ToyDataset:
-    """A 2D data distribution: ``sample`` always; ``log_prob`` and ``entropy`` where known exactly (else ``None``).
-
-    Subclasses implement :meth:`_sample` (float64, CPU) and, where exact, ``log_prob`` and ``entropy``.
-    """
-
-    name: str = "toy"
-    features: int = 2
-    box: tuple[float, float] = (-4.0, 4.0)
-    #: The normalized log-density of each row, or ``None`` for the visual-only sets.
-    log_prob: Callable[[Tensor], Tensor] | None = None
-
-    def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        raise NotImplementedError
-
-    def sample(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device | None = None,
-    ) -> Tensor:
-        """``n`` points of shape ``(n, 2)``; the same seeded CPU ``generator`` state gives the same points."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"expected a positive integer number of samples, got {n!r}")
-        return self._sample(n, generator).to(dtype=dtype, device=device)
-
-    @property
-    def entropy(self) -> float | None:
-        """The differential entropy ``-E[log p(x)]`` in nats, or ``None`` when the density is not known exactly."""
-        return None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-def _uniform(n: int, g: torch.Generator | None) -> Tensor:
-    return torch.rand(n, dtype=torch.float64, generator=g)
-
-
-def _normal(*shape: int, g: torch.Generator | None) -> Tensor:
-    return torch.randn(*shape, dtype=torch.float64, generator=g)
+from .toy_base import LOG_2PI, ToyDataset, check_points, normal, uniform
+from .toy_mixture import GaussianMixtureData
 
 
 class EightGaussians(ToyDataset):
@@ -103,13 +53,13 @@ class EightGaussians(ToyDataset):
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         k = torch.randint(0, 8, (n,), generator=generator)
-        return self.centers[k] + self.std * _normal(n, 2, g=generator)
+        return self.centers[k] + self.std * normal(n, 2, g=generator)
 
     def log_prob(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """The exact log-density (an equal mixture of eight ``N(c_k, std² I)``)."""
-        _check_points(x, self.name)
+        check_points(x, self.name)
         sq = ((x.unsqueeze(-2) - self.centers.to(x)) ** 2).sum(-1) / self.std**2
-        return torch.logsumexp(-0.5 * sq, -1) - math.log(8) - 2 * math.log(self.std) - _LOG_2PI
+        return torch.logsumexp(-0.5 * sq, -1) - math.log(8) - 2 * math.log(self.std) - LOG_2PI
 
     @property
     def entropy(self) -> float:
@@ -129,14 +79,14 @@ class Checkerboard(ToyDataset):
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         # FFJORD: x1 ~ U[-2, 2), x2 ~ U[0, 1) - 2·Bernoulli(½) + (floor(x1) mod 2), all times 2.
-        x1 = 4 * _uniform(n, generator) - 2
-        x2 = _uniform(n, generator) - 2 * torch.randint(0, 2, (n,), generator=generator).double()
+        x1 = 4 * uniform(n, generator) - 2
+        x2 = uniform(n, generator) - 2 * torch.randint(0, 2, (n,), generator=generator).double()
         x2 = x2 + torch.remainder(torch.floor(x1), 2)
         return 2 * torch.stack([x1, x2], -1)
 
     def log_prob(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """``log(1/32)`` on the black squares, ``-inf`` elsewhere."""
-        _check_points(x, self.name)
+        check_points(x, self.name)
         cells = torch.floor(x / 2)
         inside = ((x >= -4) & (x < 4)).all(-1) & (torch.remainder(cells.sum(-1), 2) == 0)
         inside_value = torch.full_like(x[..., 0], -math.log(32.0))
@@ -182,13 +132,13 @@ class Rings(ToyDataset):
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        theta = 2 * math.pi * _uniform(n, generator)
+        theta = 2 * math.pi * uniform(n, generator)
         ring = self.radii[k, None] * torch.stack([torch.cos(theta), torch.sin(theta)], -1)
-        return ring + self.noise * _normal(n, 2, g=generator)
+        return ring + self.noise * normal(n, 2, g=generator)
 
     def log_prob(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """The exact log-density ``log Σ_k w_k N_ring(x; R_k, σ)``."""
-        _check_points(x, self.name)
+        check_points(x, self.name)
         r = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         radii, s2 = self.radii.to(x), self.noise**2
         comp = -((r - radii) ** 2) / (2 * s2) + torch.log(torch.special.i0e(r * radii / s2))
@@ -202,122 +152,6 @@ class Rings(ToyDataset):
         return f"Rings(radii={self.radii.tolist()}, weights={self.weights.tolist()}, noise={self.noise!r})"
 
 
-class GaussianMixtureData(ToyDataset):
-    """A mixture of full-covariance Gaussians with unequal weights, with labels for conditional density estimation.
-
-    Besides ``sample``/``log_prob``/``entropy`` of the mixture, it gives labelled samples, the exact conditional
-    log-densities ``log p(x | k)`` and the per-component entropies ``½ log det(2πe Σ_k)``, so a flow conditioned on
-    the one-hot label can be checked against the exact conditional entropies.
-
-    Args:
-        locs: component means, ``(K, 2)``.
-        covariances: component covariance matrices, ``(K, 2, 2)``, symmetric positive definite.
-        weights: mixture weights (normalized here).
-    """
-
-    name = "gaussian_mixture"
-
-    def __init__(
-        self,
-        locs: Sequence[Sequence[float]] = ((-2.0, -1.5), (2.0, -1.0), (0.0, 2.0)),
-        covariances: Sequence[Sequence[Sequence[float]]] = (
-            ((0.6, 0.35), (0.35, 0.5)),
-            ((0.3, -0.2), (-0.2, 0.7)),
-            ((0.8, 0.0), (0.0, 0.15)),
-        ),
-        weights: Sequence[float] = (0.5, 0.3, 0.2),
-    ):
-        self.locs = torch.as_tensor(locs, dtype=torch.float64)
-        self.covariances = torch.as_tensor(covariances, dtype=torch.float64)
-        w = torch.as_tensor(weights, dtype=torch.float64)
-        k = self.locs.shape[0] if self.locs.dim() == 2 else -1
-        if self.locs.shape != (k, 2) or self.covariances.shape != (k, 2, 2) or w.shape != (k,) or k < 1:
-            raise ValueError(
-                f"expected locs (K, 2), covariances (K, 2, 2) and weights (K,), got {tuple(self.locs.shape)}, "
-                f"{tuple(self.covariances.shape)} and {tuple(w.shape)}"
-            )
-        if not (w > 0).all() or not torch.allclose(self.covariances, self.covariances.mT):
-            raise ValueError("expected positive weights and symmetric covariance matrices")
-        chol, info = torch.linalg.cholesky_ex(self.covariances)
-        if (info != 0).any():
-            raise ValueError(f"covariance matrices {torch.nonzero(info).flatten().tolist()} are not positive definite")
-        self.weights, self.chol = w / w.sum(), chol
-        self.components = k
-        self.context_features = k  # one-hot labels
-        self._chol_inv = torch.linalg.inv(chol)
-        self._half_logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        spread = float(torch.linalg.eigvalsh(self.covariances).max().sqrt())
-        reach = float(self.locs.abs().max())
-        self.box = (-math.ceil(reach + 4 * spread), math.ceil(reach + 4 * spread))
-        self.quadrature_box = (-math.ceil(reach + 12 * spread), math.ceil(reach + 12 * spread))
-
-    def sample_with_labels(
-        self, n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-        device: str | torch.device | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """``n`` points ``(n, 2)`` and their component labels ``(n,)`` (int64)."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"expected a positive integer number of samples, got {n!r}")
-        labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        eps = _normal(n, 2, g=generator)
-        x = self.locs[labels] + torch.einsum("bij,bj->bi", self.chol[labels], eps)
-        return x.to(dtype=dtype, device=device), labels.to(device)
-
-    def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        return self.sample_with_labels(n, generator=generator, dtype=torch.float64)[0]
-
-    def one_hot(self, labels: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
-        """The context vectors ``(n, K)`` of the labels, as a conditional flow reads them."""
-        labels = torch.as_tensor(labels)
-        if labels.dtype.is_floating_point or (labels.numel() and (labels.min() < 0 or labels.max() >= self.components)):
-            raise ValueError(f"expected integer labels in [0, {self.components}), got {labels}")
-        return torch.nn.functional.one_hot(labels.long(), self.components).to(dtype)
-
-    def component_log_prob(self, x: Tensor) -> Tensor:
-        """``log N(x; μ_k, Σ_k)`` for every row and component, shape ``(batch, K)``."""
-        _check_points(x, self.name)
-        diff = x.unsqueeze(-2) - self.locs.to(x)
-        white = torch.einsum("kij,bkj->bki", self._chol_inv.to(x), diff)
-        return -0.5 * (white**2).sum(-1) - self._half_logdet.to(x) - _LOG_2PI
-
-    def log_prob(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        """The exact mixture log-density ``log Σ_k w_k N(x; μ_k, Σ_k)``."""
-        return torch.logsumexp(self.component_log_prob(x) + torch.log(self.weights.to(x)), -1)
-
-    def conditional_log_prob(self, x: Tensor, label: int | Tensor) -> Tensor:
-        """``log p(x | k)`` for one label ``k`` (an int) or one label per row (an integer tensor ``(batch,)``)."""
-        comp = self.component_log_prob(x)
-        label = torch.as_tensor(label, device=x.device)
-        if label.dtype.is_floating_point or (label.numel() and (label.min() < 0 or label.max() >= self.components)):
-            raise ValueError(f"expected integer labels in [0, {self.components}), got {label}")
-        if label.dim() == 0:
-            return comp[:, int(label)]
-        if label.shape != comp.shape[:1]:
-            raise ValueError(f"expected one label or {comp.shape[0]} labels (one per row), got {tuple(label.shape)}")
-        return comp.gather(-1, label.long().unsqueeze(-1)).squeeze(-1)
-
-    @property
-    def component_entropies(self) -> list[float]:
-        """The exact entropy of each component, ``½ log det(2πe Σ_k) = log(2πe) + ½ log det Σ_k`` (nats)."""
-        return [math.log(2 * math.pi * math.e) + float(h) for h in self._half_logdet]
-
-    @property
-    def conditional_entropy(self) -> float:
-        """``H(x | label) = Σ_k w_k H_k``."""
-        return float(sum(float(w) * h for w, h in zip(self.weights, self.component_entropies)))
-
-    @property
-    def entropy(self) -> float:
-        """The mixture's entropy: closed form for one component, else converged grid quadrature (cached)."""
-        if self.components == 1:
-            return self.component_entropies[0]
-        return grid_entropy(repr(self), self.log_prob, self.quadrature_box)
-
-    def __repr__(self) -> str:
-        return (f"GaussianMixtureData(locs={self.locs.tolist()}, covariances={self.covariances.tolist()}, "
-                f"weights={self.weights.tolist()})")
-
-
 class TwoMoons(ToyDataset):
     """FFJORD's ``moons`` (scikit-learn's ``make_moons(noise=0.1)``, then ``2x + (-1, -0.2)``); visual only.
 
@@ -328,11 +162,11 @@ class TwoMoons(ToyDataset):
     name = "two_moons"
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        t = math.pi * _uniform(n, generator)
+        t = math.pi * uniform(n, generator)
         inner = torch.randint(0, 2, (n,), generator=generator).bool()
         outer_pts = torch.stack([torch.cos(t), torch.sin(t)], -1)
         inner_pts = torch.stack([1 - torch.cos(t), 0.5 - torch.sin(t)], -1)
-        x = torch.where(inner[:, None], inner_pts, outer_pts) + 0.1 * _normal(n, 2, g=generator)
+        x = torch.where(inner[:, None], inner_pts, outer_pts) + 0.1 * normal(n, 2, g=generator)
         return 2 * x + torch.tensor([-1.0, -0.2], dtype=torch.float64)
 
 
@@ -347,7 +181,7 @@ class Pinwheel(ToyDataset):
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         arms = torch.randint(0, 5, (n,), generator=generator).double()
-        f = _normal(n, 2, g=generator) * torch.tensor([0.3, 0.1], dtype=torch.float64)
+        f = normal(n, 2, g=generator) * torch.tensor([0.3, 0.1], dtype=torch.float64)
         f[:, 0] += 1.0
         a = arms * (2 * math.pi / 5) + 0.25 * torch.exp(f[:, 0])
         c, s = torch.cos(a), torch.sin(a)
@@ -364,11 +198,11 @@ class TwoSpirals(ToyDataset):
     name = "two_spirals"
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        t = torch.sqrt(_uniform(n, generator)) * (540 * 2 * math.pi / 360)
-        x = -torch.cos(t) * t + 0.5 * _uniform(n, generator)
-        y = torch.sin(t) * t + 0.5 * _uniform(n, generator)
+        t = torch.sqrt(uniform(n, generator)) * (540 * 2 * math.pi / 360)
+        x = -torch.cos(t) * t + 0.5 * uniform(n, generator)
+        y = torch.sin(t) * t + 0.5 * uniform(n, generator)
         sign = 1 - 2 * torch.randint(0, 2, (n,), generator=generator).double()
-        return sign[:, None] * torch.stack([x, y], -1) / 3 + 0.1 * _normal(n, 2, g=generator)
+        return sign[:, None] * torch.stack([x, y], -1) / 3 + 0.1 * normal(n, 2, g=generator)
 
 
 class SwissRoll(ToyDataset):
@@ -380,9 +214,9 @@ class SwissRoll(ToyDataset):
     name = "swiss_roll"
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        t = 1.5 * math.pi * (1 + 2 * _uniform(n, generator))
+        t = 1.5 * math.pi * (1 + 2 * uniform(n, generator))
         roll = torch.stack([t * torch.cos(t), t * torch.sin(t)], -1)
-        return (roll + _normal(n, 2, g=generator)) / 5
+        return (roll + normal(n, 2, g=generator)) / 5
 
 
 DATASETS: dict[str, type[ToyDataset]] = {
