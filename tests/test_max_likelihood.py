@@ -11,14 +11,14 @@ from torch import nn
 
 from tractable import Flow, PlanarFlow, StandardNormal, Transform
 from tractable.targets.toy import GaussianMixtureData, get_dataset, sample_splits
-from tractable.training.max_likelihood import (
+from tractable.training import (
     ML_COLUMNS,
+    NonFiniteError,
     evaluate_conditional_toy,
     evaluate_nll,
     evaluate_toy,
     fit_max_likelihood,
 )
-from tractable.training.reverse_kl import NonFiniteError
 
 
 class _Affine(Transform):

@@ -54,7 +54,7 @@ class _NaNAfter(Ring):
 
 
 def test_nan_loss_names_step_and_quantity():
-    with pytest.raises(NonFiniteError, match=r"step 5: the loss is nan .*target log-density in 1 of 64"):
+    with pytest.raises(NonFiniteError, match=r"step 6: the loss is nan .*target log-density in 1 of 64"):
         fit_reverse_kl(PlanarFlow(2, 2), _NaNAfter(5), steps=20, batch_size=64, progress=False)
 
 
@@ -68,7 +68,7 @@ class _BadGradient(Energy):
 
 
 def test_nan_gradient_names_step_and_parameter():
-    with pytest.raises(NonFiniteError, match=r"step 0: the gradient norm is nan .*parameter 'transform"):
+    with pytest.raises(NonFiniteError, match=r"step 1: the gradient norm is nan .*parameter 'transform"):
         fit_reverse_kl(PlanarFlow(2, 2), _BadGradient(), steps=5, batch_size=16, progress=False)
 
 
