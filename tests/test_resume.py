@@ -75,7 +75,8 @@ def _assert_same_run(a, b):
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()  # rows after the checkpoint rewritten
     assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
-    (_, last_a), (_, last_b) = list_step_checkpoints(a / "checkpoints")[-1], list_step_checkpoints(b / "checkpoints")[-1]
+    last_a = list_step_checkpoints(a / "checkpoints")[-1][1]
+    last_b = list_step_checkpoints(b / "checkpoints")[-1][1]
     oa, ob = load_checkpoint(last_a)["optimizer"], load_checkpoint(last_b)["optimizer"]
     for key, state in oa["state"].items():
         assert all(torch.equal(state[n], ob["state"][key][n]) for n in state)

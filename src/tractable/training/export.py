@@ -31,7 +31,8 @@ class SafetensorsError(ValueError):
     """A file that is not valid safetensors, or a tensor that the format cannot hold."""
 
 
-def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
+def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path,
+                     metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``tensors`` (e.g. a ``state_dict``) to ``path`` in the safetensors format, atomically.
 
     Args:

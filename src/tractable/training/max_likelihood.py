@@ -21,6 +21,7 @@ from typing import Any
 from torch import Tensor
 
 from ..flow import Flow
+from .evaluation import EVAL_BATCH_SIZE
 from .loop import FitHistory, fit
 from .losses import LikelihoodLoss
 from .options import TrainOptions, check_positive_int
@@ -45,7 +46,7 @@ def fit_max_likelihood(
     max_bad_steps: int = 5,
     detect_anomaly: bool = False,
     eval_every: int = 250,
-    eval_batch_size: int = 8192,
+    eval_batch_size: int = EVAL_BATCH_SIZE,
     patience: int | None = None,
     seed: int = 0,
     progress: bool = True,

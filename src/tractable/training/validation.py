@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .checkpoint import save_checkpoint
 from .distributed import DistContext
-from .evaluation import nll_per_row
+from .evaluation import EVAL_BATCH_SIZE, nll_per_row
 from .hygiene import NonFiniteError
 from .losses import check_data
 from .options import check_positive_int
@@ -65,8 +65,8 @@ class Validation:
     #: The metric column this fills in (the loss must have it).
     column = "val_nll"
 
-    def __init__(self, data: Tensor, context: Tensor | None = None, *, every: int = 250, batch_size: int = 8192,
-                 patience: int | None = None):
+    def __init__(self, data: Tensor, context: Tensor | None = None, *, every: int = 250,
+                 batch_size: int = EVAL_BATCH_SIZE, patience: int | None = None):
         check_positive_int("eval_every", every)
         if patience is not None:
             check_positive_int("patience", patience)
