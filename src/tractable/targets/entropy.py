@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .quadrature import BLOCK_POINTS, MAX_GRID
+
 _CACHE: dict[tuple[str, tuple[float, float]], float] = {}
 
 
@@ -41,7 +43,7 @@ def entropy_integral_2d(log_p: Callable[[Tensor], Tensor], box: tuple[float, flo
     h = (hi - lo) / n
     g = lo + h * (torch.arange(n, dtype=torch.float64) + 0.5)
     mass, plogp = 0.0, 0.0
-    for rows in torch.split(g, max(1, 2_000_000 // n)):  # bounded memory
+    for rows in torch.split(g, max(1, BLOCK_POINTS // n)):  # bounded memory
         x, y = torch.meshgrid(rows, g, indexing="ij")
         lp = log_p(torch.stack([x.reshape(-1), y.reshape(-1)], -1)).double()
         if bool(torch.isnan(lp).any()) or bool((lp == math.inf).any()):
@@ -59,7 +61,7 @@ def grid_entropy(
     *,
     tol: float = 1e-7,
     start: int = 400,
-    max_n: int = 6400,
+    max_n: int = MAX_GRID,
     mass_tol: float = 1e-6,
 ) -> float:
     """The entropy ``-∫ p log p`` over ``box²``, refining the grid until two successive values agree to ``tol``.

@@ -8,6 +8,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+#: The largest grid size per axis a refinement tries (here and in :mod:`tractable.targets.entropy`).
+MAX_GRID = 6400
+#: Grid points evaluated per block (bounds the memory of one evaluation of the integrand).
+BLOCK_POINTS = 2_000_000
+
 _CACHE: dict[tuple[str, tuple[float, float]], float] = {}
 
 
@@ -21,7 +26,7 @@ def log_integral_2d(log_f: Callable[[Tensor], Tensor], box: tuple[float, float],
     h = (hi - lo) / n
     g = lo + h * (torch.arange(n, dtype=torch.float64) + 0.5)
     total = []
-    for rows in torch.split(g, max(1, 2_000_000 // n)):  # bounded memory
+    for rows in torch.split(g, max(1, BLOCK_POINTS // n)):  # bounded memory
         x, y = torch.meshgrid(rows, g, indexing="ij")
         total.append(torch.logsumexp(log_f(torch.stack([x.reshape(-1), y.reshape(-1)], -1)), 0))
     return float(torch.logsumexp(torch.stack(total), 0)) + 2 * math.log(h)
@@ -40,7 +45,7 @@ def grid_log_z(
         while True:
             n *= 2
             value = log_integral_2d(lambda z: -energy(z), box, n)
-            if abs(value - previous) < tol or n >= 6400:
+            if abs(value - previous) < tol or n >= MAX_GRID:
                 break
             previous = value
         _CACHE[key] = value
