@@ -113,6 +113,17 @@ def fit(model: nn.Module, loss: Loss, *, steps: int, options: TrainOptions | Non
         NonFiniteError: after ``options.max_bad_steps`` non-finite steps in a row (naming the step, the quantity and
             the first non-finite layer), or when the validation NLL is not finite.
         CheckpointError: when resuming from a checkpoint that is missing, unreadable or of another run.
+
+    Example:
+        >>> import torch
+        >>> from tractable import ElementwiseAffine, Flow, StandardNormal
+        >>> from tractable.training import LikelihoodLoss, TrainOptions, Validation, fit
+        >>> flow = Flow(ElementwiseAffine(2), StandardNormal(2))
+        >>> x = 2 * torch.randn(1200, 2) + 1
+        >>> history = fit(flow, LikelihoodLoss(x[:1000], batch_size=100), steps=150,
+        ...               options=TrainOptions(lr=0.05, progress=False), validation=Validation(x[1000:], every=50))
+        >>> [step for step, _ in history.evaluations], history.rows[0]["step"]
+        ([50, 100, 150], 1)
     """
     check_positive_int("steps", steps)
     if validation is not None and validation.column not in loss.columns:
