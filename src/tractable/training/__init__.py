@@ -16,9 +16,8 @@ from .options import TrainOptions
 from .progress import Progress
 from .reverse_kl import fit_reverse_kl
 from .rng import get_rng_state, set_rng_state
-# the application (run*.py) moves to tractable.app (issue 10); these exports leave with it
-from .run import REVERSE_KL_KEYS, build, load_run, run_fit
-from .run_images import IMAGE_KEYS, build_image, evaluate_bpd, load_image_data
+from .run import REVERSE_KL_KEYS, build, load_run, run_fit  # leaves with run*.py for tractable.app (issue 10)
+from .run_images import IMAGE_KEYS, build_image, evaluate_bpd, load_image_data  # likewise
 from .trainer import StepResult, Trainer
 from .validation import Validation
 
