@@ -12,7 +12,7 @@ The protocol is the one of ``tractable fit <dataset> --model nsf --steps 5000 --
 * :func:`~tractable.training.max_likelihood.fit_max_likelihood`: Adam (peak lr ``--lr``), cosine decay to 0 over
   ``--steps`` steps of batch ``--batch-size`` (shuffled epochs seeded by ``S``), validation every 250 steps and the
   best validated state restored;
-* :func:`~tractable.training.max_likelihood.evaluate_toy` on the test split: ``gap = test NLL − entropy`` (an
+* :func:`~tractable.training.evaluation.evaluate_toy` on the test split: ``gap = test NLL − entropy`` (an
   estimate of ``KL(p‖q)``; its standard error is the NLL's, about 0.003 nats) and ``kl_paired = mean(log p − log q)``
   (the same quantity with a much smaller standard error where the data's log-density is finite everywhere).
 
@@ -263,7 +263,7 @@ def run_one(job: dict) -> dict:
     warnings.filterwarnings("ignore")
     from tractable.targets.tabular import Standardizer
     from tractable.targets.toy import get_dataset, sample_splits
-    from tractable.training.max_likelihood import evaluate_toy, fit_max_likelihood
+    from tractable.training import evaluate_toy, fit_max_likelihood
     from tractable.transforms.base import Compose
 
     cfg, lib, name, seed = job["cfg"], job["lib"], job["dataset"], job["seed"]

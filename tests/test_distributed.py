@@ -113,3 +113,24 @@ def test_torchrun_fit_command(tmp_path):
     state = load_checkpoint(out / "checkpoints" / "step-000000030.pt")
     assert state["world_size"] == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     shutil.rmtree(out)
+
+
+def test_actnorm_statistics_reduced_across_processes():
+    """ActNorm.reducing: with a reduction over two processes holding the same batch, the statistics are the batch's
+    own; outside the block the layer computes them locally again."""
+    from tractable import ActNorm
+
+    x = torch.randn(64, 3, 4, 4, dtype=torch.float64) * 2 + 1
+    local, reduced = ActNorm(3, event_dims=3).double(), ActNorm(3, event_dims=3).double()
+    calls = []
+
+    def two_copies(t):
+        calls.append(t.shape)
+        return 2 * t
+
+    local(x)
+    with reduced.reducing(two_copies):
+        reduced(x)
+    reduced.data_statistics(x)  # outside the block: local statistics, no reduction
+    assert len(calls) == 2
+    assert torch.allclose(local.loc, reduced.loc) and torch.allclose(local.log_scale, reduced.log_scale)

@@ -11,14 +11,14 @@ from torch import nn
 
 from tractable import Flow, PlanarFlow, StandardNormal, Transform
 from tractable.targets.toy import GaussianMixtureData, get_dataset, sample_splits
-from tractable.training.max_likelihood import (
+from tractable.training import (
     ML_COLUMNS,
+    NonFiniteError,
     evaluate_conditional_toy,
     evaluate_nll,
     evaluate_toy,
     fit_max_likelihood,
 )
-from tractable.training.reverse_kl import NonFiniteError
 
 
 class _Affine(Transform):
@@ -86,7 +86,8 @@ def test_evaluate_nll_batches_and_stderr():
     flow = _flow()
     nll = -flow.log_prob(train).detach().double()
     mean, se = evaluate_nll(flow, train, batch_size=7)
-    assert mean == pytest.approx(float(nll.mean()), rel=1e-6) and se == pytest.approx(float(nll.std()) / math.sqrt(1000))
+    assert mean == pytest.approx(float(nll.mean()), rel=1e-6)
+    assert se == pytest.approx(float(nll.std()) / math.sqrt(1000))
     flow.train()
     evaluate_nll(flow, train)
     assert flow.training  # the mode is restored
@@ -145,7 +146,8 @@ def test_bad_arguments_and_data():
     flow = _flow()
     bad = train.clone()
     bad[[3, 7], 1] = math.inf
-    with pytest.raises(ValueError, match=r"training data has 2 rows with NaN or infinite values \(first: rows \[3, 7\]\)"):
+    with pytest.raises(ValueError, match=r"training data has 2 rows with NaN or infinite values "
+                                         r"\(first: rows \[3, 7\]\)"):
         fit_max_likelihood(flow, bad, progress=False)
     with pytest.raises(ValueError, match=r"expected training data of shape \(rows, 2\), got \(100, 3\)"):
         fit_max_likelihood(flow, torch.zeros(100, 3), progress=False)

@@ -75,7 +75,8 @@ def _assert_same_run(a, b):
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()  # rows after the checkpoint rewritten
     assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
-    (_, last_a), (_, last_b) = list_step_checkpoints(a / "checkpoints")[-1], list_step_checkpoints(b / "checkpoints")[-1]
+    last_a = list_step_checkpoints(a / "checkpoints")[-1][1]
+    last_b = list_step_checkpoints(b / "checkpoints")[-1][1]
     oa, ob = load_checkpoint(last_a)["optimizer"], load_checkpoint(last_b)["optimizer"]
     for key, state in oa["state"].items():
         assert all(torch.equal(state[n], ob["state"][key][n]) for n in state)
@@ -292,3 +293,13 @@ def test_image_tensors_resume_exactly_in_process(tmp_path):
     assert [r["loss"] for r in resumed_history.rows] == [r["loss"] for r in history.rows]
     assert (tmp_path / "a" / "m.csv").read_text() == (tmp_path / "b" / "m.csv").read_text()
     assert load_checkpoint(tmp_path / "b" / "best.pt")["step"] == history.best_step
+
+
+def test_resume_with_a_validation_the_checkpoint_lacks(tmp_path):
+    """A checkpoint of a fit without validation data, resumed with some: one clear CheckpointError."""
+    train = torch.randn(300, 2)
+    flow = Flow(ElementwiseAffine(2), StandardNormal(2))
+    fit_max_likelihood(flow, train, steps=4, batch_size=32, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"does not fit this run: its loop state has no 'best_state'"):
+        fit_max_likelihood(flow, train, val=train[:50], steps=8, batch_size=32, checkpoint_dir=tmp_path, resume=True,
+                           progress=False)

@@ -54,7 +54,7 @@ class _NaNAfter(Ring):
 
 
 def test_nan_loss_names_step_and_quantity():
-    with pytest.raises(NonFiniteError, match=r"step 5: the loss is nan .*target log-density in 1 of 64"):
+    with pytest.raises(NonFiniteError, match=r"step 6: the loss is nan .*target log-density in 1 of 64"):
         fit_reverse_kl(PlanarFlow(2, 2), _NaNAfter(5), steps=20, batch_size=64, progress=False)
 
 
@@ -68,7 +68,7 @@ class _BadGradient(Energy):
 
 
 def test_nan_gradient_names_step_and_parameter():
-    with pytest.raises(NonFiniteError, match=r"step 0: the gradient norm is nan .*parameter 'transform"):
+    with pytest.raises(NonFiniteError, match=r"step 1: the gradient norm is nan .*parameter 'transform"):
         fit_reverse_kl(PlanarFlow(2, 2), _BadGradient(), steps=5, batch_size=16, progress=False)
 
 
@@ -84,3 +84,27 @@ def test_progress_lines_when_not_a_terminal(capsys):
     _fit(20, progress=True)
     err = capsys.readouterr().err
     assert "fit ring step 20/20" in err and "kl=" in err
+
+
+def test_one_loop_takes_the_loss():
+    """fit(model, ReverseKLLoss(...)) is fit_reverse_kl: same rows, same weights; the rows count steps from 1."""
+    from tractable.training import ReverseKLLoss, TrainOptions, fit
+
+    a, ha = _fit(40)
+    seed_everything(0)
+    b = PlanarFlow(2, 4)
+    hb = fit(b, ReverseKLLoss(get_target("ring"), batch_size=128), steps=40, options=TrainOptions(lr=2e-3,
+                                                                                               progress=False))
+    assert [r["loss"] for r in ha.rows] == [r["loss"] for r in hb.rows]
+    assert [r["step"] for r in hb.rows] == list(range(1, 41)) and hb.best_step is None and hb.evaluations == []
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not b.training  # every fit ends in eval mode
+
+
+def test_validation_needs_a_loss_with_its_column():
+    from tractable.training import ReverseKLLoss, Validation, fit
+
+    with pytest.raises(ValueError, match="expected a loss with a 'val_nll' column"):
+        fit(PlanarFlow(2, 1), ReverseKLLoss(get_target("ring")), steps=2, validation=Validation(torch.zeros(4, 2)))
+    with pytest.raises(ValueError, match=r"expected 0 <= anneal <= 1, got anneal=2"):
+        ReverseKLLoss(get_target("ring"), anneal=2)

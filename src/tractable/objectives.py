@@ -59,7 +59,8 @@ def ess_fraction(log_w: Tensor) -> float:
 
 
 def log_z_estimate(log_w: Tensor) -> float:
-    """The importance-sampling estimate ``log Ẑ = logsumexp(log w) - log N`` (a stochastic lower bound in expectation)."""
+    """The importance-sampling estimate ``log Ẑ = logsumexp(log w) - log N`` (a stochastic lower bound in
+    expectation)."""
     log_w = log_w.detach().double()
     return float(torch.logsumexp(log_w, 0) - math.log(log_w.numel()))
 

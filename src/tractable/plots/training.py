@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -10,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..training.metrics_log import read_metrics_csv
 from ._common import Metrics, PathLike, _new_figure, _save
 
 
 def _read_metrics(metrics: Metrics) -> dict[str, np.ndarray]:
     """Columns of per-step metrics (a CSV path or a list of dicts) as float arrays; empty values become NaN."""
     if isinstance(metrics, (str, os.PathLike)):
-        with open(metrics, newline="") as f:
-            rows: list[Mapping[str, object]] = list(csv.DictReader(f))
+        rows: list[Mapping[str, object]] = list(read_metrics_csv(metrics))
     elif isinstance(metrics, Sequence):
         rows = list(metrics)
         if not all(isinstance(r, Mapping) for r in rows):

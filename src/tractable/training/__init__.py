@@ -1,34 +1,25 @@
-"""Training: the reverse-KL and maximum-likelihood loops on one shared core (:class:`Trainer`), checkpoints that
-resume exactly, DDP, metric logging, progress display and run directories."""
+"""Training, as a library: one loop (:func:`fit`) that takes a loss (reverse KL, maximum likelihood — the dequantized
+likelihood on images), an optional :class:`Validation` and :class:`TrainOptions`, on one core (:class:`Trainer`);
+checkpoints that resume exactly, DDP, metric logging, progress display and evaluation. It knows nothing of
+configuration files, run directories or plots."""
 
 from .checkpoint import CheckpointError, latest_step_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistContext, init_distributed, initialize_actnorm, shutdown_distributed
+from .evaluation import TOY_TEST_SEED, evaluate_conditional_toy, evaluate_nll, evaluate_toy, nll_per_row
 from .export import load_safetensors, save_safetensors
-from .hygiene import EMA, first_nonfinite_layer
-from .max_likelihood import (
-    ML_COLUMNS,
-    MaxLikelihoodHistory,
-    evaluate_conditional_toy,
-    evaluate_nll,
-    evaluate_toy,
-    fit_max_likelihood,
-    nll_per_row,
-)
+from .hygiene import EMA, NonFiniteError, first_nonfinite_layer, make_adam, make_scheduler, seed_everything
+from .loop import FitHistory, Loss, fit
+from .losses import COLUMNS, ML_COLUMNS, LikelihoodLoss, ReverseKLLoss
+from .max_likelihood import fit_max_likelihood
 from .metrics_log import MetricsLog, read_metrics_csv
+from .options import TrainOptions
 from .progress import Progress
-from .reverse_kl import (
-    COLUMNS,
-    FitHistory,
-    NonFiniteError,
-    fit_reverse_kl,
-    make_adam,
-    make_scheduler,
-    seed_everything,
-)
+from .reverse_kl import fit_reverse_kl
 from .rng import get_rng_state, set_rng_state
-from .run import REVERSE_KL_KEYS, build, load_run, run_fit
-from .run_images import IMAGE_KEYS, build_image, evaluate_bpd, load_image_data
+from .run import REVERSE_KL_KEYS, build, load_run, run_fit  # leaves with run*.py for tractable.app (issue 10)
+from .run_images import IMAGE_KEYS, build_image, evaluate_bpd, load_image_data  # likewise
 from .trainer import StepResult, Trainer
+from .validation import Validation
 
 __all__ = [
     "COLUMNS",
@@ -36,15 +27,20 @@ __all__ = [
     "IMAGE_KEYS",
     "ML_COLUMNS",
     "REVERSE_KL_KEYS",
+    "TOY_TEST_SEED",
     "CheckpointError",
     "DistContext",
     "FitHistory",
-    "MaxLikelihoodHistory",
+    "LikelihoodLoss",
+    "Loss",
     "MetricsLog",
     "NonFiniteError",
     "Progress",
+    "ReverseKLLoss",
     "StepResult",
+    "TrainOptions",
     "Trainer",
+    "Validation",
     "build",
     "build_image",
     "evaluate_bpd",
@@ -52,6 +48,7 @@ __all__ = [
     "evaluate_nll",
     "evaluate_toy",
     "first_nonfinite_layer",
+    "fit",
     "fit_max_likelihood",
     "fit_reverse_kl",
     "get_rng_state",

@@ -6,13 +6,13 @@ library version, so it can be loaded safely and checked for compatibility.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..utils import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -22,31 +22,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same directory, fsync, then ``os.replace``.
-
-    A crash mid-write leaves any previous file at ``path`` intact and no temporary file behind.
-    """
+    """Write ``state`` to ``path`` atomically (:func:`~tractable.utils.atomic_write`), with the format and library
+    versions; a crash mid-write leaves any previous file at ``path`` intact and no temporary file behind."""
     from .. import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, "library_version": __version__, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
@@ -63,20 +44,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} has format {found!r}, expected {FORMAT_VERSION}")
     return state
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")

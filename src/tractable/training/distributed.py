@@ -10,6 +10,8 @@ and only rank 0 writes files and shows progress.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..transforms.normalization import ActNorm
+from ..utils import evaluating
 
 
 @dataclass(frozen=True)
@@ -94,44 +97,27 @@ def shutdown_distributed(*, wait: bool = True) -> None:
         dist.destroy_process_group()
 
 
-def _global_statistics(layer: ActNorm, ctx: DistContext, x: Tensor) -> tuple[Tensor, Tensor]:
-    """ActNorm's per-feature ``(mean, std)`` over the batches of all ranks (two passes of all-reduced sums)."""
-    axis = x.dim() - layer.event_dims
-    dims = tuple(d for d in range(x.dim()) if d != axis)
-    count = torch.tensor(float(x.numel() // layer.features), dtype=x.dtype, device=x.device)
-    total = ctx.all_reduce_sum(torch.cat([x.sum(dims), count.view(1)]))
-    mean = total[:-1] / total[-1]
-    shape = [1] * x.dim()
-    shape[axis] = layer.features
-    var = ctx.all_reduce_sum(((x - mean.view(shape)) ** 2).sum(dims)) / total[-1]
-    return mean, torch.sqrt(var + layer.eps)
-
-
 @torch.no_grad()
-def initialize_actnorm(model: nn.Module, run: Any, ctx: DistContext) -> int:
+def initialize_actnorm(model: nn.Module, run: Callable[[], object], ctx: DistContext) -> int:
     """Initialise every uninitialised :class:`ActNorm` in ``model`` from one pass of ``run()`` over the global batch.
 
     Only the ActNorm layers are in training mode during the pass (the rest in eval mode, so batch-norm statistics and
-    dropout are untouched); with several ranks, each layer's statistics are all-reduced, so every rank sets the same
-    values, those a single process would set from the whole global batch. Call before wrapping the model in DDP.
-    Returns the number of layers initialised.
+    dropout are untouched); with several ranks, each layer's statistics are all-reduced (:meth:`ActNorm.reducing`),
+    so every rank sets the same values, those a single process would set from the whole global batch. Call before
+    wrapping the model in DDP. Returns the number of layers initialised.
+
+    Raises:
+        RuntimeError: when the pass did not reach every uninitialised layer.
     """
     layers = [m for m in model.modules() if isinstance(m, ActNorm) and not bool(m.initialized)]
     if not layers:
         return 0
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    for layer in layers:
-        layer.train()
-        if ctx.distributed:
-            layer.data_statistics = lambda x, _layer=layer: _global_statistics(_layer, ctx, x)  # type: ignore[method-assign]
-    try:
-        run()
-    finally:
+    with evaluating(model), ExitStack() as reductions:
         for layer in layers:
-            layer.__dict__.pop("data_statistics", None)
-        for m, mode in modes.items():
-            m.training = mode
+            layer.train()
+            if ctx.distributed:
+                reductions.enter_context(layer.reducing(ctx.all_reduce_sum))
+        run()
     missed = [layer for layer in layers if not bool(layer.initialized)]
     if missed:
         raise RuntimeError(f"{len(missed)} ActNorm layers were not reached by the initialisation pass; expected all "

@@ -13,30 +13,33 @@ from torch import Tensor
 
 from ..flow import Flow
 from ..targets.toy import GaussianMixtureData, ToyDataset
+from ..utils import evaluating
 from .hygiene import NonFiniteError
 
+#: The seed of the fresh test samples drawn from a toy data set (``evaluate_toy``, ``evaluate_conditional_toy``), so
+#: every evaluation of a model scores the same samples.
+TOY_TEST_SEED = 12345
+#: Rows per batch when evaluating (no gradients are kept, so batches can be large).
+EVAL_BATCH_SIZE = 8192
 
-def nll_per_row(flow: Flow, x: Tensor, context: Tensor | None = None, *, batch_size: int = 8192) -> Tensor:
-    """``-log q(x | c)`` of every row, in float64, batched, without gradients and in eval mode (restored after)."""
+
+def nll_per_row(flow: Flow, x: Tensor, context: Tensor | None = None, *, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
+    """``-log q(x | c)`` of every row, in float64, batched, without gradients and in eval mode (every submodule's
+    mode restored after)."""
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"expected at least one row to evaluate, got shape {tuple(x.shape)}")
     if context is not None and context.shape[0] != x.shape[0]:
         raise ValueError(f"expected a context with {x.shape[0]} rows (one per row), got shape {tuple(context.shape)}")
-    was_training = flow.training
-    flow.eval()
-    try:
-        with torch.no_grad():
-            parts = [
-                -flow.log_prob(x[i : i + batch_size], None if context is None else context[i : i + batch_size])
-                for i in range(0, x.shape[0], batch_size)
-            ]
-    finally:
-        flow.train(was_training)
+    with evaluating(flow), torch.no_grad():
+        parts = [
+            -flow.log_prob(x[i : i + batch_size], None if context is None else context[i : i + batch_size])
+            for i in range(0, x.shape[0], batch_size)
+        ]
     return torch.cat(parts).double()
 
 
 def evaluate_nll(
-    flow: Flow, x: Tensor, context: Tensor | None = None, *, batch_size: int = 8192
+    flow: Flow, x: Tensor, context: Tensor | None = None, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> tuple[float, float]:
     """The mean negative log-likelihood of ``x`` (nats per row) and its standard error, batched, without gradients.
 
@@ -60,8 +63,8 @@ def evaluate_toy(
     dataset: ToyDataset,
     *,
     n: int = 100_000,
-    seed: int = 12345,
-    batch_size: int = 8192,
+    seed: int = TOY_TEST_SEED,
+    batch_size: int = EVAL_BATCH_SIZE,
     test: Tensor | None = None,
 ) -> dict[str, Any]:
     """Test NLL of a flow fitted to a toy data set, and its gap to the data's entropy.
@@ -105,7 +108,8 @@ def evaluate_toy(
 
 @torch.no_grad()
 def evaluate_conditional_toy(
-    flow: Flow, dataset: GaussianMixtureData, *, n_per_label: int = 20_000, seed: int = 12345, batch_size: int = 8192
+    flow: Flow, dataset: GaussianMixtureData, *, n_per_label: int = 20_000, seed: int = TOY_TEST_SEED,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, list[float]]:
     """Per-label test NLL of a flow conditioned on the one-hot label, against the exact conditional entropies.
 
@@ -118,8 +122,8 @@ def evaluate_conditional_toy(
     ref = next(flow.parameters(), None)
     dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, None)
     g = torch.Generator().manual_seed(seed)
-    out: dict[str, list[float]] = {k: [] for k in
-                                   ("test_nll", "test_nll_stderr", "entropy", "kl_gap", "kl_paired", "kl_paired_stderr")}
+    keys = ("test_nll", "test_nll_stderr", "entropy", "kl_gap", "kl_paired", "kl_paired_stderr")
+    out: dict[str, list[float]] = {k: [] for k in keys}
     for k, h in enumerate(dataset.component_entropies):
         eps = torch.randn(n_per_label, 2, dtype=torch.float64, generator=g)
         x64 = dataset.locs[k] + eps @ dataset.chol[k].T

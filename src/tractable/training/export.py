@@ -9,15 +9,16 @@ tensors only, so it is safe to load from anywhere and readable by other framewor
 from __future__ import annotations
 
 import json
-import os
 import struct
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 import torch
 from torch import Tensor
+
+from ..utils import atomic_write
 
 _DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
@@ -30,7 +31,8 @@ class SafetensorsError(ValueError):
     """A file that is not valid safetensors, or a tensor that the format cannot hold."""
 
 
-def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
+def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path,
+                     metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``tensors`` (e.g. a ``state_dict``) to ``path`` in the safetensors format, atomically.
 
     Args:
@@ -58,21 +60,13 @@ def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: 
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
-            for data in chunks:
-                f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    def write(f: IO[bytes]) -> None:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in chunks:
+            f.write(data)
+
+    return atomic_write(path, write)
 
 
 def load_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:

@@ -125,6 +125,14 @@ class EMA:
                 s.copy_(t)
 
 
+def first_nonfinite_grad(module: nn.Module) -> str:
+    """The name of the first parameter of ``module`` whose gradient holds a NaN or infinity (``<none>``)."""
+    for name, p in module.named_parameters():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            return name
+    return "<none>"
+
+
 def _nonfinite(out: Any) -> bool:
     if isinstance(out, Tensor):
         return out.is_floating_point() and not bool(torch.isfinite(out).all())

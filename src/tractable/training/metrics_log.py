@@ -10,10 +10,16 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+from ..utils import atomic_write_text
+
+
+def row_columns(loss_columns: Sequence[str]) -> tuple[str, ...]:
+    """The metric columns of a fit whose loss adds ``loss_columns``: ``step, loss, *loss_columns, lr, grad_norm``."""
+    return ("step", "loss", *loss_columns, "lr", "grad_norm")
 
 
 def _csv_value(v: Any) -> Any:
@@ -27,7 +33,8 @@ def _json_value(v: Any) -> Any:
 def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
     """The rows of a ``metrics.csv`` as floats (``step`` as int; empty cells NaN).
 
-    Reading stops at the first incomplete or unreadable row (a line cut short by a killed process).
+    Reading stops at the first incomplete or unreadable row, or at a ``step`` that does not increase (a line cut
+    short by a killed process).
     """
     rows: list[dict[str, float]] = []
     with open(path, newline="") as f:
@@ -37,16 +44,10 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
                           for k, v in row.items() if k is not None}
             except (TypeError, ValueError):
                 break
-            if None in row or (rows and parsed["step"] <= rows[-1]["step"]):
+            if None in row or (rows and "step" in parsed and parsed["step"] <= rows[-1]["step"]):
                 break
             rows.append(parsed)
     return rows
-
-
-def _rewrite(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class MetricsLog:
@@ -80,7 +81,7 @@ class MetricsLog:
             writer.writeheader()
             for row in self.previous:
                 writer.writerow({k: _csv_value(row.get(k, math.nan)) for k in self.columns})
-            _rewrite(csv_path, text.getvalue())  # atomically: a second kill now loses nothing
+            atomic_write_text(csv_path, text.getvalue())  # atomically: a second kill now loses nothing
             self._csv = open(csv_path, "a", newline="")  # noqa: SIM115 - closed in close()
             self._writer = csv.DictWriter(self._csv, fieldnames=self.columns, lineterminator="\n")
         if jsonl_path is not None:
@@ -94,7 +95,7 @@ class MetricsLog:
                             kept.append(line + "\n")
                     except json.JSONDecodeError:
                         break  # a line cut by the kill: everything after it is gone too
-            _rewrite(jsonl_path, "".join(kept))
+            atomic_write_text(jsonl_path, "".join(kept))
             self._jsonl = open(jsonl_path, "a")  # noqa: SIM115 - closed in close()
         if tensorboard_dir is not None:
             try:

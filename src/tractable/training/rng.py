@@ -14,6 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+#: The prime that spreads a seed and a small index (a rank, an epoch) over distinct generator seeds: the shuffling
+#: of epoch ``e`` uses ``seed · SEED_STRIDE + e`` and rank ``r`` of a distributed run ``seed + SEED_STRIDE · r``.
+SEED_STRIDE = 1_000_003
+
 
 def get_rng_state() -> dict[str, Any]:
     """The state of the torch (CPU and CUDA), NumPy and Python generators of this process."""

@@ -1,10 +1,11 @@
-"""The training core both loops share: optimisation step with hygiene, logging, checkpoints and exact resume.
+"""The training core of the loop: optimisation step with hygiene, logging, checkpoints and exact resume.
 
 A :class:`Trainer` owns the optimizer (Adam), the learning-rate schedule (warmup, then cosine/exponential/constant),
 the EMA of the weights, the non-finite guard, the metric files, the progress display and the periodic checkpoints;
-a loop only says how to compute its loss and what its own state is (the sampler position, the best validated
-weights, ...). The model is anything with parameters whose loss the loop computes, e.g. ``flow.log_prob(x, context)``
-for data of any shape (vectors or images) or ``flow.sample_and_log_prob(n)`` for reverse KL.
+the loop (:func:`~tractable.training.loop.fit`) asks the loss how to compute a step and what its own state is (the
+sampler position, the best validated weights, ...). The model is anything with parameters whose loss is computed,
+e.g. ``flow.log_prob(x, context)`` for data of any shape (vectors or images) or ``flow.sample_and_log_prob(n)`` for
+reverse KL. Steps are counted from 1, in the rows and in every message alike.
 
 A training checkpoint holds the model, the optimizer (fused Adam included), the scheduler, the EMA, the step, the
 skipped-step streak, every rank's random-number generator states and the loop's state, all as tensors and plain
@@ -27,27 +28,21 @@ from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, latest_step_checkpoint, load_checkpoint, save_step_checkpoint
 from .distributed import DistContext, initialize_actnorm
-from .hygiene import EMA, NonFiniteError, first_nonfinite_layer, make_adam, make_scheduler
+from .hygiene import EMA, NonFiniteError, first_nonfinite_grad, first_nonfinite_layer, make_adam, make_scheduler
 from .metrics_log import MetricsLog
+from .options import TrainOptions, check_positive_int
 from .progress import Progress
-from .rng import get_rng_state, set_rng_state
+from .rng import SEED_STRIDE, get_rng_state, set_rng_state
 
-#: Skipped steps reported one line each, then every 100th.
+#: Skipped steps reported one line each, then every ``_SKIP_REPORT_EVERY``-th.
 _SHOWN_SKIPS = 5
-
-
-def first_nonfinite_grad(module: nn.Module) -> str:
-    """The name of the first parameter of ``module`` whose gradient holds a NaN or infinity (``<none>``)."""
-    for name, p in module.named_parameters():
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-            return name
-    return "<none>"
+_SKIP_REPORT_EVERY = 100
 
 
 @dataclass
 class StepResult:
     """One optimisation step: the (global-batch) ``loss``, the gradient norm before clipping, the learning rate used,
-    whether the step was ``skipped`` as non-finite, and what the loop's loss function returned besides the loss."""
+    whether the step was ``skipped`` as non-finite, and what the loss's ``compute`` returned besides the loss."""
 
     loss: float
     grad_norm: float
@@ -62,32 +57,18 @@ class Trainer:
     Args:
         model: the module being trained (its ``state_dict`` is what checkpoints hold).
         steps: the number of steps of the run (sets the schedule).
-        lr: the peak learning rate.
         columns: the metric columns of every row.
         desc: the progress label.
-        schedule: ``cosine``, ``exponential`` or ``constant`` after the warmup.
-        warmup: linear learning-rate warmup steps.
-        lr_final: the ``exponential`` schedule's learning-rate factor at the last step.
-        clip: clip the gradient norm to this value (0: no clipping; the norm is always logged).
-        ema: decay of the exponential moving average of the weights (0: none).
-        max_bad_steps: stop after this many non-finite steps in a row (each is skipped: no optimizer step).
-        detect_anomaly: run with ``torch.autograd`` anomaly detection (slow; names the backward op of a NaN).
-        progress: show a progress bar (terminal) or periodic lines (rank 0 only).
-        metrics_csv, metrics_jsonl, tensorboard_dir: where rows are logged (rank 0 only; ``None``: not).
-        checkpoint_dir: where training checkpoints go (``None``: none).
-        checkpoint_every: steps between checkpoints.
-        keep_last: training checkpoints kept (the newest).
-        resume: continue from the newest checkpoint in ``checkpoint_dir``.
-        callback: called as ``callback(step, row)`` after every step (``step`` counts finished steps).
-        meta: plain values stored in every checkpoint (e.g. the run's configuration).
-        step_base: how messages number steps (1: the first step is "step 1"; 0: "step 0").
+        options: the optimisation, logging and checkpoint settings.
 
     Example:
         >>> import torch
-        >>> from tractable import ElementwiseAffine, Flow, StandardNormal, Trainer
+        >>> from tractable import ElementwiseAffine, Flow, StandardNormal
+        >>> from tractable.training import TrainOptions, Trainer
         >>> flow = Flow(ElementwiseAffine(2), StandardNormal(2))
         >>> x = 2 * torch.randn(512, 2) + 1
-        >>> trainer = Trainer(flow, steps=200, lr=0.05, columns=("step", "loss"), desc="demo", progress=False)
+        >>> trainer = Trainer(flow, steps=200, columns=("step", "loss"), desc="demo",
+        ...                   options=TrainOptions(lr=0.05, progress=False))
         >>> while trainer.step < trainer.steps:
         ...     r = trainer.train_step(lambda: (-flow.log_prob(x).mean(), None), lambda loss, aux: "", lambda: None)
         ...     trainer.end_step({"step": trainer.step, "loss": r.loss}, {}, dict)
@@ -96,49 +77,41 @@ class Trainer:
         True
     """
 
-    def __init__(self, model: nn.Module, *, steps: int, lr: float, columns: tuple[str, ...], desc: str,
-                 schedule: str = "cosine", warmup: int = 0, lr_final: float = 0.01, clip: float = 0.0, ema: float = 0.0,
-                 max_bad_steps: int = 5, detect_anomaly: bool = False, progress: bool = True,
-                 metrics_csv: str | Path | None = None, metrics_jsonl: str | Path | None = None,
-                 tensorboard_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,
-                 checkpoint_every: int = 1000, keep_last: int = 3, resume: bool = False,
-                 callback: Callable[[int, dict[str, float]], None] | None = None,
-                 meta: dict[str, Any] | None = None, step_base: int = 1):
-        for name, value in (("steps", steps), ("max_bad_steps", max_bad_steps),
-                            ("checkpoint_every", checkpoint_every), ("keep_last", keep_last)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
-        if not lr > 0 or not clip >= 0 or not 0 <= ema < 1:
-            raise ValueError(f"expected lr > 0, clip >= 0 and 0 <= ema < 1, got lr={lr}, clip={clip}, ema={ema}")
-        self.model, self.steps, self.lr, self.clip = model, steps, lr, clip
+    def __init__(self, model: nn.Module, *, steps: int, columns: tuple[str, ...], desc: str,
+                 options: TrainOptions | None = None):
+        options = options if options is not None else TrainOptions()
+        check_positive_int("steps", steps)
+        self.model, self.steps, self.options = model, steps, options
+        self.lr, self.clip = options.lr, options.clip
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
         self.device = self.params[0].device
         self.ctx = DistContext.current()
-        self.optimizer = make_adam(self.params, lr)
-        self.scheduler = make_scheduler(self.optimizer, schedule, steps, warmup=warmup, final=lr_final)
-        self.ema = EMA(self.params, ema) if ema > 0 else None
-        self.max_bad_steps, self.callback, self.meta, self.step_base = max_bad_steps, callback, meta or {}, step_base
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.checkpoint_every, self.keep_last = checkpoint_every, keep_last
+        self.optimizer = make_adam(self.params, options.lr)
+        self.scheduler = make_scheduler(self.optimizer, options.schedule, steps, warmup=options.warmup,
+                                        final=options.lr_final)
+        self.ema = EMA(self.params, options.ema) if options.ema > 0 else None
+        self.max_bad_steps, self.callback, self.meta = options.max_bad_steps, options.callback, options.meta or {}
+        self.checkpoint_dir = Path(options.checkpoint_dir) if options.checkpoint_dir is not None else None
+        self.checkpoint_every, self.keep_last = options.checkpoint_every, options.keep_last
         self.step, self.bad_streak, self.skipped, self.first_bad = 0, 0, 0, ""
         self.saved_step, self.seconds_before = -1, 0.0
         self.loop_state: dict[str, Any] = {}
         self.resumed_from: Path | None = None
-        if resume:
+        if options.resume:
             self._resume()
         main = self.ctx.is_main
-        self.log = MetricsLog(columns, csv_path=metrics_csv if main else None,
-                              jsonl_path=metrics_jsonl if main else None,
-                              tensorboard_dir=tensorboard_dir if main else None,
-                              resume_step=self.step if resume else None)
+        self.log = MetricsLog(columns, csv_path=options.metrics_csv if main else None,
+                              jsonl_path=options.metrics_jsonl if main else None,
+                              tensorboard_dir=options.tensorboard_dir if main else None,
+                              resume_step=self.step if options.resume else None)
         self.previous_rows = self.log.previous
-        self.bar = Progress(steps, desc=desc, enabled=progress and main)
+        self.bar = Progress(steps, desc=desc, enabled=options.progress and main)
         self.anomaly_before = torch.is_anomaly_enabled()
-        if detect_anomaly:
+        if options.detect_anomaly:
             torch.autograd.set_detect_anomaly(True)
-        self.detect_anomaly = detect_anomaly
+        self.detect_anomaly = options.detect_anomaly
         self.start = time.perf_counter()
 
     # -- set-up -------------------------------------------------------------------------------------------------------
@@ -185,7 +158,7 @@ class Trainer:
         """Give every rank its own random stream for a fresh run (after the identical initialisation), so sampling,
         dequantization noise or dropout differ between ranks; a resumed run restores each rank's saved stream."""
         if self.ctx.distributed and self.step == 0:
-            torch.manual_seed((torch.initial_seed() + 1_000_003 * self.ctx.rank) % 2**63)
+            torch.manual_seed((torch.initial_seed() + SEED_STRIDE * self.ctx.rank) % 2**63)
 
     def wrap(self, module: nn.Module) -> nn.Module:
         """``module`` (which computes the loss's model output) in DDP when distributed, else itself."""
@@ -203,7 +176,7 @@ class Trainer:
         Raises:
             NonFiniteError: after ``max_bad_steps`` non-finite steps in a row, naming the step and the layer.
         """
-        label = self.step + self.step_base
+        label = self.step + 1  # the step being taken, counted from 1
         try:
             loss, aux = compute()
             local_ok = bool(torch.isfinite(loss))
@@ -252,7 +225,7 @@ class Trainer:
         self.bad_streak += 1
         if self.bad_streak == 1:
             self.first_bad = f"step {label}: {reason}"
-        if self.ctx.is_main and (self.skipped <= _SHOWN_SKIPS or self.skipped % 100 == 0):
+        if self.ctx.is_main and (self.skipped <= _SHOWN_SKIPS or self.skipped % _SKIP_REPORT_EVERY == 0):
             print(f"tractable: skipped step {label} (no update): {reason}", file=sys.stderr, flush=True)
         if self.bad_streak >= self.max_bad_steps:
             layer = first_nonfinite_layer(self.model, rerun)

@@ -12,6 +12,8 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -26,7 +28,7 @@ class ActNorm(Transform):
     On the first ``forward`` call in training mode, ``loc`` and ``log_scale`` are set from that batch by
     :meth:`data_statistics` (per-feature mean and ``log std``), so the layer's output on that batch has zero mean and
     unit variance; afterwards they are ordinary trainable parameters. :meth:`initialize` does the same explicitly (e.g.
-    on a larger batch), and a distributed trainer can replace :meth:`data_statistics` by an all-reduced version. The
+    on a larger batch), and :meth:`reducing` makes the statistics those of a batch spread over several processes. The
     ``initialized`` flag is a buffer, so it survives ``state_dict`` save/load and DDP's buffer broadcast (a loaded
     layer is not re-initialised).
 
@@ -64,6 +66,7 @@ class ActNorm(Transform):
         self.log_scale = nn.Parameter(torch.zeros(features))
         self.register_buffer("initialized", torch.tensor(False))
         self._ready = False  # a host-side mirror of `initialized`, so a warm layer never synchronises to read it
+        self._reduce: Callable[[Tensor], Tensor] | None = None
 
     def _check(self, x: Tensor) -> int:
         """Validate the shape; return the number of positions per feature in one event (``H·W``, or 1)."""
@@ -77,15 +80,34 @@ class ActNorm(Transform):
         return p.view(self.features, *([1] * (self.event_dims - 1)))
 
     def data_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-feature ``(mean, std)`` of ``x`` over every dimension but the feature one (``std = √(var + eps)``).
-
-        Replace this method (e.g. by one that all-reduces the sums across processes) to change how the
-        initialisation statistics are computed.
-        """
+        """Per-feature ``(mean, std)`` of ``x`` over every dimension but the feature one (``std = √(var + eps)``);
+        within :meth:`reducing`, over the batches of every process."""
         axis = x.dim() - self.event_dims
         dims = tuple(d for d in range(x.dim()) if d != axis)
-        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        if self._reduce is None:
+            var, mean = torch.var_mean(x, dim=dims, correction=0)
+            return mean, torch.sqrt(var + self.eps)
+        # two passes of reduced sums: the global mean first, then the squared deviations from it
+        count = torch.tensor([float(x.numel() // self.features)], dtype=x.dtype, device=x.device)
+        total = self._reduce(torch.cat([x.sum(dims), count]))
+        mean = total[:-1] / total[-1]
+        var = self._reduce(((x - self._view(mean)) ** 2).sum(dims)) / total[-1]
         return mean, torch.sqrt(var + self.eps)
+
+    @contextmanager
+    def reducing(self, reduce: Callable[[Tensor], Tensor]) -> Iterator[None]:
+        """Within the block, the initialisation statistics are computed from sums that ``reduce`` combines across
+        processes (e.g. an all-reduce sum), so every process sets the values one process would set from the whole
+        global batch.
+
+        Args:
+            reduce: maps a tensor of per-process sums to the sums over every process (same shape).
+        """
+        self._reduce = reduce
+        try:
+            yield
+        finally:
+            self._reduce = None
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:

@@ -1,0 +1,77 @@
+"""The settings of a fit that do not depend on its loss: optimisation hygiene, logging and checkpoints, as one value.
+
+Every loss is trained by the same loop (:func:`~tractable.training.loop.fit`) with the same :class:`TrainOptions`,
+so a new objective needs no new arguments here, and an application fills one dataclass instead of forwarding a
+dozen keywords.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raise a one-line ``ValueError`` unless ``value`` is a positive ``int`` (``bool`` is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a fit optimises, logs and checkpoints, whatever its loss.
+
+    Attributes:
+        lr: the peak learning rate of Adam.
+        schedule: ``cosine``, ``exponential`` or ``constant`` after the warmup.
+        warmup: linear learning-rate warmup steps.
+        lr_final: the ``exponential`` schedule's learning-rate factor at the last step.
+        clip: clip the gradient norm to this value (0: no clipping; the norm is always logged).
+        ema: decay of an exponential moving average of the weights (0: none); the model holds the average at the
+            end unless a validation restores its best state.
+        max_bad_steps: a step with a non-finite loss or gradient norm is skipped (no update); this many in a row
+            stop the fit.
+        detect_anomaly: run with ``torch.autograd`` anomaly detection (slow; names the backward op of a NaN).
+        progress: show a progress bar (terminal) or periodic lines (rank 0 only).
+        metrics_csv: one row per step to this CSV file (rank 0 only; ``None``: none).
+        metrics_jsonl: the same rows as JSON lines.
+        tensorboard_dir: TensorBoard events here, when TensorBoard is installed.
+        checkpoint_dir: training checkpoints here every ``checkpoint_every`` steps and at the end, keeping the
+            ``keep_last`` newest (and ``best.pt``, the best validated weights, under a validation).
+        checkpoint_every: steps between checkpoints.
+        keep_last: training checkpoints kept.
+        resume: continue from the newest checkpoint in ``checkpoint_dir`` (bit-identical on the same machine).
+        meta: plain values stored in every checkpoint (e.g. the run's configuration).
+        callback: called as ``callback(step, row)`` after every step (``step`` counts finished steps, from 1).
+
+    Raises:
+        ValueError: for a non-positive count, ``lr <= 0``, ``clip < 0`` or an EMA decay outside ``[0, 1)``.
+    """
+
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    warmup: int = 0
+    lr_final: float = 0.01
+    clip: float = 0.0
+    ema: float = 0.0
+    max_bad_steps: int = 5
+    detect_anomaly: bool = False
+    progress: bool = True
+    metrics_csv: str | Path | None = None
+    metrics_jsonl: str | Path | None = None
+    tensorboard_dir: str | Path | None = None
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    resume: bool = False
+    meta: dict[str, Any] | None = None
+    callback: Callable[[int, dict[str, float]], None] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_bad_steps", "checkpoint_every", "keep_last"):
+            check_positive_int(name, getattr(self, name))
+        if not self.lr > 0 or not self.clip >= 0 or not 0 <= self.ema < 1:
+            raise ValueError(f"expected lr > 0, clip >= 0 and 0 <= ema < 1, got lr={self.lr}, clip={self.clip}, "
+                             f"ema={self.ema}")
