@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .. import __version__
 from ..utils import atomic_write
 
 FORMAT_VERSION = 1
@@ -24,8 +25,6 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (:func:`~tractable.utils.atomic_write`), with the format and library
     versions; a crash mid-write leaves any previous file at ``path`` intact and no temporary file behind."""
-    from .. import __version__
-
     payload = {"format_version": FORMAT_VERSION, "library_version": __version__, **state}
     return atomic_write(path, lambda f: torch.save(payload, f))
 
