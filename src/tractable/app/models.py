@@ -131,12 +131,13 @@ def check_model(model: dict[str, Any], *, images: bool, target: str) -> dict[str
                 parse_architecture(checked["architecture"])
             except ValueError as e:
                 raise ConfigError(f"config key 'model.architecture': {e}") from None
+        kind = dequantization(checked, name)
         deq = checked.get(DEQUANTIZER_TABLE, {})
         if not isinstance(deq, dict):
             raise ConfigError(f"config key 'model.{DEQUANTIZER_TABLE}' expects a table, got {deq!r}")
-        if deq and dequantization(checked, name) != "variational":
+        if deq and kind != "variational":
             raise ConfigError(f"config table 'model.{DEQUANTIZER_TABLE}' applies to variational dequantization; "
-                              f"model {name!r} has {DEQUANTIZATION} = {dequantization(checked, name)!r}")
+                              f"model {name!r} has {DEQUANTIZATION} = {kind!r}")
         if deq:
             checked[DEQUANTIZER_TABLE] = _checked(deq, dequantizer_parameters(), f"model.{DEQUANTIZER_TABLE}.",
                                                   "the variational dequantizer")

@@ -16,8 +16,15 @@ from typing import Any
 
 from .. import __version__
 from ..flow import Flow
-from ..training import DistContext, init_distributed, load_checkpoint, save_checkpoint, save_safetensors
-from ..training import seed_everything, shutdown_distributed
+from ..training import (
+    DistContext,
+    init_distributed,
+    load_checkpoint,
+    save_checkpoint,
+    save_safetensors,
+    seed_everything,
+    shutdown_distributed,
+)
 from ..training.checkpoint import list_step_checkpoints
 from ..utils import atomic_write_text, write_json
 from .config import FitConfig
