@@ -30,12 +30,11 @@ from ...models.multiscale import parse_architecture
 from ...plots.images import plot_image_fit, plot_image_grid
 from ...targets.images import CIFAR10_FILES, IMAGE_DATASETS, MNIST_FILES, load_images
 from ...training import evaluate_bpd, fit_max_likelihood
+from ...training.evaluation import BPD_BATCH_SIZE  # evaluation batches hold at least this many images
 from ..config import MODEL_NAME, ConfigError, FitConfig
 from ..models import DEQUANTIZER_TABLE, build_image, dequantization
 from .base import TEST, device_of, dtype, parameter_count, place, rename_split
 
-#: Evaluation batches hold at least this many images (more when training batches are larger).
-EVAL_BATCH = 256
 #: The image data set that ships with scikit-learn (the others are read from ``data.data_dir``).
 BUNDLED = "digits"
 #: The data sets whose files live in ``data.data_dir``, with the files they need.
@@ -138,7 +137,7 @@ class ImageTask:
         return fit_max_likelihood(
             flow, problem.train.to(device), val=problem.val.to(device), steps=t.steps, batch_size=t.batch_size,
             lr=t.lr, schedule=t.schedule, clip=t.clip, eval_every=t.eval_every,
-            eval_batch_size=max(t.batch_size, EVAL_BATCH), patience=t.patience or None, seed=t.seed, **options,
+            eval_batch_size=max(t.batch_size, BPD_BATCH_SIZE), patience=t.patience or None, seed=t.seed, **options,
         )
 
     def evaluate(self, flow: ImageFlow, problem: ImageSplits, config: FitConfig, *, split: str = TEST,
@@ -149,7 +148,7 @@ class ImageTask:
         x = {"train": problem.train, "val": problem.val, "test": problem.test}[split].to(device_of(flow))
         iw = samples if samples is not None else config.eval.iw_samples
         seeded = {} if seed is None else {"seed": seed}
-        r = evaluate_bpd(flow, x, iw_samples=iw, batch_size=max(config.train.batch_size, EVAL_BATCH), **seeded)
+        r = evaluate_bpd(flow, x, iw_samples=iw, batch_size=max(config.train.batch_size, BPD_BATCH_SIZE), **seeded)
         return rename_split({"test_bpd": r["bpd"], "test_bpd_stderr": r["bpd_stderr"], "test_bpd_iw": r["bpd_iw"],
                              "iw_samples": iw, "test_nll": r["nll"], "test_rows": len(x)}, split)
 
