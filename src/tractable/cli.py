@@ -192,7 +192,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--samples", type=int, default=None, metavar="N",
                     help="energies: fresh samples (default the run's eval.samples); data: score only the split's "
                     "first N rows (default all); images: importance samples of the bits/dim bound (default the "
-                    "run's image.iw_samples)")
+                    "run's eval.iw_samples)")
     ev.add_argument("--split", default="test", choices=["test", "val", "train"], help="data split (default test)")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the fresh samples (default 0)")
     ev.add_argument("--out", default=None, metavar="FILE.json", help="where to write (default RUN_DIR/eval.json)")

@@ -26,12 +26,18 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: a TOML value (``32``, ``2e-3``, ``true``, ``[32, 48, 64]``, ``"text"``), otherwise the
-    text itself."""
+    """A ``--set`` value: a TOML value (``32``, ``2e-3``, ``true``, ``[32, 48, 64]``, ``"text"``), else a Python
+    number (``.5``), otherwise the text itself."""
     try:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
-        return text.strip('"')
+        pass
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip('"')
 
 
 def _defaults(task: Task, user_model: Mapping[str, Any]) -> dict[str, Any]:
