@@ -1,12 +1,15 @@
 """Configurations (TOML round trip, clear errors) and checkpoints (atomic, weights-only)."""
 
+import json
 import os
+import shutil
 
 import pytest
 import torch
 
 from tractable.app import load_config, resolve
-from tractable.app.config import ConfigError, FitConfig
+from tractable.app.config import ConfigError, FitConfig, dump_toml
+from tractable.cli import main
 from tractable.training import CheckpointError, load_checkpoint, save_checkpoint
 
 
@@ -119,3 +122,28 @@ def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path):
     torch.save({"format_version": 99}, other)
     with pytest.raises(CheckpointError, match="format 99, expected 1"):
         load_checkpoint(other)
+
+
+def test_a_run_written_before_the_nested_tables_resumes(tmp_path):
+    """An old run directory (config.toml with model.flow, every model key and a flat [image] table, as version 0.1
+    wrote it) is evaluated and resumed as the same run."""
+    full = tmp_path / "full"
+    args = ["fit", "ring", "--layers", "2", "--steps", "20", "--batch-size", "32", "--checkpoint-every", "10",
+            "--eval-samples", "500", "--no-plots", "--quiet"]
+    assert main([*args, "--out", str(full)]) == 0
+    old = load_config(full / "config.toml").to_dict()
+    old["model"] = {"flow": "planar", "layers": 2, "base": "diagonal", "hidden": 64, "blocks": 2, "bins": 8,
+                    "bound": 3.0}
+    old["image"] = {"data_dir": "", "architecture": "", "deq_hidden": 16, "iw_samples": 16, "grid": 64}
+    for section in ("data", "eval", "output"):
+        for key in ("data_dir", "iw_samples", "grid", "temperature"):
+            old[section].pop(key, None)
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    (part / "config.toml").write_text(dump_toml(old))
+    (part / "checkpoints" / "step-000000020.pt").unlink()
+    (part / "metrics.json").unlink()
+    assert main(["fit", "--resume", str(part), "--quiet"]) == 0
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, part))
+    assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert main(["eval", str(part), "--samples", "300"]) == 0
