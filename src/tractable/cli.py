@@ -87,12 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--flow", "--model", dest="flow", default=None,
                        choices=[*MODELS, *(m for m in IMAGE_MODELS if m not in MODELS)],
                        help="the model (default planar / nsf / flowpp for images; images take realnvp, glow, flowpp)")
-    model.add_argument("--layers", type=int, default=None, help="number of layers (default 16 / 5)")
+    model.add_argument("--layers", type=int, default=None, help="flow depth, model.layers (default 16 / 5)")
     model.add_argument("--base", choices=["diagonal", "normal", "mixture"], default=None,
                        help="base distribution (default diagonal, learnable / normal)")
-    model.add_argument("--hidden", type=int, default=None, help="conditioner width (default 64)")
-    model.add_argument("--blocks", type=int, default=None, help="hidden layers per conditioner (default 2)")
-    model.add_argument("--bins", type=int, default=None, help="spline bins (default 8)")
+    model.add_argument("--hidden", type=int, default=None, help="conditioner width (default 64; images 32)")
+    model.add_argument("--blocks", type=int, default=None, help="conditioner depth: hidden layers of an MLP, residual blocks of an "
+                       "image conditioner (default 2)")
+    model.add_argument("--bins", type=int, default=None, help="spline bins (default 8 / 16)")
     model.add_argument("--bound", type=float, default=None,
                        help="spline interval [-B, B] and log-scale bound, in standardized units (default 3)")
     train = fit.add_argument_group("training")
@@ -140,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="a shipped configuration in place of --config (e.g. ring-planar; 'tractable list' names "
                      "them); options and --set apply on top")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set model.layers=32 (repeatable)")
+                     help="override a config key, e.g. --set model.layers=32 or --set 'model.hidden=[32, 48]' "
+                     "(a TOML value; repeatable)")
     run.add_argument("--resume", default=None, metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its config.toml and newest checkpoint (bit-identical "
                      "on the same machine); no other settings apply")
