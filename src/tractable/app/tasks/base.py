@@ -24,6 +24,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TEST = "test"
 #: The splits ``tractable eval`` scores.
 SPLITS = ("test", "val", "train")
+#: The figures of densities and scatters draw 2D flows only.
+PLOT_FEATURES = 2
 
 
 class Task(Protocol):

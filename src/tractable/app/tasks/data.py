@@ -25,10 +25,7 @@ from ...training import evaluate_conditional_toy, evaluate_nll, evaluate_toy, fi
 from ...transforms.base import Compose
 from ..config import MODEL_NAME, ConfigError, FitConfig
 from ..models import build_vector
-from .base import TEST, device_of, dtype, parameter_count, place, rename_split
-
-#: The plots draw 2D data only.
-PLOT_FEATURES = 2
+from .base import PLOT_FEATURES, TEST, device_of, dtype, parameter_count, place, rename_split
 
 
 class DataFileError(ConfigError):

@@ -17,10 +17,7 @@ from ...targets.energies import Energy, get_target
 from ...training import fit_reverse_kl
 from ..config import MODEL_NAME, FitConfig
 from ..models import build_vector
-from .base import TEST, parameter_count, place
-
-#: The plots draw 2D flows only.
-PLOT_FEATURES = 2
+from .base import PLOT_FEATURES, TEST, parameter_count, place
 
 
 class EnergyTask:
