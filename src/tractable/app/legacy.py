@@ -1,6 +1,6 @@
 """Configurations written before the nested ``[model]`` tables: read them, and name the new key for an old one.
 
-Until version 0.1 a run's ``config.toml`` named the model ``model.flow``, held every model key for every model, and
+In its earlier flat layout a run's ``config.toml`` named the model ``model.flow``, held every model key for every model, and
 kept image settings in a flat ``[image]`` table whose ``deq_*`` keys used ``0``/``""`` for "the model's default".
 :func:`translate` rewrites such a file into today's tables, resolving those fallbacks exactly as the old code did,
 so ``tractable eval``/``sample``/``plot`` and ``fit --resume`` of an old run rebuild the same model.

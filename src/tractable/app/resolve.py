@@ -2,7 +2,7 @@
 
 Settings resolve as: the task's defaults (decided by the target), then a configuration file (``--config`` or a
 preset), then the command line's options, then each ``--set key=value``. The ``[model]`` table is then checked
-against the model's constructor. A file in the layout used before version 0.1 (``model.flow``, ``[image]``) is
+against the model's constructor. A file in the earlier flat layout (``model.flow``, ``[image]``) is
 translated (:mod:`tractable.app.legacy`); an old key given to ``--set`` is an error naming the new one.
 """
 

@@ -149,7 +149,7 @@ class Run:
 
 
 def run_config(run_dir: str | Path) -> FitConfig:
-    """The configuration of the run in ``run_dir`` (its ``config.toml``, translated if written before 0.1).
+    """The configuration of the run in ``run_dir`` (its ``config.toml``, translated from the earlier flat layout).
 
     Raises:
         RunDirError: if the directory or its ``config.toml`` is missing.
