@@ -42,11 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tractable.config import FitConfig
+from tractable.app import resolve
+from tractable.app.presets import build_preset, count_parameters
+from tractable.app.tasks.image import load_image_data
 from tractable.dequantization import bits_per_dim, unit_bits_per_dim
-from tractable.models.image_registry import build_preset, count_parameters
 from tractable.targets.images import load_digits
-from tractable.training.run_images import load_image_data
 from tractable.transforms.elementwise import Logit
 
 ALPHA = 0.05
@@ -266,7 +266,7 @@ def main() -> None:
     if skipped:
         print(skipped)
     else:
-        config = FitConfig.for_target("digits", energy=False)
+        config = resolve({"target": "digits"})
         split = load_image_data(config)  # the CLI's train / validation split (same seed), and the test images
         params = sum(p.numel() for p in build_normflows_glow(nf, *arch).parameters() if p.requires_grad)
         print(f"normflows Glow L={arch[0]} K={arch[1]} hidden={arch[2]}: {params:,} parameters "

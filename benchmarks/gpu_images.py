@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from tractable.models.image_registry import IMAGE_PRESETS, build_preset, count_parameters
-from tractable.presets import read_preset
+from tractable.app.presets import build_preset, count_parameters, image_format, read_preset
 
 
 def sync(device: torch.device) -> None:
@@ -40,13 +39,14 @@ def sync(device: torch.device) -> None:
 
 def throughput(name: str, device: torch.device, *, steps: int, warmup: int, batch: int | None) -> dict:
     """Images per second of Adam training steps of preset ``name`` on random images."""
-    preset, config = IMAGE_PRESETS[name], read_preset(name)
+    config = read_preset(name)
+    shape, levels = image_format(config.target)
     batch = batch or config.train.batch_size
     torch.manual_seed(0)
     model = build_preset(name).to(device).train()
-    images = torch.randint(0, preset.levels, (batch, *preset.shape), device=device).float()
+    images = torch.randint(0, levels, (batch, *shape), device=device).float()
     opt = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    dims = math.prod(preset.shape)
+    dims = math.prod(shape)
     with torch.no_grad():
         model.log_prob(images)  # the data-dependent ActNorm initialisation
 

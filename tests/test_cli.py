@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from tractable.app import load_config, load_run
+from tractable.app.tasks import DATA, ENERGY
 from tractable.cli import main
-from tractable.config import FitConfig
-from tractable.training import REVERSE_KL_KEYS, load_run
-from tractable.training.run import DATA_KEYS
+
+REVERSE_KL_KEYS, DATA_KEYS = ENERGY.metrics_keys, DATA.metrics_keys
 
 FAST = ["--steps", "40", "--batch-size", "64", "--eval-samples", "2000", "--quiet"]
 
@@ -33,8 +34,8 @@ def test_fit_writes_run_directory(tmp_path, flow, capsys):
     assert m["kl"] > 0 and 0 < m["ess"] <= 1 and m["log_z"] == pytest.approx(2.3133, abs=1e-4)
     printed = capsys.readouterr().out
     assert "KL(q‖p)" in printed and "ESS" in printed
-    config = FitConfig.from_toml(out / "config.toml")
-    assert config.model.flow == flow and config.train.lr == 1e-3 and config.train.batch_size == 64
+    config = load_config(out / "config.toml")
+    assert config.model["name"] == flow and config.train.lr == 1e-3 and config.train.batch_size == 64
     flow_model, target, _ = load_run(out)  # the checkpoint rebuilds the trained model
     assert target.name == "ring" and sum(p.numel() for p in flow_model.parameters()) == m["parameters"]
 
@@ -50,7 +51,7 @@ def test_config_file_and_set_override(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('target = "u2"\n[model]\nlayers = 2\n[train]\nsteps = 30\n')
     out = tmp_path / "run"
-    assert main(["fit", "--config", str(config), "--set", "model.flow=radial", "--set", "train.steps=25",
+    assert main(["fit", "--config", str(config), "--set", "model.name=radial", "--set", "train.steps=25",
                  "--out", str(out), "--no-plots", "--eval-samples", "1000", "--quiet"]) == 0
     m = _metrics(out)
     assert (m["target"], m["flow"], m["layers"], m["steps"]) == ("u2", "radial", 2, 25)
@@ -62,8 +63,12 @@ def test_config_file_and_set_override(tmp_path):
         (["fit", "moon"], "unknown target 'moon'; expected an energy (ring"),
         (["fit", "checkerboard", "--context", "0"], "context_columns applies to a data file"),
         (["fit", "--data", "/nonexistent.npy"], "does not exist"),
-        (["fit", "ring", "--model", "planar", "--set", "model.flow=glow"], "model.flow' must be one of"),
+        (["fit", "ring", "--model", "planar", "--set", "model.name=glow"], "model.name' must be one of"),
+        (["fit", "ring", "--set", "model.flow=radial"], "config key 'model.flow' is now 'model.name'"),
+        (["fit", "ring", "--set", "image.architecture=2c"], "config key 'image.architecture' is now 'model.architecture'"),
+        (["fit", "ring", "--hidden", "8"], "unknown config key 'model.hidden' for model 'planar'; expected one of base"),
         (["fit", "ring", "--set", "model.depth=3"], "unknown config key 'model.depth'"),
+        (["fit", "ring", "--set", "train.stepz=3"], "unknown config key 'train.stepz'"),
         (["fit", "ring", "--set", "layers"], "--set expects KEY=VALUE"),
         (["fit", "ring", "--steps", "0"], "steps to be a positive integer"),
         (["fit", "ring", "--config", "/nonexistent.toml"], "does not exist"),
@@ -116,7 +121,7 @@ def test_fit_toy_data_writes_run_directory(tmp_path, model, capsys):
     assert "KL gap" in capsys.readouterr().out
     flow, dataset, config = load_run(out)  # standardization and weights come back from the checkpoint
     test = dataset.sample(256, generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(flow.log_prob(test)).all() and config.model.flow == model
+    assert torch.isfinite(flow.log_prob(test)).all() and config.model["name"] == model
 
 
 def test_fit_user_table_with_context_columns(tmp_path):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from tractable.app import load_config, resolve
+from tractable.app.commands import sample_tempered
+from tractable.app.config import ConfigError, merge, read_toml
+from tractable.app.presets import PRESETS_DIR, preset_description, preset_names, preset_path, preset_tables, read_preset
 from tractable.cli import main
-from tractable.commands import sample_tempered
-from tractable.config import FitConfig, read_toml
 from tractable.distributions import Distribution
 from tractable.models.registry import build_model
-from tractable.presets import preset_description, preset_names, preset_path
 
 TINY = ["--steps", "20", "--batch-size", "64", "--no-plots", "--quiet"]
 SMALL_DATA = ["--set", "data.train_size=2000", "--set", "data.val_size=500", "--set", "data.test_size=2000",
@@ -197,20 +198,36 @@ def test_list_shows_presets(capsys):
         assert name in printed and preset_description(name) in printed
 
 
-@pytest.mark.parametrize("name", ["ring-planar", "u1-planar", "checkerboard-nsf", "rings-nsf", "eight-gaussians-nsf"])
-def test_preset_is_a_complete_config(name):
-    config = FitConfig.from_toml(preset_path(name))
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_holds_only_what_differs_from_the_defaults(name):
+    """Each key of a preset changes the resolved configuration: without it the run would differ."""
+    tables, info = preset_tables(name)
+    config = read_preset(name)
+    assert info.description and config.target.replace("_", "-") in name and config.model["name"] in name
+    assert "preset" in read_toml(preset_path(name)) and "preset" not in tables
 
     def keys(table, prefix=""):
-        return {k for key, v in table.items() for k in (keys(v, f"{prefix}{key}.") if isinstance(v, dict)
-                                                        else {prefix + key})}
+        return [k for key, v in table.items() for k in (keys(v, f"{prefix}{key}.") if isinstance(v, dict)
+                                                       else [prefix + key])]
 
-    missing = keys(config.to_dict()) - keys(read_toml(preset_path(name)))
-    assert not missing, (f"preset {name} lacks {sorted(missing)}: write every key, as a run's config.toml does "
-                         "(tractable.presets.refresh_presets() completes them)")
-    assert read_toml(preset_path(name)) == config.to_dict()
-    assert preset_description(name)
-    assert config.target.replace("_", "-") in name and config.model.flow in name
+    for key in keys(tables):
+        if key == "target":
+            continue
+        *path, last = key.split(".")
+        without = merge(tables, {})
+        node = without
+        for p in path:
+            node = node[p]
+        del node[last]
+        try:
+            assert resolve(without).to_dict() != config.to_dict(), f"preset {name}: {key} repeats a default"
+        except ConfigError:  # other keys of the preset need this one (e.g. the model's name)
+            pass
+
+
+def test_presets_are_package_data_only():
+    assert not (PRESETS_DIR / "__init__.py").exists() and all(p.suffix == ".toml" for p in PRESETS_DIR.iterdir()
+                                                                 if p.is_file())
 
 
 def test_fit_with_a_preset_and_overrides(tmp_path):
@@ -219,8 +236,8 @@ def test_fit_with_a_preset_and_overrides(tmp_path):
                  "--quiet", "--out", str(out)]) == 0
     m = _json(out / "metrics.json")
     assert (m["target"], m["flow"], m["layers"], m["steps"], m["eval_samples"]) == ("ring", "planar", 16, 5, 500)
-    written = FitConfig.from_toml(out / "config.toml")
-    preset = FitConfig.from_toml(preset_path("ring-planar"))
+    written = load_config(out / "config.toml")
+    preset = read_preset("ring-planar")
     preset.train.steps, preset.eval.samples, preset.output.plots = 5, 500, False
     assert written.to_dict() == preset.to_dict()
 

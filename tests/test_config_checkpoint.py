@@ -1,52 +1,86 @@
 """Configurations (TOML round trip, clear errors) and checkpoints (atomic, weights-only)."""
 
+import json
 import os
+import shutil
 
 import pytest
 import torch
 
-from tractable.config import ConfigError, FitConfig
+from tractable.app import load_config, resolve
+from tractable.app.config import ConfigError, FitConfig, dump_toml
+from tractable.cli import main
 from tractable.training import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_config_toml_round_trip(tmp_path):
-    c = FitConfig()
-    c.set("model.layers", 32)
-    c.set("train.lr", 1)  # an int where a float is expected is accepted as float
-    c.target = "u1"
+    c = resolve({"target": "u1"}, options={"model.layers": 32, "train.lr": 1})  # an int is accepted as float
     path = tmp_path / "c.toml"
     path.write_text(c.to_toml())
-    back = FitConfig.from_toml(path)
+    back = load_config(path)
     assert back == c and back.train.lr == 1.0 and isinstance(back.train.lr, float)
+    assert back.model == {"name": "planar", "layers": 32, "base": "diagonal"}
 
 
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("model.depth", 3, "unknown config key 'model.depth'"),
+        ("model.depth", 3, "unknown config key 'model.depth' for model 'planar'; expected one of base, layers"),
+        ("model.layers", "many", "'model.layers' expects int, got str"),
         ("train.steps", "many", "'train.steps' expects int, got str"),
         ("train.steps", True, "'train.steps' expects int, got bool"),
         ("output.plots", 1, "'output.plots' expects bool, got int"),
         ("train.lr", float("nan"), "finite"),
         ("train", 3, "section"),
+        ("image.deq_hidden", 3, "config key 'image.deq_hidden' is now 'model.dequantizer.hidden'"),
+        ("model.flow", "nsf", "config key 'model.flow' is now 'model.name'"),
     ],
 )
 def test_config_errors_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):
-        FitConfig().set(key, value)
+        resolve({"target": "ring"}, sets=[(key, value)])
+
+
+def test_model_keys_are_the_constructors_arguments():
+    config = resolve({"target": "digits", "model": {"name": "realnvp", "hidden": [8, 16], "dequantization": "variational",
+                                                    "dequantizer": {"hidden": 4}}})
+    assert config.model == {"name": "realnvp", "hidden": (8, 16), "dequantization": "variational",
+                            "dequantizer": {"layers": 2, "hidden": 4, "blocks": 1}}
+    uniform = resolve({"target": "digits", "model": {"name": "glow"}})
+    assert uniform.model == {"name": "glow"}  # the task's dequantizer applies to variational dequantization only
+    with pytest.raises(ConfigError, match="'model.dequantizer' applies to variational dequantization"):
+        resolve({"target": "digits", "model": {"name": "glow", "dequantizer": {"layers": 3}}})
+    with pytest.raises(ConfigError, match="unknown config key 'model.dequantizer.depth' for the variational"):
+        resolve({"target": "digits", "model": {"dequantizer": {"depth": 3}}})
+    with pytest.raises(ConfigError, match="'model.hidden' expects int | Sequence"):
+        resolve({"target": "digits", "model": {"hidden": "wide"}})
+
+
+def test_old_configs_are_translated(tmp_path):
+    """A config.toml written before the nested tables (model.flow, every model key, a flat [image] table) reads as
+    the same settings."""
+    image = {"data_dir": "", "architecture": "", "widths": "", "dequantization": "", "deq_hidden": 0, "heads": 1}
+    old = {"target": "digits", "model": {"flow": "flowpp", "layers": 0, "base": "normal", "hidden": 32, "blocks": 2,
+                                         "bins": 0, "bound": 2.0}, "image": image}
+    model = resolve(old).model
+    assert model["name"] == "flowpp" and model["heads"] == 1 and model["dequantization"] == "variational"
+    assert {k: model["dequantizer"][k] for k in ("layers", "hidden", "blocks", "components")} == {
+        "layers": 2, "hidden": 32, "blocks": 1, "components": 8}  # deq_hidden = 0 meant the model's width
+    energy = resolve({"target": "ring", "model": {"flow": "radial", "layers": 4, "hidden": 64, "bins": 8}})
+    assert energy.model == {"name": "radial", "layers": 4, "base": "diagonal"}  # keys radial never took are dropped
 
 
 def test_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        FitConfig.from_toml(tmp_path / "missing.toml")
+        load_config(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[model\nlayers = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        FitConfig.from_toml(bad)
+        load_config(bad)
     unknown = tmp_path / "unknown.toml"
-    unknown.write_text("[train]\nstepz = 3\n")
+    unknown.write_text('target = "ring"\n[train]\nstepz = 3\n')
     with pytest.raises(ConfigError, match="unknown config key 'train.stepz'"):
-        FitConfig.from_toml(unknown)
+        load_config(unknown)
 
 
 def test_checkpoint_round_trip_and_versions(tmp_path):
@@ -88,3 +122,28 @@ def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path):
     torch.save({"format_version": 99}, other)
     with pytest.raises(CheckpointError, match="format 99, expected 1"):
         load_checkpoint(other)
+
+
+def test_a_run_written_before_the_nested_tables_resumes(tmp_path):
+    """An old run directory (config.toml with model.flow, every model key and a flat [image] table, as version 0.1
+    wrote it) is evaluated and resumed as the same run."""
+    full = tmp_path / "full"
+    args = ["fit", "ring", "--layers", "2", "--steps", "20", "--batch-size", "32", "--checkpoint-every", "10",
+            "--eval-samples", "500", "--no-plots", "--quiet"]
+    assert main([*args, "--out", str(full)]) == 0
+    old = load_config(full / "config.toml").to_dict()
+    old["model"] = {"flow": "planar", "layers": 2, "base": "diagonal", "hidden": 64, "blocks": 2, "bins": 8,
+                    "bound": 3.0}
+    old["image"] = {"data_dir": "", "architecture": "", "deq_hidden": 16, "iw_samples": 16, "grid": 64}
+    for section in ("data", "eval", "output"):
+        for key in ("data_dir", "iw_samples", "grid", "temperature"):
+            old[section].pop(key, None)
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    (part / "config.toml").write_text(dump_toml(old))
+    (part / "checkpoints" / "step-000000020.pt").unlink()
+    (part / "metrics.json").unlink()
+    assert main(["fit", "--resume", str(part), "--quiet"]) == 0
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, part))
+    assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert main(["eval", str(part), "--samples", "300"]) == 0

@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 import torch
 
+from tractable.app import load_config, resolve
+from tractable.app.presets import build_preset, count_parameters, image_format, preset_info, read_preset
+from tractable.app.tasks import IMAGE, task_of
 from tractable.cli import main
-from tractable.config import IMAGE_TARGETS, FitConfig
-from tractable.models.image_registry import IMAGE_PRESETS, build_preset, count_parameters
-from tractable.presets import read_preset
 from tractable.targets.images import IMAGE_DATASETS
 from tractable.training.checkpoint import list_step_checkpoints, load_checkpoint
-from tractable.training.run_images import IMAGE_KEYS, build_image
+
+IMAGE_KEYS = IMAGE.metrics_keys
 
 # A tiny model: two checkerboard Flow++ couplings of width 8 and a 4-wide affine dequantizer.
-TINY = ["--steps", "6", "--warmup", "0", "--eval-every", "3", "--hidden", "8", "--blocks", "1", "--iw-samples", "2",
-        "--set", "image.architecture=2c", "--set", "image.deq_hidden=4", "--set", "image.grid=16", "--quiet",
-        "--threads", "1"]
+UNIFORM = ["--steps", "6", "--warmup", "0", "--eval-every", "3", "--hidden", "8", "--blocks", "1", "--iw-samples",
+           "2", "--set", "model.architecture=2c", "--set", "output.grid=16", "--quiet", "--threads", "1"]
+TINY = [*UNIFORM, "--set", "model.dequantizer.hidden=4"]
 
 
 def _json(path):
@@ -47,8 +48,9 @@ def test_fit_digits_writes_bits_per_dim(digits_run):
     assert m["test_nll"] == pytest.approx(m["test_bpd"] * 64 * np.log(2), rel=1e-9)
     for name in ("samples.png", "data.png", "training.png", "checkpoint.pt", "model.safetensors", "metrics.csv"):
         assert (digits_run / name).stat().st_size > 100, name
-    config = FitConfig.from_toml(digits_run / "config.toml")
-    assert config.image.architecture == "2c" and config.image.iw_samples == 2 and config.model.hidden == 8
+    config = load_config(digits_run / "config.toml")
+    assert config.model["architecture"] == "2c" and config.eval.iw_samples == 2 and config.model["hidden"] == 8
+    assert config.model["dequantizer"] == {"layers": 2, "hidden": 4, "blocks": 1}
 
 
 def test_eval_reproduces_the_fit_and_takes_importance_samples(digits_run, tmp_path, capsys):
@@ -85,7 +87,7 @@ def test_resume_an_image_run_is_bit_identical(tmp_path):
     """Glow (ActNorm, 1x1 convolutions) with uniform dequantization: resumed from its step-3 checkpoint, the run
     ends with the same weights and bits/dim as the uninterrupted one."""
     full = tmp_path / "full"
-    args = ["fit", "digits", "--model", "glow", "--dequantization", "uniform", *TINY, "--set", "image.architecture=S 2h",
+    args = ["fit", "digits", "--model", "glow", "--dequantization", "uniform", *UNIFORM, "--set", "model.architecture=S 2h",
             "--checkpoint-every", "3", "--no-plots"]
     assert main([*args, "--out", str(full)]) == 0
     m = _json(full / "metrics.json")
@@ -113,7 +115,7 @@ def test_fit_mnist_from_a_directory_of_idx_files(tmp_path):
         _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
         _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
     out = tmp_path / "run"
-    assert main(["fit", "mnist", "--data-dir", str(tmp_path), "--model", "realnvp", *TINY, "--batch-size", "8",
+    assert main(["fit", "mnist", "--data-dir", str(tmp_path), "--model", "realnvp", *UNIFORM, "--batch-size", "8",
                  "--no-plots", "--out", str(out)]) == 0
     m = _json(out / "metrics.json")
     assert m["shape"] == [1, 28, 28] and m["levels"] == 256 and m["test_rows"] == 12 and m["train_rows"] == 36
@@ -124,24 +126,26 @@ def test_fit_mnist_from_a_directory_of_idx_files(tmp_path):
     ("args", "message"),
     [
         (["fit", "mnist"], ("the mnist data set is read from local files (nothing is downloaded): give --data-dir "
-                           "DIR (config key 'image.data_dir') holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                           "DIR (config key 'data.data_dir') holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")),
         (["fit", "mnist", "--data-dir", "EMPTY"], "missing train-images-idx3-ubyte (or train-images-idx3-ubyte.gz) in"),
         (["fit", "cifar10", "--data-dir", "EMPTY"], "expected the CIFAR-10 python batches data_batch_1, data_batch_2"),
-        (["fit", "digits", "--model", "nsf"], ("config key 'model.flow' must be an image model for 'digits' (realnvp, "
+        (["fit", "digits", "--model", "nsf"], ("config key 'model.name' must be an image model for 'digits' (realnvp, "
                                               "glow, flowpp), got 'nsf'")),
-        (["fit", "digits", "--set", "image.architecture=2x"], ("config key 'image.architecture': unknown architecture "
+        (["fit", "digits", "--set", "model.architecture=2x"], ("config key 'model.architecture': unknown architecture "
                                                               "token '2x'")),
-        (["fit", "digits", "--set", "image.widths=a,b"], "config key 'image.widths' expects positive widths"),
-        (["fit", "digits", "--set", "image.dequantization=gaussian"], ("config key 'image.dequantization' must be "
+        (["fit", "digits", "--set", "model.hidden=a,b"], "config key 'model.hidden' expects int | Sequence[int]"),
+        (["fit", "digits", "--set", "model.dequantization=gaussian"], ("config key 'model.dequantization' must be "
                                                                       "'uniform' or 'variational', got 'gaussian'")),
-        (["fit", "ring", "--model", "glow"], "config key 'model.flow' must be one of"),
-        (["fit", "digits", "--set", "image.iw_sample=3"], "unknown config key 'image.iw_sample'"),
-        (["fit", "digits", "--model", "glow", "--set", "image.positions=learned"],
-         "'image.positions' = 'learned' applies to flowpp (attention), not 'glow'"),
-        (["fit", "digits", "--set", "image.positions=rotary"], "must be 'sinusoidal' or 'learned', got 'rotary'"),
-        (["fit", "digits", "--set", "image.learn_bound=true"], "'image.learn_bound' applies to the affine couplings"),
-        (["fit", "digits", "--set", "image.deq_mask=diagonal"], "'image.deq_mask' must be 'checkerboard' or 'columns'"),
+        (["fit", "ring", "--model", "glow"], "config key 'model.name' must be one of"),
+        (["fit", "digits", "--set", "eval.iw_sample=3"], "unknown config key 'eval.iw_sample'"),
+        (["fit", "digits", "--set", "image.iw_samples=3"], "config key 'image.iw_samples' is now 'eval.iw_samples'"),
+        (["fit", "digits", "--model", "glow", "--set", "model.positions=learned"],
+         "unknown config key 'model.positions' for model 'glow'; expected one of alpha, architecture"),
+        (["fit", "digits", "--set", "model.positions=rotary"], "unknown positions 'rotary'"),
+        (["fit", "digits", "--set", "model.learn_bound=true"], "unknown config key 'model.learn_bound' for model 'flowpp'"),
+        (["fit", "digits", "--layers", "4"], "unknown config key 'model.layers' for model 'flowpp'"),
+        (["fit", "digits", "--set", "model.dequantizer.mask=diagonal"], "mask"),
     ],
 )
 def test_image_errors_are_one_line(tmp_path, capsys, args, message):
@@ -158,24 +162,30 @@ def test_gpu_preset_without_a_gpu_says_so(tmp_path, capsys):
     assert "no CUDA device is available; use --device cpu" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["mnist-realnvp", "cifar10-flowpp", "digits-flowpp"])
-def test_image_presets_build_the_registered_architectures(name):
-    """The TOML presets (`tractable fit --preset NAME`) build the models of :data:`IMAGE_PRESETS` exactly."""
+#: The parameter counts of the image presets (flow + dequantizer), as the README's tables give them.
+PRESET_PARAMETERS = {"digits-flowpp": 486_946, "digits-realnvp": 292_712, "digits-glow": 398_732,
+                     "mnist-realnvp": 1_657_614, "cifar10-flowpp": 31_525_744}
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_PARAMETERS))
+def test_image_presets_build_what_fit_builds(name):
+    """The TOML presets build, through the image task as `tractable fit --preset NAME` does, the models whose
+    parameter counts the README gives; published ones carry their published counts."""
     config = read_preset(name)
-    preset = IMAGE_PRESETS[name]
-    assert (config.train.device == "cuda") == (preset.device == "gpu")
-    assert config.target == name.split("-")[0] and config.model.flow == preset.model
+    assert (config.train.device == "cuda") == (name.split("-")[0] != "digits")
+    assert config.target == name.split("-")[0] and config.model["name"] == name.split("-")[1]
     config.train.device = "cpu"
-    built, registered = build_image(config, preset.shape, preset.levels), build_preset(name)
-    assert count_parameters(built) == count_parameters(registered)
-    assert [(n, p.shape) for n, p in built.named_parameters()] == [(n, p.shape) for n, p in registered.named_parameters()]
-    assert repr(built) == repr(registered)  # every option, parameter-free ones (noise, masks, positions) included
+    shape, levels = image_format(config.target)
+    built, preset = IMAGE.build(config, {"shape": shape, "levels": levels}), build_preset(name)
+    assert count_parameters(built)["total"] == count_parameters(preset)["total"] == PRESET_PARAMETERS[name]
+    assert repr(built) == repr(preset)
+    assert (preset_info(name).published_parameters is None) == name.startswith("digits")
 
 
 def test_image_targets_are_the_image_data_sets():
-    assert IMAGE_TARGETS == IMAGE_DATASETS
-    config = FitConfig.for_target("digits", energy=False)
-    assert config.model.flow == "flowpp" and config.image.dequantization == ""
+    assert all(task_of(name) is IMAGE for name in IMAGE_DATASETS)
+    config = resolve({"target": "digits"})
+    assert config.model["name"] == "flowpp" and "dequantization" not in config.model
 
 
 def test_image_grid_tiles_images_with_white_gaps():

@@ -11,7 +11,8 @@ from cases_image import IMAGES
 from torch import Tensor
 
 from tractable import Flow, ImageFlow
-from tractable.models.image_registry import IMAGE_PRESETS, build_image_model, build_preset, print_parameter_counts
+from tractable.app.presets import build_preset, image_format, print_parameter_counts
+from tractable.models.image_registry import build_image_model
 from tractable.models.multiscale import FlowPlusPlus, build_multiscale, parse_architecture
 from tractable.transforms.conv import InvertibleConv1x1
 from tractable.transforms.image_coupling import ImageAffineCoupling
@@ -315,9 +316,9 @@ def test_presets_run_forward_and_inverse_on_cpu(capsys) -> None:
     """The published architectures (UvA MNIST multi-scale, Flow++ CIFAR-10) run both ways on random data."""
     for name in ("mnist-realnvp", "cifar10-flowpp"):
         torch.manual_seed(0)
-        preset = IMAGE_PRESETS[name]
+        shape, levels = image_format(name.split("-")[0])
         model = build_preset(name).eval()
-        x = torch.randint(0, preset.levels, (1, *preset.shape))
+        x = torch.randint(0, levels, (1, *shape))
         with torch.no_grad():
             y, _ = model.dequantize(x)
             z, _ = model.transform(y)

@@ -17,7 +17,7 @@ differences the README lists.
 
 from __future__ import annotations
 
-from tractable.models.image_registry import IMAGE_PRESETS, build_preset, count_parameters
+from tractable.app.presets import build_preset, count_parameters, preset_info
 from tractable.transforms.conv import InvertibleConv1x1
 from tractable.transforms.image_coupling import ImageAffineCoupling
 from tractable.transforms.logistic_mixture import MixtureLogisticCoupling
@@ -61,7 +61,7 @@ def flowpp_published() -> tuple[int, int]:
 def test_flowpp_published_count_is_reproduced() -> None:
     main, deq = flowpp_published()
     assert (main, deq, main + deq) == (27_976_464, 3_466_976, 31_443_440)
-    assert IMAGE_PRESETS["cifar10-flowpp"].published_parameters == 31_443_440
+    assert preset_info("cifar10-flowpp").published_parameters == 31_443_440
 
 
 def test_flowpp_preset_conditioners_match_the_published_ones() -> None:
@@ -122,7 +122,7 @@ def test_uva_published_count_is_reproduced() -> None:
     flow = sum(gated_conv_net(c, h, 2 * c) + c for c, h, _ in UVA_FLOW)  # + c: the learned scaling factor
     deq = 4 * (gated_conv_net(2, 16, 2) + 1)
     assert (flow, deq, flow + deq) == (1_639_742, 72_076, 1_711_818)
-    assert IMAGE_PRESETS["mnist-realnvp"].published_parameters == 1_711_818
+    assert preset_info("mnist-realnvp").published_parameters == 1_711_818
 
 
 def test_uva_preset_conditioners_match_the_published_ones() -> None:

@@ -11,9 +11,10 @@
     tractable plot DIR
     tractable list
 
-Settings resolve in this order: the defaults, then ``--config FILE.toml``, then the options given on the command
-line, then each ``--set key=value``. ``--preset NAME`` reads a shipped preset (``tractable list`` names them) in place
-of ``--config FILE.toml``. The run commands (sample, eval, plot) live in :mod:`tractable.commands`.
+This module only parses arguments: each option is a dotted configuration key (:data:`OPTIONS`), and the commands
+are the application's (:mod:`tractable.app`). Settings resolve in this order: the task's defaults, then
+``--config FILE.toml`` (or a shipped ``--preset NAME``), then the options given on the command line, then each
+``--set key=value``.
 """
 
 from __future__ import annotations
@@ -21,43 +22,38 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .config import IMAGE_TARGETS, ConfigError, FitConfig
+from .app.commands import evaluate_run, plot_run, sample_run
+from .app.config import ConfigError
+from .app.fit import fit, print_listing, resume
+from .app.resolve import parse_value
 from .models.image_registry import IMAGE_MODELS
 from .models.registry import MODELS
 from .targets.energies import TARGETS
-from .targets.toy import ALIASES, DATASETS
-from .training.checkpoint import CheckpointError
-from .training.reverse_kl import NonFiniteError
+from .targets.images import IMAGE_DATASETS
+from .targets.toy import DATASETS
+from .training import CheckpointError, NonFiniteError
 
-# option dest -> dotted config key
-_OPTIONS = {
-    "flow": "model.flow", "layers": "model.layers", "base": "model.base", "hidden": "model.hidden",
-    "blocks": "model.blocks", "bins": "model.bins", "bound": "model.bound",
+#: option dest -> the dotted configuration key it sets.
+OPTIONS = {
+    "flow": "model.name", "layers": "model.layers", "base": "model.base", "hidden": "model.hidden",
+    "blocks": "model.blocks", "bins": "model.bins", "bound": "model.bound", "dequantization": "model.dequantization",
     "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
     "anneal": "train.anneal", "schedule": "train.schedule", "clip": "train.clip", "device": "train.device",
     "dtype": "train.dtype", "eval_every": "train.eval_every", "patience": "train.patience",
-    "eval_samples": "eval.samples", "data": "data.path", "context": "data.context_columns",
     "warmup": "train.warmup", "ema": "train.ema", "max_bad_steps": "train.max_bad_steps",
     "checkpoint_every": "train.checkpoint_every", "keep_last": "train.keep_last",
-    "data_dir": "image.data_dir", "dequantization": "image.dequantization", "iw_samples": "image.iw_samples",
+    "eval_samples": "eval.samples", "iw_samples": "eval.iw_samples",
+    "data": "data.path", "context": "data.context_columns", "data_dir": "data.data_dir",
 }
-
-
-def _parse_value(text: str) -> object:
-    """A ``--set`` value: TOML-like literals (int, float, true/false), otherwise the string itself."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip('"')
+#: switch dest -> (the dotted configuration key it sets, the value it sets).
+SWITCHES = {
+    "conditional": ("data.conditional", True), "no_standardize": ("data.standardize", False),
+    "no_plots": ("output.plots", False), "no_gif": ("output.gif", False),
+    "detect_anomaly": ("train.detect_anomaly", True),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,17 +82,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("target", nargs="?",
                      help=f"energy: {', '.join(TARGETS)}; data set: {', '.join(DATASETS)}; images: "
-                     f"{', '.join(IMAGE_TARGETS)}")
+                     f"{', '.join(IMAGE_DATASETS)}")
     model = fit.add_argument_group("model")
     model.add_argument("--flow", "--model", dest="flow", default=None,
                        choices=[*MODELS, *(m for m in IMAGE_MODELS if m not in MODELS)],
                        help="the model (default planar / nsf / flowpp for images; images take realnvp, glow, flowpp)")
-    model.add_argument("--layers", type=int, default=None, help="number of layers (default 16 / 5)")
+    model.add_argument("--layers", type=int, default=None, help="flow depth, model.layers (default 16 / 5)")
     model.add_argument("--base", choices=["diagonal", "normal", "mixture"], default=None,
                        help="base distribution (default diagonal, learnable / normal)")
-    model.add_argument("--hidden", type=int, default=None, help="conditioner width (default 64)")
-    model.add_argument("--blocks", type=int, default=None, help="hidden layers per conditioner (default 2)")
-    model.add_argument("--bins", type=int, default=None, help="spline bins (default 8)")
+    model.add_argument("--hidden", type=int, default=None, help="conditioner width (default 64; images 32)")
+    model.add_argument("--blocks", type=int, default=None, help="conditioner depth: hidden layers of an MLP, residual blocks of an "
+                       "image conditioner (default 2)")
+    model.add_argument("--bins", type=int, default=None, help="spline bins (default 8 / 16)")
     model.add_argument("--bound", type=float, default=None,
                        help="spline interval [-B, B] and log-scale bound, in standardized units (default 3)")
     train = fit.add_argument_group("training")
@@ -144,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="a shipped configuration in place of --config (e.g. ring-planar; 'tractable list' names "
                      "them); options and --set apply on top")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set model.layers=32 (repeatable)")
+                     help="override a config key, e.g. --set model.layers=32 or --set 'model.hidden=[32, 48]' "
+                     "(a TOML value; repeatable)")
     run.add_argument("--resume", default=None, metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its config.toml and newest checkpoint (bit-identical "
                      "on the same machine); no other settings apply")
@@ -157,8 +155,11 @@ def _parser() -> argparse.ArgumentParser:
                      "nothing from more; raise it for wide models on large tables or MNIST/CIFAR-10 on CPU)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
 
-    sub.add_parser("list", help="list the targets, data sets, models and presets",
-                   description="List the energies, data sets, models and presets that 'tractable fit' accepts.")
+    listing = sub.add_parser("list", help="list the targets, data sets, models and presets",
+                             description="List the energies, data sets, models and presets that 'tractable fit' "
+                             "accepts.")
+    listing.add_argument("--counts", action="store_true",
+                         help="also the image presets' parameter counts beside the published ones")
     _add_run_commands(sub)
     return p
 
@@ -193,7 +194,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--samples", type=int, default=None, metavar="N",
                     help="energies: fresh samples (default the run's eval.samples); data: score only the split's "
                     "first N rows (default all); images: importance samples of the bits/dim bound (default the "
-                    "run's image.iw_samples)")
+                    "run's eval.iw_samples)")
     ev.add_argument("--split", default="test", choices=["test", "val", "train"], help="data split (default test)")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the fresh samples (default 0)")
     ev.add_argument("--out", default=None, metavar="FILE.json", help="where to write (default RUN_DIR/eval.json)")
@@ -210,135 +211,51 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .commands import sample_run
-
     sample_run(args.run_dir, args.n, out=args.out, seed=args.seed, temperature=args.temperature,
                context=args.context, figure=not args.no_figure)
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .commands import evaluate_run
-
     evaluate_run(args.run_dir, samples=args.samples, split=args.split, seed=args.seed, out=args.out)
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .commands import plot_run
-
     plot_run(args.run_dir, out_dir=args.out, gif=args.gif)
     return 0
 
 
-def _resolve(args: argparse.Namespace) -> FitConfig:
-    from .config import read_toml
-
-    file = read_toml(args.config) if args.config else {}
-    target = (args.target or file.get("target") or "").lower()
-    target = ALIASES.get(target, target)
-    path = args.data if args.data is not None else file.get("data", {}).get("path", "")
-    if not path and target not in TARGETS and target not in DATASETS and target not in IMAGE_TARGETS:
-        raise ConfigError(
-            f"unknown target {target!r}; expected an energy ({', '.join(TARGETS)}), a data set "
-            f"({', '.join(DATASETS)}), images ({', '.join(IMAGE_TARGETS)}) or --data FILE"
-        )
-    config = FitConfig.for_target(target, energy=not path and target in TARGETS)
-    config.apply(file)
-    config.target = target
-    for dest, key in _OPTIONS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            config.set(key, value)
-    if args.conditional:
-        config.data.conditional = True
-    if args.no_standardize:
-        config.data.standardize = False
-    if args.no_plots:
-        config.output.plots = False
-    if args.no_gif:
-        config.output.gif = False
-    if args.detect_anomaly:
-        config.train.detect_anomaly = True
-    for item in args.set:
+def _sets(items: list[str]) -> list[tuple[str, object]]:
+    pairs = []
+    for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        config.set(key.strip(), _parse_value(value.strip()))
-    return config
-
-
-def _resume_config(args: argparse.Namespace) -> FitConfig:
-    """The configuration of the run ``--resume`` continues; settings given beside it are refused."""
-    given = [f"--{dest.replace('_', '-')}" for dest in (*_OPTIONS, "config", "preset") if getattr(args, dest, None)
-             is not None]
-    given += [f"--{flag.replace('_', '-')}" for flag in ("conditional", "no_standardize", "no_plots", "no_gif",
-                                                        "detect_anomaly") if getattr(args, flag, False)]
-    given += ["TARGET"] * (args.target is not None) + ["--set"] * bool(args.set) + ["--out"] * (args.out is not None)
-    if given:
-        raise ConfigError(f"--resume continues the run exactly as its config.toml says; got {', '.join(given)} "
-                          "besides it (start a new run to change settings)")
-    return FitConfig.from_toml(Path(args.resume) / "config.toml")
+        pairs.append((key.strip(), parse_value(value.strip())))
+    return pairs
 
 
 def _fit(args: argparse.Namespace) -> int:
-    import torch
-
-    from .training.run import run_fit
-
     if args.resume is not None:
-        config = _resume_config(args)
-        torch.set_num_threads(args.threads if args.threads is not None else 1)
-        run_fit(config, args.resume, progress=not args.quiet, resume=True)
+        given = [f"--{dest.replace('_', '-')}" for dest in (*OPTIONS, "config", "preset", "out")
+                 if getattr(args, dest) is not None]
+        given += [f"--{dest.replace('_', '-')}" for dest in SWITCHES if getattr(args, dest)]
+        given += ["TARGET"] * (args.target is not None) + ["--set"] * bool(args.set)
+        if given:
+            raise ConfigError(f"--resume continues the run exactly as its config.toml says; got {', '.join(given)} "
+                              "besides it (start a new run to change settings)")
+        resume(args.resume, threads=args.threads, progress=not args.quiet)
         return 0
-    if args.preset is not None:
-        from .presets import preset_path
-
-        if args.config is not None:
-            raise ConfigError(f"--preset and --config are exclusive; got --preset {args.preset} --config {args.config}")
-        args.config = str(preset_path(args.preset))
-    if args.target is None and args.config is None and args.data is None:
-        raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE or --config FILE")
-    config = _resolve(args)
-    # One thread: the 2D fits run on small tensors, where extra threads only add synchronisation overhead; the
-    # digits models too lose from a second thread whenever the machine is shared (measured: README "Images").
-    torch.set_num_threads(args.threads if args.threads is not None else 1)
-    m = config.model
-    name = config.target or Path(config.data.path).stem
-    out = args.out or f"runs/{name}-{m.flow}{m.layers or ''}-seed{config.train.seed}"
-    run_fit(config, out, progress=not args.quiet)
+    options = {key: getattr(args, dest) for dest, key in OPTIONS.items() if getattr(args, dest) is not None}
+    options.update(value for dest, value in SWITCHES.items() if getattr(args, dest))
+    fit(target=args.target, config_file=args.config, preset=args.preset, options=options, sets=_sets(args.set),
+        out=args.out, threads=args.threads, progress=not args.quiet)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .targets.energies import get_target
-    from .targets.toy import get_dataset
-
-    print("energies (fitted by reverse KL; 2D, log Z known):")
-    for name in TARGETS:
-        doc = (type(get_target(name)).__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:<17} {doc}")
-    print("data sets (fitted by maximum likelihood; 2D; * = exact density and entropy known):")
-    for name in DATASETS:
-        d = get_dataset(name)
-        doc = (type(d).__doc__ or "").strip().splitlines()[0]
-        print(f"  {name + (' *' if d.entropy is not None else ''):<17} {doc}")
-    print("  (or --data FILE.npy|FILE.csv for your own table)")
-    print("image data sets (fitted by maximum likelihood on the dequantization bound; bits/dim):")
-    print("  digits            scikit-learn's 8x8 digits, 17 levels (shipped with scikit-learn)")
-    print("  mnist             MNIST 28x28, 256 levels (--data-dir DIR with the IDX files)")
-    print("  cifar10           CIFAR-10 32x32x3, 256 levels (--data-dir DIR with the python batches)")
-    print("models:")
-    for name, doc in MODELS.items():
-        print(f"  {name:<17} {doc}")
-    print("image models (--model, for digits, mnist, cifar10):")
-    for name, (_, doc) in IMAGE_MODELS.items():
-        print(f"  {name:<17} {doc}")
-    from .presets import preset_description, preset_names
-
-    print("presets (tractable fit --preset NAME):")
-    for name in preset_names():
-        print(f"  {name:<20} {preset_description(name)}")
+    print_listing(counts=args.counts)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Ready architectures built from keyword arguments, each a :class:`~tractable.Flow`."""
 
 from .image_flow import ImageFlow
-from .image_registry import IMAGE_MODELS, IMAGE_PRESETS, build_image_model, build_preset, print_parameter_counts
+from .image_registry import IMAGE_MODELS, build_image_model
 from .maf import IAF, MAF, layer_orders
 from .multiscale import FlowPlusPlus, Glow, ImageRealNVP, build_multiscale
 from .nsf import NSF, coupling_masks
@@ -13,7 +13,6 @@ __all__ = [
     "FLOW_TYPES",
     "IAF",
     "IMAGE_MODELS",
-    "IMAGE_PRESETS",
     "MAF",
     "NSF",
     "PERMUTATIONS",
@@ -25,8 +24,6 @@ __all__ = [
     "RealNVP",
     "build_image_model",
     "build_multiscale",
-    "build_preset",
     "coupling_masks",
     "layer_orders",
-    "print_parameter_counts",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from ._common import (
     _save,
     _style,
 )
+from .samples import scatter_alpha
 from .training import plot_training
 
 _DATA_COLOR = "#444444"
@@ -121,7 +121,7 @@ def plot_data_samples(
                       for i, c in enumerate(distinct)]
     fig = _new_figure(10.0, 5.0)
     axes = fig.subplots(1, 2)
-    alpha = float(np.clip(40 / math.sqrt(n), 0.04, 0.6))
+    alpha = scatter_alpha(n)
     axes[0].scatter(points[:, 0], points[:, 1], s=3, color=_DATA_COLOR, alpha=alpha, linewidths=0, rasterized=True)
     axes[0].set_title(f"{len(points):,} data points", fontsize=11)
     for x, color, label in groups:

@@ -29,6 +29,15 @@ from ._common import (
     _target_density,
 )
 
+#: A scatter of ``n`` points is drawn with opacity ``SCATTER_OPACITY / sqrt(n)``, kept within these bounds, so that
+#: dense regions stay distinguishable from sparse ones whatever ``n``.
+SCATTER_OPACITY, SCATTER_ALPHA_RANGE = 40.0, (0.04, 0.6)
+
+
+def scatter_alpha(n: int) -> float:
+    """The opacity of each point in a scatter of ``n`` points."""
+    return float(np.clip(SCATTER_OPACITY / math.sqrt(n), *SCATTER_ALPHA_RANGE))
+
 
 def plot_sample_set(
     x: Tensor | np.ndarray,
@@ -65,7 +74,7 @@ def plot_sample_set(
     n = len(points)
     fig = _new_figure(10.0, 5.0)
     axes = fig.subplots(1, 2)
-    alpha = float(np.clip(40 / math.sqrt(n), 0.04, 0.6))
+    alpha = scatter_alpha(n)
     axes[0].scatter(points[:, 0], points[:, 1], s=3, color=_SAMPLE_COLOR, alpha=alpha, linewidths=0,
                     rasterized=True, zorder=1)
     if target is not None:

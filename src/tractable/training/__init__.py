@@ -5,7 +5,14 @@ configuration files, run directories or plots."""
 
 from .checkpoint import CheckpointError, latest_step_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistContext, init_distributed, initialize_actnorm, shutdown_distributed
-from .evaluation import TOY_TEST_SEED, evaluate_conditional_toy, evaluate_nll, evaluate_toy, nll_per_row
+from .evaluation import (
+    TOY_TEST_SEED,
+    evaluate_bpd,
+    evaluate_conditional_toy,
+    evaluate_nll,
+    evaluate_toy,
+    nll_per_row,
+)
 from .export import load_safetensors, save_safetensors
 from .hygiene import EMA, NonFiniteError, first_nonfinite_layer, make_adam, make_scheduler, seed_everything
 from .loop import FitHistory, Loss, fit
@@ -16,17 +23,13 @@ from .options import TrainOptions
 from .progress import Progress
 from .reverse_kl import fit_reverse_kl
 from .rng import get_rng_state, set_rng_state
-from .run import REVERSE_KL_KEYS, build, load_run, run_fit  # leaves with run*.py for tractable.app (issue 10)
-from .run_images import IMAGE_KEYS, build_image, evaluate_bpd, load_image_data  # likewise
 from .trainer import StepResult, Trainer
 from .validation import Validation
 
 __all__ = [
     "COLUMNS",
     "EMA",
-    "IMAGE_KEYS",
     "ML_COLUMNS",
-    "REVERSE_KL_KEYS",
     "TOY_TEST_SEED",
     "CheckpointError",
     "DistContext",
@@ -41,8 +44,6 @@ __all__ = [
     "TrainOptions",
     "Trainer",
     "Validation",
-    "build",
-    "build_image",
     "evaluate_bpd",
     "evaluate_conditional_toy",
     "evaluate_nll",
@@ -56,14 +57,11 @@ __all__ = [
     "initialize_actnorm",
     "latest_step_checkpoint",
     "load_checkpoint",
-    "load_image_data",
-    "load_run",
     "load_safetensors",
     "make_adam",
     "make_scheduler",
     "nll_per_row",
     "read_metrics_csv",
-    "run_fit",
     "save_checkpoint",
     "save_safetensors",
     "seed_everything",

@@ -1,0 +1,233 @@
+"""The run commands: ``tractable sample``, ``tractable eval`` and ``tractable plot`` on a finished run directory.
+
+Each opens the run (:func:`~tractable.app.run.open_run`: its configuration and trained model) and goes through the
+run's :class:`~tractable.app.tasks.base.Task` for what differs by kind: the evaluation, the figures, the picture of
+samples.
+
+Example:
+    >>> from tractable.app.commands import evaluate_run, sample_run  # doctest: +SKIP
+    >>> sample_run("runs/demo", 1000, temperature=0.8)               # doctest: +SKIP
+    >>> evaluate_run("runs/demo", samples=20_000)["kl"]              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..distributions import DiagonalGaussian, GaussianMixture, StandardNormal
+from ..flow import Flow
+from ..models.image_flow import ImageFlow
+from ..utils import write_json
+from .run import METRICS_CSV, Echo, Run, open_run
+from .tasks.base import TEST, check_split
+
+#: Samples of images with at most this many levels are saved as ``uint8``.
+UINT8_LEVELS = 256
+
+
+def _check_count(n: int, what: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"expected {what} to be a positive integer, got {n!r}")
+
+
+# ----------------------------------------------------------------------------------------------------- sample
+
+
+def parse_context(spec: str | None, run: Run, n: int) -> Tensor | None:
+    """The context for ``n`` samples of ``run``: ``None`` for an unconditional run, else a ``(1, C)`` or ``(n, C)``
+    tensor in the flow's dtype and device.
+
+    ``spec`` is ``C`` comma-separated numbers (one context for every sample, e.g. a one-hot label ``0,1,0``) or a
+    ``.npy`` file holding one context ``(C,)``/``(1, C)`` or one per sample ``(n, C)``.
+
+    Raises:
+        ValueError: if a conditional run gets no context, an unconditional one gets one, or the shape is wrong.
+    """
+    c = run.context_features
+    if spec is None or not spec.strip():
+        if c:
+            raise ValueError(f"run {run.name!r} is conditional on {c} context features; expected --context with {c} "
+                             f"comma-separated numbers or a .npy file of shape (1, {c}) or ({n}, {c})")
+        return None
+    if not c:
+        raise ValueError(f"run {run.name!r} is unconditional; expected no --context, got {spec!r}")
+    if spec.endswith(".npy"):
+        if not Path(spec).is_file():
+            raise ValueError(f"context file {spec!r} does not exist")
+        values = np.load(spec, allow_pickle=False)
+    else:
+        try:
+            values = np.array([float(v) for v in spec.split(",")])
+        except ValueError:
+            raise ValueError(f"expected --context as comma-separated numbers or a .npy file, got {spec!r}") from None
+    values = np.atleast_2d(values)
+    if values.ndim != 2 or values.shape[1] != c or values.shape[0] not in (1, n):
+        raise ValueError(f"expected a context of shape (1, {c}) or ({n}, {c}) for run {run.name!r}, "
+                         f"got shape {tuple(values.shape)}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("expected finite context values, got NaN or infinity")
+    ref = next(run.flow.parameters())
+    return torch.as_tensor(values, dtype=ref.dtype, device=ref.device)
+
+
+@torch.no_grad()
+def sample_tempered(flow: Flow, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
+    """``n`` samples of ``flow`` whose base draws are tempered: the latent's spread around its mean scaled by ``T``.
+
+    For a standard-normal base ``z = T·ε``; for a diagonal Gaussian ``z = μ + T·σ·ε``; for a Gaussian mixture the
+    component is drawn as usual and its standard deviation scaled, ``z = μ_k + T·σ_k·ε``. So ``T < 1`` concentrates
+    the samples on the flow's typical set and ``T = 1`` is ordinary sampling (:meth:`Flow.sample`). The tempered
+    samples follow the pushforward of the tempered base, not ``q(x)^(1/T²)``.
+
+    TODO(lead): once every base's ``sample`` and ``Flow.sample`` take ``temperature=`` (the transforms branch), this
+    becomes ``flow.sample(n, context, temperature=temperature)`` and the isinstance chain goes.
+
+    Raises:
+        ValueError: for ``T <= 0`` or not finite, or ``T != 1`` with a base for which it is not defined.
+    """
+    _check_count(n, "the number of samples")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"expected a temperature > 0, got {temperature}")
+    if context is not None and context.shape[0] == 1 and n != 1:
+        context = context.expand(n, *context.shape[1:])
+    if isinstance(flow, ImageFlow):  # discrete images, the latent (factor-out priors included) tempered
+        return flow.sample(n, context, temperature=temperature)
+    if temperature == 1.0:
+        return flow.sample(n, context)
+    base = flow.base
+    if isinstance(base, StandardNormal):
+        z = temperature * base.sample(n)
+    elif isinstance(base, DiagonalGaussian):
+        z = base.loc + temperature * (base.sample(n) - base.loc)
+    elif isinstance(base, GaussianMixture):
+        k = torch.multinomial(torch.softmax(base.logits, -1), n, replacement=True)
+        eps = torch.randn((n, *base.event_shape), dtype=base.loc.dtype, device=base.loc.device)
+        z = base.loc[k] + temperature * eps * torch.exp(base.log_scale[k])
+    else:
+        raise ValueError(f"temperature is defined for Gaussian bases (StandardNormal, DiagonalGaussian, "  # noqa: TRY004
+                         f"GaussianMixture); got temperature {temperature} with base {type(base).__name__}")
+    return flow.transform.inverse(z, context)[0]
+
+
+def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, seed: int = 0,
+               temperature: float = 1.0, context: str | None = None, figure: bool = True,
+               echo: Echo = print) -> dict[str, Path]:
+    """Draw ``n`` samples from a run's flow into a ``.npy`` file (and a figure where the task draws one).
+
+    Args:
+        run_dir: the run directory.
+        n: the number of samples.
+        out: the ``.npy`` file (default ``RUN_DIR/samples.npy``); the figure goes beside it as ``STEM-scatter.png``
+            (``STEM-grid.png`` for images, saved as ``uint8`` levels ``(n, C, H, W)``).
+        seed: seeds the draws (the same seed gives the same samples).
+        temperature: scales the base's latent spread (see :func:`sample_tempered`).
+        context: for a conditional run, as :func:`parse_context` reads it.
+        figure: also write the figure.
+        echo: where the summary lines go.
+
+    Returns:
+        ``{"samples": path}`` and, when written, ``{"figure": path}``.
+    """
+    _check_count(n, "-n (the number of samples)")
+    run = open_run(run_dir)
+    out = Path(out) if out is not None else run.path / "samples.npy"
+    if out.suffix != ".npy":
+        raise ValueError(f"expected --out to be a .npy file, got {str(out)!r}")
+    c = parse_context(context, run, n)
+    torch.manual_seed(seed)
+    x = sample_tempered(run.flow, n, temperature=temperature, context=c)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    array = x.detach().cpu().numpy()
+    if isinstance(run.flow, ImageFlow) and run.flow.levels <= UINT8_LEVELS:
+        array = array.astype(np.uint8)
+    np.save(out, array)
+    paths = {"samples": out}
+    echo(f"{n} samples of shape {tuple(run.flow.event_shape)} from {run.name!r} (temperature {temperature:g}, "
+         f"seed {seed}) written to {out}")
+    if figure:
+        label = f"{run.name}: {n:,} samples, T = {temperature:g}"
+        if c is not None and c.shape[0] == 1:
+            label += ", c = " + ",".join(f"{v:g}" for v in c[0].tolist())
+        path = out.with_name(f"{out.stem}-{run.task.figure_suffix}.png")
+        written = run.task.sample_figure(run.flow, run.target, x, path, label)
+        if written is not None:
+            paths["figure"] = written
+            echo(f"figure: {written}")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------- plot
+
+
+def plot_run(run_dir: str | Path, *, out_dir: str | Path | None = None, gif: bool | None = None,
+             echo: Echo = print) -> dict[str, Path]:
+    """Draw a run's figures again from its checkpoint and ``metrics.csv``, as ``tractable fit`` drew them.
+
+    Args:
+        run_dir: the run directory.
+        out_dir: where to write (default the run directory).
+        gif: write the layer animation (energies; default what the run's config says).
+        echo: where the summary line goes.
+
+    Returns:
+        ``{name: path}`` for each file written.
+    """
+    run = open_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.path
+    csv = run.path / METRICS_CSV
+    metrics = csv if csv.is_file() else None
+    if metrics is None:
+        echo(f"note: {csv} is missing; no training curves")
+    problem = run.task.load(run.config)
+    paths = run.task.plot(run.flow, problem, run.config, out, metrics=metrics,
+                          gif=run.config.output.gif if gif is None else gif)
+    if not paths:
+        raise ValueError(f"nothing to draw for run {run.name!r}: no 2D flow and no metrics.csv")
+    echo("figures: " + ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------- eval
+
+
+def evaluate_run(run_dir: str | Path, *, samples: int | None = None, split: str = TEST, seed: int = 0,
+                 out: str | Path | None = None, echo: Echo = print) -> dict[str, Any]:
+    """Recompute a run's metrics from its checkpoint, print a summary and write them as JSON.
+
+    Energies: exact ``KL(q‖p)`` (log Z by quadrature), ``ess``, ``log_z_estimate`` from ``samples`` fresh draws
+    (default the run's ``eval.samples``), seeded by ``seed``. Data: the NLL of the ``split`` (``test``, ``val`` or
+    ``train``), regenerated exactly as the fit drew it, so ``eval.json``'s ``test_nll`` equals ``metrics.json``'s;
+    ``samples`` keeps only its first rows. Images: bits/dim of the split with ``samples`` importance samples
+    (default the run's ``eval.iw_samples``), the noise drawn from ``seed``.
+
+    Args:
+        run_dir: the run directory.
+        samples: see above.
+        split: the data split to score.
+        seed: seeds the fresh samples.
+        out: the JSON file (default ``RUN_DIR/eval.json``); NaN is written as ``null``.
+        echo: where the summary line goes.
+
+    Returns:
+        The metrics, with ``split``, ``seed`` and the run's ``target``, ``flow``, ``layers``.
+    """
+    if samples is not None:
+        _check_count(samples, "--samples")
+    check_split(split)
+    run = open_run(run_dir)
+    problem = run.task.load(run.config)
+    metrics = run.task.evaluate(run.flow, problem, run.config, split=split, samples=samples, seed=seed)
+    metrics.update(split=split, seed=seed, target=run.name, flow=run.config.model_name,
+                   layers=run.task.layers(run.flow, run.config))
+    path = Path(out) if out is not None else run.path / "eval.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(metrics, path)
+    echo(f"{run.name}: {run.task.summary(metrics, split)}")
+    echo(f"written to {path}")
+    return metrics

@@ -1,0 +1,88 @@
+"""``tractable fit`` and ``tractable list`` behind the argument parser: where the settings come from, the run
+directory's default name, the thread count; and the listing of what can be fitted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models.image_registry import IMAGE_MODELS
+from ..models.registry import MODELS
+from ..targets.energies import TARGETS, get_target
+from ..targets.toy import DATASETS, get_dataset
+from .config import ConfigError, read_toml
+from .presets import preset_description, preset_names, preset_tables, print_parameter_counts
+from .resolve import load_config, resolve
+from .run import CONFIG, run_fit
+
+#: Torch CPU threads unless ``--threads`` says otherwise: the 2D fits run on small tensors, where extra threads only
+#: add synchronisation overhead, and the digits models lose from a second thread whenever the machine is shared
+#: (measured: README "Images").
+DEFAULT_THREADS = 1
+
+
+def fit(*, target: str | None = None, config_file: str | None = None, preset: str | None = None,
+        options: Mapping[str, Any] | None = None, sets: Iterable[tuple[str, Any]] = (), out: str | None = None,
+        threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Resolve the settings (task defaults, then ``config_file`` or ``preset``, then ``options``, then ``sets``)
+    and run the fit into ``out`` (default ``runs/TARGET-MODELLAYERS-seedSEED``); return its metrics.
+
+    Raises:
+        ConfigError: for ``preset`` with ``config_file``, no target at all, or a bad setting.
+    """
+    if preset is not None and config_file is not None:
+        raise ConfigError(f"--preset and --config are exclusive; got --preset {preset} --config {config_file}")
+    options = dict(options or {})
+    if target is None and config_file is None and preset is None and "data.path" not in options:
+        raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE or "
+                          "--config FILE")
+    user = preset_tables(preset)[0] if preset is not None else read_toml(config_file) if config_file else {}
+    if target is not None:
+        options = {"target": target, **options}
+    config = resolve(user, options=options, sets=sets)
+    torch.set_num_threads(threads if threads is not None else DEFAULT_THREADS)
+    if out is None:
+        layers = config.model.get("layers") or ""
+        out = f"runs/{config.target or Path(config.data.path).stem}-{config.model_name}{layers}-seed{config.train.seed}"
+    return run_fit(config, out, progress=progress)
+
+
+def resume(run_dir: str, *, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` exactly as its ``config.toml`` says, from its newest checkpoint."""
+    config = load_config(Path(run_dir) / CONFIG)
+    torch.set_num_threads(threads if threads is not None else DEFAULT_THREADS)
+    return run_fit(config, run_dir, progress=progress, resume=True)
+
+
+def print_listing(*, counts: bool = False) -> None:
+    """Print the energies, data sets, models and presets ``tractable fit`` accepts; with ``counts``, also the image
+    presets' parameter counts beside the published ones."""
+    print("energies (fitted by reverse KL; 2D, log Z known):")
+    for name in TARGETS:
+        doc = (type(get_target(name)).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<17} {doc}")
+    print("data sets (fitted by maximum likelihood; 2D; * = exact density and entropy known):")
+    for name in DATASETS:
+        d = get_dataset(name)
+        doc = (type(d).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name + (' *' if d.entropy is not None else ''):<17} {doc}")
+    print("  (or --data FILE.npy|FILE.csv for your own table)")
+    print("image data sets (fitted by maximum likelihood on the dequantization bound; bits/dim):")
+    print("  digits            scikit-learn's 8x8 digits, 17 levels (shipped with scikit-learn)")
+    print("  mnist             MNIST 28x28, 256 levels (--data-dir DIR with the IDX files)")
+    print("  cifar10           CIFAR-10 32x32x3, 256 levels (--data-dir DIR with the python batches)")
+    print("models:")
+    for name, doc in MODELS.items():
+        print(f"  {name:<17} {doc}")
+    print("image models (--model, for digits, mnist, cifar10):")
+    for name, (_, doc) in IMAGE_MODELS.items():
+        print(f"  {name:<17} {doc}")
+    print("presets (tractable fit --preset NAME):")
+    for name in preset_names():
+        print(f"  {name:<20} {preset_description(name)}")
+    if counts:
+        print()
+        print_parameter_counts()

@@ -1,0 +1,208 @@
+"""Fitting data by maximum likelihood: toy data sets (exact density and entropy known) and users' tables.
+
+The test figures are the mean NLL and, where the data's density is known, the exact gap KL(p‖q) = NLL − H(p).
+The data are standardized by an exact affine layer fitted on the training split and stored in the model, so every
+density is in the data's own units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ...flow import Flow
+from ...plots.data import plot_data_fit
+from ...plots.samples import plot_sample_set
+from ...targets.tabular import Standardizer, StandardizeTransform, load_table, split
+from ...targets.toy import GaussianMixtureData, ToyDataset, get_dataset, sample_splits
+from ...training import evaluate_conditional_toy, evaluate_nll, evaluate_toy, fit_max_likelihood
+from ...transforms.base import Compose
+from ..config import MODEL_NAME, ConfigError, FitConfig
+from ..models import build_vector
+from .base import PLOT_FEATURES, TEST, device_of, dtype, parameter_count, place, rename_split
+
+
+class DataFileError(ConfigError):
+    """A run's data file is gone, so its splits cannot be regenerated."""
+
+
+@dataclass
+class DataSplits:
+    """Train/validation/test rows (and contexts), and the toy data set they came from (``None`` for a file)."""
+
+    train: Tensor
+    val: Tensor
+    test: Tensor
+    train_context: Tensor | None
+    val_context: Tensor | None
+    test_context: Tensor | None
+    dataset: ToyDataset | None
+    name: str
+
+    @property
+    def features(self) -> int:
+        return int(self.train.shape[-1])
+
+    @property
+    def context_features(self) -> int:
+        return 0 if self.train_context is None else int(self.train_context.shape[-1])
+
+    def split(self, name: str) -> tuple[Tensor, Tensor | None]:
+        """The rows and contexts of the split ``name`` (``train``, ``val`` or ``test``)."""
+        return {"train": (self.train, self.train_context), "val": (self.val, self.val_context),
+                "test": (self.test, self.test_context)}[name]
+
+
+def _columns(spec: str) -> list[int | str] | None:
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    return [int(s) if s.lstrip("-").isdigit() else s for s in items] or None
+
+
+def load_data(config: FitConfig) -> DataSplits:
+    """The splits a configuration names: a user's file (``data.path``) or a toy data set (``target``), drawn from
+    ``train.seed`` so that every command regenerates the fit's splits exactly."""
+    d, kind = config.data, dtype(config)
+    if d.path:
+        if d.conditional:
+            raise ConfigError("data.conditional applies to labelled toy data sets; for a file use data.context_columns")
+        fractions = (1.0 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction)
+        if min(fractions) <= 0:
+            raise ConfigError(f"expected positive train/val/test fractions, got {fractions}")
+        table = load_table(d.path, context_columns=_columns(d.context_columns), dtype=kind)
+        (xtr, ctr), (xva, cva), (xte, cte) = split((table.features, table.context), fractions, seed=config.train.seed)
+        return DataSplits(xtr, xva, xte, ctr, cva, cte, None, Path(d.path).name)
+    if d.context_columns:
+        raise ConfigError("data.context_columns applies to a data file (--data); use --conditional for toy labels")
+    dataset = get_dataset(config.target)
+    sizes = (d.train_size, d.val_size, d.test_size)
+    if d.conditional:
+        (xtr, ctr), (xva, cva), (xte, cte) = sample_splits(dataset, sizes, seed=config.train.seed, dtype=kind,
+                                                           labels=True)
+        return DataSplits(xtr, xva, xte, ctr, cva, cte, dataset, dataset.name)
+    xtr, xva, xte = sample_splits(dataset, sizes, seed=config.train.seed, dtype=kind)
+    return DataSplits(xtr, xva, xte, None, None, None, dataset, dataset.name)
+
+
+def _on(x: Tensor | None, device: torch.device | str) -> Tensor | None:
+    return None if x is None else x.to(device)
+
+
+class DataTask:
+    """Maximum likelihood on data: NSF (5 coupling layers, 16 bins) with a standard-normal base, 5,000 steps at
+    lr 1e-3 (16 bins measured better than 8 on the exact toy sets at this budget:
+    benchmarks/results/density_quality.md)."""
+
+    kind = "data"
+    images = False
+    defaults: Mapping[str, Any] = {
+        "model": {MODEL_NAME: "nsf", "layers": 5, "base": "normal", "bins": 16},
+        "train": {"steps": 5000, "lr": 1e-3, "anneal": 0.0},
+    }
+    metrics_keys = (
+        "test_nll", "test_nll_stderr", "entropy", "kl_gap", "kl_paired", "kl_paired_stderr", "best_val_nll",
+        "best_step", "stopped_early", "steps", "seconds", "parameters", "target", "flow", "layers", "seed", "features",
+        "context_features", "train_rows", "val_rows", "test_rows",
+    )
+    figure_suffix = "scatter"
+
+    def load(self, config: FitConfig) -> DataSplits:
+        path = config.data.path
+        if path and not Path(path).is_file():
+            raise DataFileError(f"run {config.name!r} was fitted to the data file {path!r}, which does not exist "
+                                "(relative paths are read from the current directory)")
+        return load_data(config)
+
+    def spec(self, problem: DataSplits) -> dict[str, Any]:
+        return {"features": problem.features, "context_features": problem.context_features}
+
+    def build(self, config: FitConfig, spec: Mapping[str, Any], problem: DataSplits | None = None) -> Flow:
+        features = int(spec["features"])
+        flow = place(build_vector(config.model, features, int(spec["context_features"])), config)
+        if config.data.standardize:
+            if problem is not None:
+                standardize = Standardizer.fit(problem.train).as_transform().to(config.train.device)
+            else:  # a placeholder for the fitted values a checkpoint holds
+                standardize = StandardizeTransform([0.0] * features, [1.0] * features).to(config.train.device,
+                                                                                        dtype(config))
+            flow.transform = Compose(standardize, flow.transform)
+        return flow
+
+    def fit(self, flow: Flow, problem: DataSplits, config: FitConfig, **options: Any) -> Any:
+        t, device = config.train, config.train.device
+        return fit_max_likelihood(
+            flow, _on(problem.train, device), context=_on(problem.train_context, device),
+            val=_on(problem.val, device), val_context=_on(problem.val_context, device), steps=t.steps,
+            batch_size=t.batch_size, lr=t.lr, schedule=t.schedule, clip=t.clip, eval_every=t.eval_every,
+            patience=t.patience or None, seed=t.seed, **options,
+        )
+
+    def evaluate(self, flow: Flow, problem: DataSplits, config: FitConfig, *, split: str = TEST,
+                 samples: int | None = None, seed: int | None = None) -> dict[str, Any]:
+        """The NLL of a split with the exact KL gap where the data's entropy is known (per label for conditional
+        toy fits); ``samples`` keeps only the split's first rows."""
+        x, c = problem.split(split)
+        if samples is not None:
+            x, c = x[:samples], None if c is None else c[:samples]
+        device = device_of(flow)
+        x, c = x.to(device), _on(c, device)
+        if problem.dataset is not None and c is None:
+            metrics: dict[str, Any] = evaluate_toy(flow, problem.dataset, test=x)
+            metrics.pop("test_samples", None)
+        else:
+            nll, se = evaluate_nll(flow, x, c)
+            metrics = {"test_nll": nll, "test_nll_stderr": se, "entropy": math.nan, "kl_gap": math.nan,
+                       "kl_paired": math.nan, "kl_paired_stderr": math.nan}
+            if isinstance(problem.dataset, GaussianMixtureData) and c is not None:
+                if seed is not None:
+                    torch.manual_seed(seed)
+                per_label = evaluate_conditional_toy(flow, problem.dataset)
+                metrics.update({f"label_{k}": v for k, v in per_label.items()})
+        metrics[f"{TEST}_rows"] = len(x)
+        return rename_split(metrics, split)
+
+    def run_metrics(self, flow: Flow, problem: DataSplits, config: FitConfig, history: Any) -> dict[str, Any]:
+        return {
+            "best_val_nll": history.best_val_nll, "best_step": history.best_step,
+            "stopped_early": history.stopped_early, "steps": len(history.rows), "seconds": round(history.seconds, 3),
+            "parameters": parameter_count(flow), "target": problem.name, "flow": config.model_name,
+            "layers": self.layers(flow, config), "seed": config.train.seed, "features": problem.features,
+            "context_features": problem.context_features, "train_rows": len(problem.train),
+            "val_rows": len(problem.val), "test_rows": len(problem.test), "skipped_steps": history.skipped,
+        }
+
+    def layers(self, flow: Flow, config: FitConfig) -> int | None:
+        return config.model.get("layers")
+
+    def describe(self, config: FitConfig, metrics: Mapping[str, Any]) -> str:
+        return f"{config.name} × {config.model_name} ({metrics['layers']} layers)"
+
+    def summary(self, metrics: Mapping[str, Any], split: str = TEST) -> str:
+        m = metrics
+        text = (f"{split} NLL = {m[f'{split}_nll']:.4f} ± {m[f'{split}_nll_stderr']:.4f} nats "
+                f"({m[f'{split}_rows']:,} rows)")
+        gap = m.get("kl_gap")
+        if gap is not None and math.isfinite(gap):
+            text += f", entropy = {m['entropy']:.4f}, KL gap = {m['kl_gap']:.4f} nats"
+        if "label_kl_gap" in m:
+            text += ", per-label KL gap = " + ", ".join(f"{g:.4f}" for g in m["label_kl_gap"])
+        return text
+
+    def target(self, config: FitConfig) -> ToyDataset | None:
+        return None if config.data.path else get_dataset(config.target)
+
+    def plot(self, flow: Flow, problem: DataSplits, config: FitConfig, out: Path, *, metrics: Path | None,
+             gif: bool) -> dict[str, Path]:
+        device = device_of(flow)
+        return plot_data_fit(flow, out, data=problem.test.to(device), dataset=problem.dataset, metrics=metrics,
+                             context=_on(problem.test_context, device))
+
+    def sample_figure(self, flow: Flow, target: ToyDataset | None, x: Tensor, path: Path, title: str) -> Path | None:
+        if tuple(flow.event_shape) != (PLOT_FEATURES,):
+            return None
+        return plot_sample_set(x, path, box=getattr(target, "box", None), title=title)
