@@ -1,22 +1,35 @@
 """Ready architectures built from keyword arguments, each a :class:`~tractable.Flow`."""
 
 from .image_flow import ImageFlow
-from .image_registry import IMAGE_MODELS, IMAGE_PRESETS, build_image_model, build_preset, print_parameter_counts
-from .maf import IAF, MAF, layer_orders
+from .image_registry import (
+    IMAGE_DESCRIPTIONS,
+    IMAGE_MODELS,
+    IMAGE_PRESETS,
+    build_image_model,
+    build_preset,
+    print_parameter_counts,
+)
+from .maf import IAF, MAF
 from .multiscale import FlowPlusPlus, Glow, ImageRealNVP, build_multiscale
-from .nsf import NSF, coupling_masks
+from .nsf import NSF
+from .permutations import PERMUTATION_ALIASES, PERMUTATIONS, check_permutation, coupling_masks, layer_orders
 from .planar import FLOW_TYPES, PlanarFlow
-from .realnvp import COUPLINGS, PERMUTATIONS, RealNVP
+from .realnvp import COUPLINGS, RealNVP
+from .registry import DESCRIPTIONS, MODELS, build_model
 
 __all__ = [
     "COUPLINGS",
+    "DESCRIPTIONS",
     "FLOW_TYPES",
     "IAF",
+    "IMAGE_DESCRIPTIONS",
     "IMAGE_MODELS",
     "IMAGE_PRESETS",
     "MAF",
+    "MODELS",
     "NSF",
     "PERMUTATIONS",
+    "PERMUTATION_ALIASES",
     "FlowPlusPlus",
     "Glow",
     "ImageFlow",
@@ -24,8 +37,10 @@ __all__ = [
     "PlanarFlow",
     "RealNVP",
     "build_image_model",
+    "build_model",
     "build_multiscale",
     "build_preset",
+    "check_permutation",
     "coupling_masks",
     "layer_orders",
     "print_parameter_counts",

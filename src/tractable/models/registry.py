@@ -1,17 +1,34 @@
-"""Every ready model by name, built from one set of keyword arguments (what the command line and configs use)."""
+"""The vector models by name: ``MODELS`` maps a name to its constructor, nothing else.
+
+Every constructor takes the number of features first and explicit keyword arguments after it (read them with
+``inspect.signature``); ``DESCRIPTIONS`` gives the one-line description ``tractable list`` shows.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from ..flow import Flow
 from .maf import IAF, MAF
 from .nsf import NSF
-from .planar import FLOW_TYPES, PlanarFlow
+from .planar import PlanarFlow
 from .realnvp import RealNVP
 
-#: name -> one-line description, in the order ``tractable list`` shows them.
-MODELS: dict[str, str] = {
+#: name -> constructor ``(features, **options) -> Flow``, in the order ``tractable list`` shows them.
+MODELS: dict[str, Callable[..., Flow]] = {
+    "planar": partial(PlanarFlow, flow="planar"),
+    "radial": partial(PlanarFlow, flow="radial"),
+    "sylvester": partial(PlanarFlow, flow="sylvester"),
+    "realnvp": RealNVP,
+    "maf": MAF,
+    "iaf": IAF,
+    "nsf": NSF,
+    "nsf-ar": partial(NSF, autoregressive=True),
+}
+
+#: name -> one-line description.
+DESCRIPTIONS: dict[str, str] = {
     "planar": "planar maps (Rezende & Mohamed 2015); analytic sampling, numerically inverted density",
     "radial": "radial maps (Rezende & Mohamed 2015); analytic both ways",
     "sylvester": "Sylvester maps (van den Berg et al. 2018); analytic sampling, numerically inverted density",
@@ -23,39 +40,11 @@ MODELS: dict[str, str] = {
 }
 
 
-def build_model(
-    name: str,
-    features: int,
-    *,
-    layers: int,
-    base: str = "normal",
-    hidden: int = 64,
-    blocks: int = 2,
-    bins: int = 8,
-    bound: float = 3.0,
-    context_features: int = 0,
-) -> Flow:
-    """The model called ``name`` (see :data:`MODELS`) for ``features``-dimensional data.
-
-    Each model takes the arguments that apply to it: the planar family ``layers`` and ``base``; the conditioner-based
-    models also ``hidden``, ``blocks``, ``bound`` (and ``bins`` for splines) and ``context_features``.
-
-    Raises:
-        ValueError: for an unknown name, or a context for an unconditional family.
-    """
+def build_model(name: str, features: int, **options: object) -> Flow:
+    """``MODELS[name](features, **options)``, with a one-line error naming the models for an unknown ``name``."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    if name in FLOW_TYPES:
-        if context_features:
-            raise ValueError(f"model {name!r} is unconditional; got context_features={context_features}")
-        return PlanarFlow(features, layers, flow=name, base=base)
-    common = {"layers": layers, "hidden": hidden, "blocks": blocks, "bound": bound,
-              "context_features": context_features, "base": base}
-    builders: dict[str, Callable[[], Flow]] = {
-        "realnvp": lambda: RealNVP(features, **common),
-        "maf": lambda: MAF(features, **common),
-        "iaf": lambda: IAF(features, **common),
-        "nsf": lambda: NSF(features, bins=bins, **common),
-        "nsf-ar": lambda: NSF(features, bins=bins, autoregressive=True, **common),
-    }
-    return builders[name]()
+    return MODELS[name](features, **options)
+
+
+__all__ = ["DESCRIPTIONS", "MODELS", "build_model"]
