@@ -28,25 +28,26 @@ from .numerics import default_tolerance, newton_refine, solve_increasing
 MIN_LOG_SCALE = -7.0
 
 
-def mixture_logit_cdf(x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
+def mixture_logit_cdf(x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
     """``(σ⁻¹(F(x)), log dσ⁻¹(F(x))/dx)`` of a logistic mixture ``F``, elementwise, stable in log space.
 
     Args:
         x: the points, any shape ``S``.
-        logits: unnormalised log-weights of the ``K`` components, ``S + (K,)`` (components on the last axis).
+        logits: unnormalised log-weights of the ``K`` components, ``S`` with the components inserted at ``dim``.
         loc: the components' means, same shape as ``logits``.
         log_scale: the components' log-scales, same shape.
+        dim: the components' axis of ``logits``, ``loc`` and ``log_scale`` (default: the last).
 
     Returns:
         ``σ⁻¹(F(x)) = log F - log(1 - F)`` and its log-derivative ``log f - log F - log(1 - F)``, both ``x``'s shape,
         with ``log F``, ``log(1 - F)`` and ``log f`` computed as log-sum-exps of log-sigmoids.
     """
-    z = (x.unsqueeze(-1) - loc) * torch.exp(-log_scale)
-    log_pi = torch.log_softmax(logits, -1)
+    z = (x.unsqueeze(dim) - loc) * torch.exp(-log_scale)
+    log_pi = torch.log_softmax(logits, dim)
     log_sig, log_sig_neg = F.logsigmoid(z), F.logsigmoid(-z)
-    log_cdf = torch.logsumexp(log_pi + log_sig, -1)
-    log_sf = torch.logsumexp(log_pi + log_sig_neg, -1)
-    log_pdf = torch.logsumexp(log_pi + log_sig + log_sig_neg - log_scale, -1)
+    log_cdf = torch.logsumexp(log_pi + log_sig, dim)
+    log_sf = torch.logsumexp(log_pi + log_sig_neg, dim)
+    log_pdf = torch.logsumexp(log_pi + log_sig + log_sig_neg - log_scale, dim)
     return log_cdf - log_sf, log_pdf - log_cdf - log_sf
 
 
@@ -62,6 +63,10 @@ class LogisticMixtureMap(ElementwiseMap):
     Newton-bisection (:func:`~tractable.transforms.numerics.solve_increasing`) finds it to ``tol · max(1, |x|)``:
     by default ``1e-12`` in float64 and ``1e-6`` in float32 (so inverses are accurate to well below ``1e-5``). One
     differentiable Newton step at the solution gives exact gradients through the inverse.
+
+    The work along the components runs on the axis right after the first event axis (the last axis for vectors
+    ``(B, D)``, the axis after the channels for images ``(B, C, H, W)``, as Flow++'s code lays them out), so an image
+    coupling computes exactly what the original image-only implementation did, to the last bit.
 
     Args:
         components: mixture components ``K`` (Flow++: 32 on CIFAR-10).
@@ -90,35 +95,38 @@ class LogisticMixtureMap(ElementwiseMap):
         self.params = 3 * components + 2
         self.components, self.bound, self.tol = components, float(bound), tol
 
-    def _unpack(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _unpack(self, theta: Tensor) -> tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The components' axis ``d`` (where the parameters are moved) and ``(a, b, logits, loc, log_scale)``."""
+        d = min(2, theta.dim() - 1)
+        theta = theta.movedim(-1, d)
         k = self.components
-        a = self.bound * torch.tanh(theta[..., 0] / self.bound)
-        b = theta[..., 1]
-        logits, loc, log_scale = theta[..., 2 : 2 + k], theta[..., 2 + k : 2 + 2 * k], theta[..., 2 + 2 * k :]
-        return a, b, logits, loc, log_scale.clamp(min=MIN_LOG_SCALE)
+        a = self.bound * torch.tanh(theta.select(d, 0) / self.bound)
+        b = theta.select(d, 1)
+        logits, loc, log_scale = theta.narrow(d, 2, k), theta.narrow(d, 2 + k, k), theta.narrow(d, 2 + 2 * k, k)
+        return d, a, b, logits, loc, log_scale.clamp(min=MIN_LOG_SCALE)
 
     def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        a, b, logits, loc, log_scale = self._unpack(theta)
-        v, log_dv = mixture_logit_cdf(x, logits, loc, log_scale)
+        d, a, b, logits, loc, log_scale = self._unpack(theta)
+        v, log_dv = mixture_logit_cdf(x, logits, loc, log_scale, d)
         return torch.addcmul(b, v, torch.exp(a)), log_dv + a
 
     def inverse(self, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        a, b, logits, loc, log_scale = self._unpack(theta)
+        d, a, b, logits, loc, log_scale = self._unpack(theta)
         v = (y - b) * torch.exp(-a)
         with torch.no_grad():
-            ends = loc.detach() + torch.exp(log_scale.detach()) * v.detach().unsqueeze(-1)
-            lo, hi = ends.min(-1).values, ends.max(-1).values
+            ends = loc.detach() + torch.exp(log_scale.detach()) * v.detach().unsqueeze(d)
+            lo, hi = ends.min(d).values, ends.max(d).values
             lg, lc, ls = logits.detach(), loc.detach(), log_scale.detach()
 
             def fn(x: Tensor) -> tuple[Tensor, Tensor]:
-                g, log_dg = mixture_logit_cdf(x, lg, lc, ls)
+                g, log_dg = mixture_logit_cdf(x, lg, lc, ls, d)
                 return g, torch.exp(log_dg)
 
             tol = default_tolerance(y.dtype) if self.tol is None else self.tol
             x = solve_increasing(fn, v.detach(), lo, hi, tol=tol)
-        g, log_dg = mixture_logit_cdf(x, logits, loc, log_scale)
+        g, log_dg = mixture_logit_cdf(x, logits, loc, log_scale, d)
         x = newton_refine(g - v, torch.exp(log_dg), x)
-        _, log_dg = mixture_logit_cdf(x, logits, loc, log_scale)
+        _, log_dg = mixture_logit_cdf(x, logits, loc, log_scale, d)
         return x, -(log_dg + a)
 
     def extra_repr(self) -> str:
