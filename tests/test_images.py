@@ -14,8 +14,8 @@ from tractable import Flow, ImageFlow
 from tractable.models.image_registry import IMAGE_PRESETS, build_image_model, build_preset, print_parameter_counts
 from tractable.models.multiscale import FlowPlusPlus, build_multiscale, parse_architecture
 from tractable.transforms.conv import InvertibleConv1x1
-from tractable.transforms.image_coupling import ImageAffineCoupling
-from tractable.transforms.logistic_mixture import MixtureLogisticCoupling, mixture_logit_cdf
+from tractable.transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
+from tractable.transforms.logistic_mixture import mixture_logit_cdf
 from tractable.transforms.reshape import FactorOut, Squeeze, Squeezed, channel_mask, checkerboard_mask, squeeze
 
 NET = {"hidden": 8, "blocks": 1}

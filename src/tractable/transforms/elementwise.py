@@ -114,16 +114,20 @@ class StandardizeTransform(Transform):
         # float64 buffers, cast to the input's dtype per call: no precision is lost to a float32 round trip.
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float64))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float64))
+        if self.mean.dim() != 1 or self.mean.shape != self.std.shape:
+            raise ValueError(f"expected one mean and one std per feature, got {self.mean.numel()} means and "
+                             f"{self.std.numel()} stds")
+        self.features = self.mean.numel()
 
     def _ladj(self, x: Tensor) -> Tensor:
         return (-torch.log(self.std).sum()).to(x).expand(x.shape[:-1])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_features(x, self.mean.numel())
+        check_features(x, self.features)
         return (x - self.mean.to(x)) / self.std.to(x), self._ladj(x)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_features(y, self.mean.numel())
+        check_features(y, self.features)
         return y * self.std.to(y) + self.mean.to(y), -self._ladj(y)
 
 

@@ -109,7 +109,7 @@ class ImageAffineCoupling(Coupling):
         positions: tuple[int, int] | None = None,
     ):
         split = ImageSplit(mask, channels, parity)
-        affine = AffineMap(bound, learned_bound=split.n_transformed if learn_bound else 0)
+        affine = AffineMap(bound, learned_bound=(split.n_transformed, 1, 1) if learn_bound else None)
         net = resnet_conditioner(split, affine, hidden=hidden, blocks=blocks, context_channels=context_channels,
                                  attention=attention, heads=heads, dropout=dropout,
                                  output_activation=output_activation, positions=positions)

@@ -11,6 +11,7 @@ weights and that bias starts every layer as the identity (as in nflows). The fam
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -48,8 +49,9 @@ class AffineMap(ElementwiseMap):
     Args:
         bound: the largest ``|log scale|`` ``b`` (default 3, a factor of about 20 per layer); with ``learned_bound``
             its initial value.
-        learned_bound: learn ``b = exp(f)`` per index of the first event dimension (a feature of a vector, a channel
-            of an image): the number of such indices (0: a fixed bound). The UvA tutorial's ``scaling_factor``.
+        learned_bound: learn ``b = exp(f)``, a tensor of this shape broadcast against the transformed entries
+            (``(C, 1, 1)``: one per channel of an image, ``(D,)``: one per feature of a vector); ``None``: a fixed
+            bound. The UvA tutorial's ``scaling_factor``.
 
     Example:
         >>> import torch
@@ -64,14 +66,18 @@ class AffineMap(ElementwiseMap):
 
     params = 2
 
-    def __init__(self, bound: float = 3.0, *, learned_bound: int = 0):
+    def __init__(self, bound: float = 3.0, *, learned_bound: Sequence[int] | None = None):
         super().__init__()
         if not bound > 0:
             raise ValueError(f"expected a positive log-scale bound, got {bound}")
-        if learned_bound < 0:
-            raise ValueError(f"expected learned_bound >= 0 (a number of channels or features), got {learned_bound}")
         self.bound = float(bound)
-        self.log_bound = nn.Parameter(torch.full((learned_bound,), math.log(bound))) if learned_bound else None
+        self.log_bound: nn.Parameter | None = None
+        if learned_bound is not None:
+            self.bound_shape = tuple(int(s) for s in learned_bound)
+            if not self.bound_shape or min(self.bound_shape) < 1:
+                raise ValueError(f"expected a positive shape for the learned bound, got {learned_bound}")
+            # Stored flat (one number per channel or feature), viewed in bound_shape where it is used.
+            self.log_bound = nn.Parameter(torch.full((math.prod(self.bound_shape),), math.log(bound)))
 
     def _shift_log_scale(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         # One backward op (a stack) instead of two zero-filled slices. The stack is laid out like theta's storage:
@@ -83,7 +89,7 @@ class AffineMap(ElementwiseMap):
             shift, raw = theta.unbind(-1)
         if self.log_bound is None:
             return shift, self.bound * torch.tanh(raw / self.bound)
-        bound = torch.exp(self.log_bound).view(-1, *[1] * (shift.dim() - 2))
+        bound = torch.exp(self.log_bound).view(self.bound_shape)
         return shift, bound * torch.tanh(raw / bound)
 
     def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,7 +101,7 @@ class AffineMap(ElementwiseMap):
         return (y - shift) * torch.exp(-log_scale), -log_scale
 
     def extra_repr(self) -> str:
-        learned = f", learned_bound={self.log_bound.numel()}" if self.log_bound is not None else ""
+        learned = f", learned_bound={self.bound_shape}" if self.log_bound is not None else ""
         return f"bound={self.bound}{learned}"
 
 
