@@ -49,6 +49,8 @@ class UserConditioner(nn.Module):
         self.out = nn.Linear(6, n_out)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.context_features and context is None:
+            raise ValueError(f"expected a context of shape (batch, {self.context_features}), got None")
         h = torch.cat([x, context], -1) if self.context_features else x
         return self.out(torch.sin(self.hidden(h)))
 
