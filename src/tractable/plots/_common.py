@@ -185,7 +185,8 @@ def _segments(pts: np.ndarray, points: int) -> np.ndarray:
     return pts.reshape(-1, points, 2)
 
 
-def layer_outputs(transform: Transform, x: Tensor, *, inverse: bool = False) -> list[Tensor]:
+def layer_outputs(transform: Transform, x: Tensor, context: Tensor | None = None, *,
+                  inverse: bool = False) -> list[Tensor]:
     """The outputs after each elementary layer of ``transform`` (its inverse with ``inverse=True``).
 
     Walks the chain: a :class:`~tractable.transforms.base.Compose` layer by layer (last layer first when inverted), an
@@ -195,14 +196,14 @@ def layer_outputs(transform: Transform, x: Tensor, *, inverse: bool = False) -> 
     if isinstance(transform, Compose):
         steps: list[Tensor] = []
         for t in (reversed(transform.transforms) if inverse else transform.transforms):
-            steps += layer_outputs(t, x, inverse=inverse)
+            steps += layer_outputs(t, x, context, inverse=inverse)
             x = steps[-1]
         return steps
     if isinstance(transform, Inverse):
-        return layer_outputs(transform.transform, x, inverse=not inverse)
+        return layer_outputs(transform.transform, x, context, inverse=not inverse)
     if isinstance(transform, LayerStack):
         return (transform.run_inverse(x) if inverse else transform.run(x))[0]
-    return [(transform.inverse(x) if inverse else transform(x))[0]]
+    return [(transform.inverse(x, context) if inverse else transform(x, context))[0]]
 
 
 @torch.no_grad()
