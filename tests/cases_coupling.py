@@ -116,9 +116,11 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
         vector_coupling([True, False, False], AffineMap(1.0, learned_bound=(2,)), hidden=8), 0.5),
     "coupling-user-conditioner": lambda: randomised(user_coupling([True, False, True, False], AffineMap()), 0.5),
     "coupling-user-spline": lambda: randomised(user_coupling([False, True, True], RQSplineMap(4, 2.0)), 0.3),
+    # tanh hidden units keep the mixture's parameters bounded for inputs of ±1e3 (the extreme-input check).
     "mixture-coupling": lambda: randomised(
-        vector_coupling([True, False, True, False], LogisticMixtureMap(3), hidden=8), 0.15),
-    "mixture-coupling-2d": lambda: randomised(vector_coupling([False, True], LogisticMixtureMap(4), hidden=8), 0.15),
+        vector_coupling([True, False, True, False], LogisticMixtureMap(3), hidden=8, activation="tanh"), 0.15),
+    "mixture-coupling-2d": lambda: randomised(
+        vector_coupling([False, True], LogisticMixtureMap(4), hidden=8, activation="tanh"), 0.15),
     "standardize": lambda: StandardizeTransform([0.5, -1.0, 2.0], [0.3, 2.0, 1.5]).double(),
     "realnvp-2d": lambda: realnvp(2, layers=3),
     "realnvp-normalized": lambda: realnvp(4, layers=3, permutation="random", actnorm=True, batchnorm=True),
