@@ -81,6 +81,9 @@ class MaskedAutoregressive(Transform):
         super().__init__()
         if not isinstance(map, ElementwiseMap):
             raise TypeError(f"expected an ElementwiseMap, got {type(map).__name__}")
+        if getattr(map, "log_bound", None) is not None:  # the inverse maps one feature at a time
+            raise ValueError("expected a map with a fixed bound in an autoregressive layer, got a learned bound "
+                             "(learned_bound applies to coupling layers)")
         self.features, self.context_features = features, context_features
         self.map = map
         self.made = MADE(

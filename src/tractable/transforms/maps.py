@@ -51,7 +51,8 @@ class AffineMap(ElementwiseMap):
             its initial value.
         learned_bound: learn ``b = exp(f)``, a tensor of this shape broadcast against the transformed entries
             (``(C, 1, 1)``: one per channel of an image, ``(D,)``: one per feature of a vector); ``None``: a fixed
-            bound. The UvA tutorial's ``scaling_factor``.
+            bound. The UvA tutorial's ``scaling_factor``; for coupling layers, which map the whole transformed part
+            at once.
 
     Example:
         >>> import torch
