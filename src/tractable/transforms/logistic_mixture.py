@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .maps import ElementwiseMap
+from .maps import ElementwiseMap, params_axis
 from .numerics import default_tolerance, newton_refine, solve_increasing
 
 #: The smallest log-scale of a mixture component (as in Flow++'s implementations).
@@ -64,7 +64,7 @@ class LogisticMixtureMap(ElementwiseMap):
     by default ``1e-12`` in float64 and ``1e-6`` in float32 (so inverses are accurate to well below ``1e-5``). One
     differentiable Newton step at the solution gives exact gradients through the inverse.
 
-    The work along the components runs on the axis right after the first event axis (the last axis for vectors
+    The work along the components runs on :func:`~tractable.transforms.maps.params_axis` (the last axis for vectors
     ``(B, D)``, the axis after the channels for images ``(B, C, H, W)``, as Flow++'s code lays them out), so an image
     coupling computes exactly what the original image-only implementation did, to the last bit.
 
@@ -97,7 +97,7 @@ class LogisticMixtureMap(ElementwiseMap):
 
     def _unpack(self, theta: Tensor) -> tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The components' axis ``d`` (where the parameters are moved) and ``(a, b, logits, loc, log_scale)``."""
-        d = min(2, theta.dim() - 1)
+        d = params_axis(theta)
         theta = theta.movedim(-1, d)
         k = self.components
         a = self.bound * torch.tanh(theta.select(d, 0) / self.bound)

@@ -17,6 +17,16 @@ import torch
 from torch import Tensor, nn
 
 
+def params_axis(theta: Tensor) -> int:
+    """The axis the maps move the parameters of ``theta`` (``S + (params,)``) to before taking them apart.
+
+    Right after the first event axis: the last axis for vectors ``(B, D)``, axis 2 for images ``(B, C, H, W)`` (the
+    layout of an image conditioner's output ``(B, C · params, H, W)``, so the maps' operations and their gradients
+    keep that layout and need no copies).
+    """
+    return min(2, theta.dim() - 1)
+
+
 class ElementwiseMap(nn.Module):
     """A family of increasing scalar maps, parameterized by ``params`` unconstrained numbers per element.
 
@@ -82,12 +92,13 @@ class AffineMap(ElementwiseMap):
 
     def _shift_log_scale(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         # One backward op (a stack) instead of two zero-filled slices. The stack is laid out like theta's storage:
-        # for parameter-major storage (MADE's and the image conditioners' output, where the last dim is strided)
-        # unbinding the transposed view makes the gradient land contiguous in that layout, saving a copy per layer.
-        if theta.dim() >= 2 and theta.stride(-1) != 1:
+        # for parameter-major vectors (MADE's output, where the last dim is strided) unbinding the transposed view
+        # makes the gradient land contiguous in that layout, which saves a copy per layer in backward.
+        d = params_axis(theta)
+        if d == theta.dim() - 1 and theta.dim() >= 2 and theta.stride(-1) != 1:
             shift, raw = theta.transpose(-1, -2).unbind(-2)
         else:
-            shift, raw = theta.unbind(-1)
+            shift, raw = theta.movedim(-1, d).unbind(d)
         if self.log_bound is None:
             return shift, self.bound * torch.tanh(raw / self.bound)
         bound = torch.exp(self.log_bound).view(self.bound_shape)
@@ -122,4 +133,4 @@ class AdditiveMap(ElementwiseMap):
         return y - theta[..., 0], torch.zeros_like(y)
 
 
-__all__ = ["AdditiveMap", "AffineMap", "ElementwiseMap"]
+__all__ = ["AdditiveMap", "AffineMap", "ElementwiseMap", "params_axis"]
