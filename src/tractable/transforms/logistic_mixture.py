@@ -98,7 +98,8 @@ class LogisticMixtureMap(ElementwiseMap):
     def _unpack(self, theta: Tensor) -> tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The components' axis ``d`` (where the parameters are moved) and ``(a, b, logits, loc, log_scale)``."""
         d = params_axis(theta)
-        theta = theta.movedim(-1, d)
+        if d != theta.dim() - 1:
+            theta = theta.movedim(-1, d)
         k = self.components
         a = self.bound * torch.tanh(theta.select(d, 0) / self.bound)
         b = theta.select(d, 1)

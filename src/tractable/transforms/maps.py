@@ -95,10 +95,12 @@ class AffineMap(ElementwiseMap):
         # for parameter-major vectors (MADE's output, where the last dim is strided) unbinding the transposed view
         # makes the gradient land contiguous in that layout, which saves a copy per layer in backward.
         d = params_axis(theta)
-        if d == theta.dim() - 1 and theta.dim() >= 2 and theta.stride(-1) != 1:
+        if d != theta.dim() - 1:
+            shift, raw = theta.movedim(-1, d).unbind(d)
+        elif theta.dim() >= 2 and theta.stride(-1) != 1:
             shift, raw = theta.transpose(-1, -2).unbind(-2)
         else:
-            shift, raw = theta.movedim(-1, d).unbind(d)
+            shift, raw = theta.unbind(-1)
         if self.log_bound is None:
             return shift, self.bound * torch.tanh(raw / self.bound)
         bound = torch.exp(self.log_bound).view(self.bound_shape)
