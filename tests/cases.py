@@ -65,6 +65,8 @@ def features_of(t: Transform) -> int:
     """The input dimension of a transform of this suite (of a chain: of its first layer that declares one)."""
     if isinstance(getattr(t, "features", None), int):
         return int(t.features)  # type: ignore[arg-type]
+    if isinstance(getattr(getattr(t, "split", None), "features", None), int):  # a vector coupling: its split's
+        return int(t.split.features)  # type: ignore[union-attr]
     children = list(t.transforms) if isinstance(t, Compose) else [getattr(t, "transform", None)]
     for child in children:
         if isinstance(child, Transform):

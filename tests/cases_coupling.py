@@ -6,14 +6,19 @@ from collections.abc import Callable
 
 import torch
 from cases import randomised
+from torch import Tensor, nn
 
 from tractable import Compose, Transform
 from tractable.models.realnvp import RealNVP
-from tractable.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling
-from tractable.transforms.elementwise import ElementwiseAffine, Logit, Sigmoid
+from tractable.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling, mlp_conditioner
+from tractable.transforms.elementwise import ElementwiseAffine, Logit, Sigmoid, StandardizeTransform
+from tractable.transforms.image_coupling import resnet_conditioner
 from tractable.transforms.linear import LULinear, Permutation, RandomPermutation, ReversePermutation
+from tractable.transforms.logistic_mixture import LogisticMixtureMap
+from tractable.transforms.maps import AdditiveMap, AffineMap, ElementwiseMap
 from tractable.transforms.normalization import ActNorm, BatchNorm
-from tractable.transforms.univariate import AffineMap
+from tractable.transforms.splines import RQSplineMap
+from tractable.transforms.splits import ImageSplit, VectorSplit
 
 _UNIT = (0.0, 1.0)
 _REAL = (float("-inf"), float("inf"))
@@ -32,6 +37,51 @@ def batchnorm(features: int) -> Transform:
     for _ in range(3):
         t(0.5 + 3 * torch.rand(32, features))
     return randomised(t, 0.3).eval()
+
+
+class UserConditioner(nn.Module):
+    """A conditioner as a user would write one: any module ``(x_pass, context) -> parameters``."""
+
+    def __init__(self, n_in: int, n_out: int, context_features: int = 0):
+        super().__init__()
+        self.context_features = context_features
+        self.hidden = nn.Linear(n_in + context_features, 6)
+        self.out = nn.Linear(6, n_out)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.context_features and context is None:
+            raise ValueError(f"expected a context of shape (batch, {self.context_features}), got None")
+        h = torch.cat([x, context], -1) if self.context_features else x
+        return self.out(torch.sin(self.hidden(h)))
+
+
+class UserImageConditioner(nn.Module):
+    """A one-convolution image conditioner a user might inject."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.conv(torch.tanh(x))
+
+
+def user_coupling(mask: list[bool], elementwise: ElementwiseMap, context_features: int = 0) -> Coupling:
+    split = VectorSplit(torch.tensor(mask))
+    net = UserConditioner(split.n_pass, split.n_transformed * elementwise.params, context_features)
+    return Coupling(split, elementwise, net)
+
+
+def vector_coupling(mask: list[bool], elementwise: ElementwiseMap, **net: object) -> Coupling:
+    split = VectorSplit(torch.tensor(mask))
+    return Coupling(split, elementwise, mlp_conditioner(split, elementwise, **net))
+
+
+def image_coupling(kind: str, channels: int, parity: int, elementwise: ElementwiseMap, user: bool = False) -> Coupling:
+    split = ImageSplit(kind, channels, parity)
+    net = UserImageConditioner(split.n_pass, split.n_transformed * elementwise.params) if user else \
+        resnet_conditioner(split, elementwise, hidden=8, blocks=1)
+    return Coupling(split, elementwise, net)
 
 
 def realnvp(features: int, scale: float = 0.2, **kwargs) -> Transform:
@@ -58,11 +108,20 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
     "batchnorm": lambda: batchnorm(3),
     "affine-coupling": lambda: randomised(AffineCoupling(4, hidden=16), 0.5),
     "affine-coupling-alternate": lambda: randomised(AffineCoupling(5, mask="alternate", parity=1, hidden=8), 0.5),
-    "affine-coupling-2d": lambda: randomised(AffineCoupling(2, parity=1, hidden=16, layers=1), 0.5),
+    "affine-coupling-2d": lambda: randomised(AffineCoupling(2, parity=1, hidden=16, blocks=1), 0.5),
     "additive-coupling": lambda: randomised(AdditiveCoupling(3, hidden=8), 0.5),
-    "coupling-mask": lambda: randomised(
-        Coupling(torch.tensor([True, False, False, True, False]), AffineMap(bound=2.0), hidden=[8, 12]), 0.5
-    ),
+    "coupling-mask": lambda: randomised(vector_coupling([True, False, False, True, False], AffineMap(2.0),
+                                                         hidden=[8, 12]), 0.5),
+    "coupling-learned-bound": lambda: randomised(
+        vector_coupling([True, False, False], AffineMap(1.0, learned_bound=(2,)), hidden=8), 0.5),
+    "coupling-user-conditioner": lambda: randomised(user_coupling([True, False, True, False], AffineMap()), 0.5),
+    "coupling-user-spline": lambda: randomised(user_coupling([False, True, True], RQSplineMap(4, 2.0)), 0.3),
+    # tanh hidden units keep the mixture's parameters bounded for inputs of ±1e3 (the extreme-input check).
+    "mixture-coupling": lambda: randomised(
+        vector_coupling([True, False, True, False], LogisticMixtureMap(3), hidden=8, activation="tanh"), 0.15),
+    "mixture-coupling-2d": lambda: randomised(
+        vector_coupling([False, True], LogisticMixtureMap(4), hidden=8, activation="tanh"), 0.15),
+    "standardize": lambda: StandardizeTransform([0.5, -1.0, 2.0], [0.3, 2.0, 1.5]).double(),
     "realnvp-2d": lambda: realnvp(2, layers=3),
     "realnvp-normalized": lambda: realnvp(4, layers=3, permutation="random", actnorm=True, batchnorm=True),
     "nice-reverse": lambda: realnvp(3, layers=2, coupling="additive", permutation="reverse"),
@@ -86,6 +145,9 @@ DOMAINS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "logit-alpha": (_UNIT, _REAL),
 }
 
+#: The logistic-mixture couplings invert by a bracketed Newton-bisection.
+NUMERICAL = ["mixture-coupling", "mixture-coupling-2d"]
+
 AT_INIT: dict[str, Callable[[], Transform]] = {
     "elementwise-affine": lambda: ElementwiseAffine(3),
     "lu-linear": lambda: LULinear(4),
@@ -93,6 +155,8 @@ AT_INIT: dict[str, Callable[[], Transform]] = {
     "affine-coupling": lambda: AffineCoupling(4),
     "affine-coupling-conditional": lambda: AffineCoupling(4, mask="alternate", context_features=2),
     "additive-coupling": lambda: AdditiveCoupling(5, parity=1),
+    "mixture-coupling": lambda: vector_coupling([True, False, True], LogisticMixtureMap(4)),
+    "additive-map-coupling": lambda: vector_coupling([False, True], AdditiveMap(), hidden=8, blocks=1),
     "realnvp": lambda: RealNVP(4, layers=4).transform,
 }
 
@@ -103,6 +167,15 @@ CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {
         1,
     ),
     "realnvp-conditional": (lambda: realnvp(3, layers=2, context_features=2, actnorm=True), 2),
+    "coupling-user-conditioner-conditional": (
+        lambda: randomised(user_coupling([True, False, False], AffineMap(), context_features=2), 0.5),
+        2,
+    ),
+    "mixture-coupling-conditional": (
+        lambda: randomised(vector_coupling([False, True, False], LogisticMixtureMap(3), hidden=8, context_features=2),
+                           0.15),
+        2,
+    ),
 }
 
 #: Image-shaped cases: name -> (constructor, event shape); checked on ``(batch, *shape)`` inputs.
@@ -116,4 +189,11 @@ IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {
         lambda: randomised(Compose(ElementwiseAffine((2, 2, 3)), Sigmoid(), Logit(0.01)), 0.5),
         (2, 2, 3),
     ),
+    "image-coupling-user-conditioner": (
+        lambda: randomised(image_coupling("channel", 3, 1, AffineMap(), user=True), 0.5),
+        (3, 4, 4),
+    ),
+    "image-spline-coupling": (lambda: randomised(image_coupling("checkerboard", 2, 0, RQSplineMap(4, 2.0)), 0.2),
+                              (2, 4, 4)),
+    "image-additive-columns": (lambda: randomised(image_coupling("columns", 1, 1, AdditiveMap()), 0.5), (1, 3, 4)),
 }

@@ -10,8 +10,7 @@ from cases import randomised
 from tractable import Compose, Transform
 from tractable.models.multiscale import FlowPlusPlus, Glow, ImageRealNVP
 from tractable.transforms.conv import InvertibleConv1x1
-from tractable.transforms.image_coupling import ImageAffineCoupling
-from tractable.transforms.logistic_mixture import MixtureLogisticCoupling
+from tractable.transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
 from tractable.transforms.reshape import FactorOut, Squeezed
 
 _NET = {"hidden": 8, "blocks": 1}

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from tractable import Flow, StandardNormal
 from tractable.models.realnvp import RealNVP
 from tractable.nn.mlp import MLP
-from tractable.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling, coupling_mask
+from tractable.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling, mlp_conditioner
 from tractable.transforms.elementwise import ElementwiseAffine, Logit, Sigmoid
 from tractable.transforms.linear import LULinear, Permutation, RandomPermutation
+from tractable.transforms.maps import AffineMap
 from tractable.transforms.normalization import ActNorm, BatchNorm
-from tractable.transforms.univariate import AffineMap
+from tractable.transforms.splits import VectorSplit, coupling_mask
 
 SETTINGS = settings(deadline=None, max_examples=5, database=None)
 
@@ -50,7 +51,7 @@ def test_mlp_shapes_widths_and_zero_last() -> None:
     torch.testing.assert_close(out, torch.arange(5.0).expand(2, 4, 5))
     # One context for the whole batch broadcasts.
     assert net(torch.randn(6, 3), torch.randn(1, 2)).shape == (6, 5)
-    affine = MLP(3, 2, layers=0, zero_last=False)
+    affine = MLP(3, 2, blocks=0, zero_last=False)
     assert len(affine.linears) == 1 and affine(torch.randn(4, 3)).abs().sum() > 0
 
 
@@ -237,9 +238,13 @@ def test_batchnorm_ladj_matches_autograd_in_both_modes() -> None:
 
 def test_coupling_mask_validation() -> None:
     with pytest.raises(ValueError, match="at least one True"):
-        Coupling(torch.ones(3, dtype=torch.bool), AffineMap())
+        VectorSplit(torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match="boolean"):
-        Coupling(torch.tensor([1, 0, 1]), AffineMap())
+        VectorSplit(torch.tensor([1, 0, 1]))
+    with pytest.raises(TypeError, match="ElementwiseMap"):
+        Coupling(coupling_mask(3), torch.nn.Identity(), torch.nn.Identity())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="nn.Module"):
+        Coupling(coupling_mask(3), AffineMap(), lambda x, c: x)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"mask of shape \(4,\)"):
         AffineCoupling(4, mask=torch.tensor([True, False]))
     with pytest.raises(ValueError, match="at least 2 features"):
@@ -253,12 +258,13 @@ def test_coupling_mask_validation() -> None:
 def test_coupling_block_and_gather_paths_agree(seed: int, features: int) -> None:
     """The contiguous-block fast path computes what the general gather/scatter path does."""
     torch.manual_seed(seed)
-    mask = coupling_mask(features, "half", seed % 2)
-    fast = randomise(Coupling(mask, AffineMap(), hidden=8).double(), 0.5)
-    slow = Coupling(mask, AffineMap(), hidden=8).double()
+    split = VectorSplit(coupling_mask(features, "half", seed % 2))
+    fast = randomise(Coupling(split, AffineMap(), mlp_conditioner(split, AffineMap(), hidden=8)).double(), 0.5)
+    split = VectorSplit(coupling_mask(features, "half", seed % 2))
+    slow = Coupling(split, AffineMap(), mlp_conditioner(split, AffineMap(), hidden=8)).double()
     slow.load_state_dict(fast.state_dict())
-    slow._blocks = False
-    assert fast._blocks
+    slow.split._blocks = False
+    assert fast.split._blocks
     x = torch.randn(6, features, dtype=torch.float64)
     for a, b in ((fast(x), slow(x)), (fast.inverse(x), slow.inverse(x))):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
@@ -356,23 +362,24 @@ def test_realnvp_errors_and_structure() -> None:
     with pytest.raises(ValueError, match="context"):
         model.log_prob(torch.randn(6, 4))
     assert isinstance(model, Flow)
-    steps = RealNVP(4, layers=3, actnorm=True, batchnorm=True, permutation="reverse").transform
+    steps = RealNVP(4, layers=3, actnorm=True, batchnorm=True, permutation="random").transform
     kinds = [type(s).__name__ for s in steps]
     assert kinds == [
         "ActNorm",
         "AffineCoupling",
         "BatchNorm",
         "ActNorm",
-        "ReversePermutation",
+        "RandomPermutation",
         "AffineCoupling",
         "BatchNorm",
         "ActNorm",
-        "ReversePermutation",
+        "RandomPermutation",
         "AffineCoupling",
     ]
-    # 2-D data with alternating masks: the two coordinates take turns.
-    masks = [s.mask.tolist() for s in RealNVP(2, layers=3).transform]
-    assert masks == [[True, False], [False, True], [True, False]]
+    # 2-D data with alternating masks: the two coordinates take turns; "reverse" is an alias of "alternate".
+    for permutation in ("alternate", "reverse"):
+        masks = [s.split.mask.tolist() for s in RealNVP(2, layers=3, permutation=permutation).transform]
+        assert masks == [[True, False], [False, True], [True, False]]
 
 
 def test_realnvp_fits_a_correlated_gaussian() -> None:
@@ -390,3 +397,22 @@ def test_realnvp_fits_a_correlated_gaussian() -> None:
     with torch.no_grad():
         nll = -model.log_prob(target.sample((20000,))).mean().item()
     assert nll - target.entropy().item() < 0.1, (nll, target.entropy().item())
+
+
+def test_checkpoints_written_before_the_split_load() -> None:
+    """A coupling's state dict of the old layout (``mask``, ``log_bound`` on the layer itself) still loads."""
+    from tractable.transforms.image_coupling import ImageAffineCoupling
+
+    torch.manual_seed(0)
+    a = randomise(AffineCoupling(4, mask="alternate", hidden=8), 0.5)
+    old = {k.replace("split.", ""): v for k, v in a.state_dict().items()}
+    b = AffineCoupling(4, mask="half", hidden=8)
+    b.load_state_dict(old)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(b(x), a(x))
+    image = randomise(ImageAffineCoupling(2, mask="channel", learn_bound=True, hidden=4, blocks=1), 0.3)
+    old = {k.replace("map.", ""): v for k, v in image.state_dict().items()}
+    assert "log_bound" in old
+    fresh = ImageAffineCoupling(2, mask="channel", learn_bound=True, hidden=4, blocks=1)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.map.log_bound, image.map.log_bound)

@@ -66,19 +66,19 @@ def test_variational_dequantization_density_is_exact_and_trains() -> None:
     x = torch.randint(0, 17, (6, 1, 4, 4)).double()
     u, log_q = deq(x)
     assert bool(((u > 0) & (u < 1)).all()) and log_q.shape == (6,)
-    context = deq.features(2 * x / 16 - 1)
+    context = deq.context_net(2 * x / 16 - 1)
     torch.testing.assert_close(deq.flow.log_prob(u, context), log_q, rtol=0, atol=1e-8)
     log_q.sum().backward()
-    assert all(p.grad is not None for p in deq.features.parameters())
+    assert all(p.grad is not None for p in deq.context_net.parameters())
     with pytest.raises(ValueError, match=r"\(batch, 1, 4, 4\)"):
         deq(torch.zeros(2, 1, 3, 3))
 
 
-def test_variational_dequantization_without_features_reads_the_image() -> None:
-    """``features=False`` (the UvA tutorial's dequantizer): the couplings read the scaled image itself."""
+def test_variational_dequantization_without_context_net_reads_the_image() -> None:
+    """``context_net=False`` (the UvA tutorial's dequantizer): the couplings read the scaled image itself."""
     torch.manual_seed(0)
-    deq = VariationalDequantization((2, 4, 4), levels=17, layers=2, features=False, **NET).double()
-    assert deq.features is None
+    deq = VariationalDequantization((2, 4, 4), levels=17, layers=2, context_net=False, **NET).double()
+    assert deq.context_net is None
     with torch.no_grad():
         for p in deq.flow.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -86,15 +86,15 @@ def test_variational_dequantization_without_features_reads_the_image() -> None:
     u, log_q = deq(x)
     torch.testing.assert_close(deq.flow.log_prob(u, 2 * x / 16 - 1), log_q, rtol=0, atol=1e-8)
     with pytest.raises(ValueError, match="context is the image"):
-        VariationalDequantization((2, 4, 4), levels=17, features=False, context_channels=8)
+        VariationalDequantization((2, 4, 4), levels=17, context_net=False, context_channels=8)
 
 
-def test_variational_dequantization_feature_network_options() -> None:
-    """The feature network's width is ``context_channels`` and its depth ``feature_blocks`` (Flow++'s processor)."""
-    deq = VariationalDequantization((3, 4, 4), levels=256, hidden=16, blocks=2, context_channels=8, feature_blocks=3,
+def test_variational_dequantization_context_net_options() -> None:
+    """The context network's width is ``context_channels`` and its depth ``context_blocks`` (Flow++'s processor)."""
+    deq = VariationalDequantization((3, 4, 4), levels=256, hidden=16, blocks=2, context_channels=8, context_blocks=3,
                                     coupling="mixture", attention=True, output_activation=False)
-    assert len(deq.features.convs) == 3 and not deq.features.attentions
-    assert deq.features.output.out_channels == 8 and deq.features.input.out_channels == 8
+    assert len(deq.context_net.convs) == 3 and not deq.context_net.attentions
+    assert deq.context_net.output.out_channels == 8 and deq.context_net.input.out_channels == 8
     coupling = deq.flow.transform[1].inv  # mixture couplings sit as Inverse(coupling): sampling is analytic
     assert coupling.conditioner.output.in_channels == 16 and len(coupling.conditioner.attentions) == 2
 
@@ -122,7 +122,7 @@ def test_mixture_dequantizer_samples_analytically_and_its_density_is_exact() -> 
         coupling.inverse = counted
     u, log_q = deq(x)
     assert calls == {"forward": 2, "inverse": 0}
-    torch.testing.assert_close(deq.flow.log_prob(u, deq.features(2 * x / 16 - 1)), log_q, rtol=0, atol=1e-8)
+    torch.testing.assert_close(deq.flow.log_prob(u, deq.context_net(2 * x / 16 - 1)), log_q, rtol=0, atol=1e-8)
     assert calls["inverse"] == 2
 
 
@@ -149,10 +149,20 @@ def test_standard_logistic_distribution() -> None:
 def test_logistic_noise_starts_as_uniform_dequantization() -> None:
     """``noise="logistic"`` (the UvA tutorial): at initialisation u = σ(ε) is uniform and log q(u|x) = 0."""
     torch.manual_seed(0)
-    deq = VariationalDequantization((1, 4, 4), levels=17, layers=2, noise="logistic", features=False,
+    deq = VariationalDequantization((1, 4, 4), levels=17, layers=2, noise="logistic", context_net=False,
                                     **NET).double()
     u, log_q = deq(torch.randint(0, 17, (4096, 1, 4, 4)).double())
     assert float(log_q.detach().abs().max()) < 1e-9
     assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
     with pytest.raises(ValueError, match="unknown noise 'laplace'"):
         VariationalDequantization((1, 4, 4), levels=17, noise="laplace")
+
+
+def test_checkpoints_with_the_old_context_network_name_load() -> None:
+    """State dicts written before the rename (the context network under ``features``) load into ``context_net``."""
+    torch.manual_seed(0)
+    deq = VariationalDequantization((1, 4, 4), levels=17, layers=1, hidden=8, blocks=1)
+    old = {k.replace("context_net.", "features."): v + 1 for k, v in deq.state_dict().items()}
+    fresh = VariationalDequantization((1, 4, 4), levels=17, layers=1, hidden=8, blocks=1)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.context_net.input.weight, deq.context_net.input.weight + 1)

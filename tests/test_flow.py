@@ -20,6 +20,8 @@ from tractable import (
     StandardNormal,
     Transform,
 )
+from tractable.distributions import StandardLogistic
+from tractable.plots._common import layer_outputs, sample_steps
 
 FLOWS = ["planar", "radial", "sylvester"]
 
@@ -118,6 +120,42 @@ def test_base_distributions(index: int) -> None:
     big = base.sample(40000)
     torch.testing.assert_close(big.mean(0), reference.mean, rtol=0, atol=0.05)
     torch.testing.assert_close(big.var(0), reference.variance, rtol=0.05, atol=0.02)
+    assert base.sample((2, 3)).shape == (2, 3, *base.event_shape)
+
+
+@pytest.mark.parametrize("index", range(3), ids=["normal", "diagonal", "mixture"])
+def test_temperature_scales_the_spread_around_the_mean(index: int) -> None:
+    """``sample(shape, temperature=T)`` draws ``mean + T·σ·ε`` from the same ``ε`` (and the same components)."""
+    _, base, _ = _bases()[index]
+    torch.manual_seed(3)
+    x1 = base.sample(500)
+    torch.manual_seed(3)
+    x_half = base.sample(500, temperature=0.5)
+    torch.manual_seed(3)
+    x0 = base.sample(500, temperature=0.0)
+    torch.testing.assert_close(x_half, x0 + 0.5 * (x1 - x0))
+    if index < 2:  # one mean: T = 0 gives it
+        torch.testing.assert_close(x0, getattr(base, "loc", torch.zeros(base.event_shape, dtype=x0.dtype)).expand_as(x0))
+    with pytest.raises(ValueError, match="temperature >= 0"):
+        base.sample(3, temperature=-1.0)
+
+
+def test_flow_sample_temperature() -> None:
+    """``Flow.sample(n, temperature=T)`` pushes the tempered latent through the generative pass."""
+    model = random_flow("radial", 0, layers=3)
+    torch.manual_seed(1)
+    x = model.sample(64, temperature=0.3)
+    torch.manual_seed(1)
+    z = model.base.sample(64, temperature=0.3)
+    torch.testing.assert_close(x, model.transform.inverse(z)[0])
+    torch.manual_seed(1)
+    x1 = model.sample(64)
+    torch.manual_seed(1)
+    torch.testing.assert_close(x1, model.rsample(64).detach())
+    torch.manual_seed(2)
+    u = StandardLogistic(3).sample(4, temperature=2.0)
+    torch.manual_seed(2)
+    torch.testing.assert_close(u, 2.0 * StandardLogistic(3).sample(4))
 
 
 @pytest.mark.parametrize("base", ["normal", "diagonal", "mixture"])
@@ -166,7 +204,7 @@ def test_sample_context() -> None:
     x, log_q = flow.sample_and_log_prob(4, cs)
     torch.testing.assert_close(flow.log_prob(x, cs), log_q)
     assert not torch.allclose(flow.log_prob(x, cs.flip(0)), log_q)
-    steps = flow.sample_steps(4, c)
+    steps = [z[:4], *layer_outputs(flow.transform, z[:4], c.expand(4, 3), inverse=True)]
     assert len(steps) == 2 and steps[-1].shape == (4, 2)
     with pytest.raises(ValueError, match=r"expected a context of batch size 1 or 5 .* got shape \(3, 3\)"):
         flow.sample(5, torch.randn(3, 3, dtype=torch.float64))
@@ -201,7 +239,12 @@ def test_dtype_moves_everything(flow: str, base: str) -> None:
 def test_planar_flow_layers(flow: str) -> None:
     model = PlanarFlow(2, 5, flow=flow)
     assert isinstance(model.transform, Inverse) and model.transform.inv.layers == 5
-    assert len(model.sample_steps(7)) == 6
+    steps = sample_steps(model, model.base.sample(7))
+    assert len(steps) == 6 and all(s.shape == (7, 2) for s in steps)
+    torch.testing.assert_close(steps[-1], model.transform.inverse(steps[0])[0])
+    forward = layer_outputs(model.transform, steps[-1])
+    assert len(forward) == 5
+    torch.testing.assert_close(forward[-1], steps[0], rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="unknown flow type 'bogus'; expected one of planar, radial, sylvester"):
         PlanarFlow(2, 3, flow="bogus")
 

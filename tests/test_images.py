@@ -15,8 +15,8 @@ from tractable.app.presets import build_preset, image_format, print_parameter_co
 from tractable.models.image_registry import build_image_model
 from tractable.models.multiscale import FlowPlusPlus, build_multiscale, parse_architecture
 from tractable.transforms.conv import InvertibleConv1x1
-from tractable.transforms.image_coupling import ImageAffineCoupling
-from tractable.transforms.logistic_mixture import MixtureLogisticCoupling, mixture_logit_cdf
+from tractable.transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
+from tractable.transforms.logistic_mixture import mixture_logit_cdf
 from tractable.transforms.reshape import FactorOut, Squeeze, Squeezed, channel_mask, checkerboard_mask, squeeze
 
 NET = {"hidden": 8, "blocks": 1}
@@ -64,7 +64,8 @@ def test_image_layer_state_dict_float32_and_extremes(name: str) -> None:
 def test_identity_at_initialisation(constructor) -> None:
     torch.manual_seed(0)
     t = constructor().double()
-    x = torch.randn(5, t.channels if hasattr(t, "channels") else 4, 4, 4, dtype=torch.float64)
+    channels = t.split.channels if hasattr(t, "split") else getattr(t, "channels", 4)
+    x = torch.randn(5, channels, 4, 4, dtype=torch.float64)
     y, ladj = t(x)
     torch.testing.assert_close(y, x, rtol=0, atol=1e-10)
     torch.testing.assert_close(ladj, torch.zeros_like(ladj), rtol=0, atol=1e-10)
@@ -155,12 +156,15 @@ def test_mixture_logit_cdf_matches_the_direct_formula() -> None:
     g = torch.Generator().manual_seed(0)
     x = 2 * torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
     logits, loc, log_scale = torch.randn(3, 2, 3, 5, 4, 4, generator=g, dtype=torch.float64)
-    v, log_dv = mixture_logit_cdf(x, logits, loc, log_scale)
+    v, log_dv = mixture_logit_cdf(x, logits, loc, log_scale, 2)
     pi = torch.softmax(logits, 2)
     cdf = (pi * torch.sigmoid((x.unsqueeze(2) - loc) / log_scale.exp())).sum(2)
     torch.testing.assert_close(v, torch.logit(cdf), rtol=0, atol=1e-10)
     xr = x.clone().requires_grad_(True)
-    grad = torch.autograd.grad(mixture_logit_cdf(xr, logits, loc, log_scale)[0].sum(), xr)[0]
+    grad = torch.autograd.grad(mixture_logit_cdf(xr, logits, loc, log_scale, 2)[0].sum(), xr)[0]
+    # Components on the last axis (the default) give the same.
+    last = [t.movedim(2, -1) for t in (logits, loc, log_scale)]
+    torch.testing.assert_close(mixture_logit_cdf(x, *last)[0], v, rtol=0, atol=1e-12)
     torch.testing.assert_close(log_dv, grad.log(), rtol=0, atol=1e-10)
 
 
@@ -203,7 +207,7 @@ def test_learned_positions_are_sized_per_scale_and_trained() -> None:
     from tractable.nn.convnets import GatedResNet
 
     model = FlowPlusPlus((1, 8, 8), levels=17, hidden=8, blocks=2, components=3, heads=2, architecture="1c S 1h",
-                         positions="learned", dequantization_options={"layers": 1, "hidden": 8, "blocks": 1,
+                         positions="learned", dequantizer={"layers": 1, "hidden": 8, "blocks": 1,
                                                                       "coupling": "mixture", "attention": True,
                                                                       "components": 3, "positions": "learned"})
     nets = [m for m in model.modules() if isinstance(m, GatedResNet) and m.attentions]
@@ -243,7 +247,7 @@ def test_attention_dropout_acts_on_the_attended_features() -> None:
     "name,options",
     [
         ("realnvp", {}),
-        ("realnvp", {"dequantization": "variational", "dequantization_options": {"layers": 2, **NET}}),
+        ("realnvp", {"dequantization": "variational", "dequantizer": {"layers": 2, **NET}}),
         ("glow", {}),
         ("flowpp", {"components": 3, "heads": 2}),
     ],

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from tractable.app.presets import build_preset, count_parameters, preset_info
 from tractable.transforms.conv import InvertibleConv1x1
-from tractable.transforms.image_coupling import ImageAffineCoupling
-from tractable.transforms.logistic_mixture import MixtureLogisticCoupling
+from tractable.transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
 from tractable.transforms.normalization import ActNorm
 
 # --- Flow++ (CIFAR-10) ----------------------------------------------------------------------------------------------

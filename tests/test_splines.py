@@ -12,8 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tractable.models.maf import IAF, MAF, layer_orders
-from tractable.models.nsf import NSF, coupling_masks
+from tractable.models.maf import IAF, MAF
+from tractable.models.nsf import NSF
+from tractable.models.permutations import coupling_masks, layer_orders
 from tractable.nn.made import MADE, hidden_degrees
 from tractable.transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
 from tractable.transforms.splines import RQSplineMap, rational_quadratic, spline_knots
@@ -168,14 +169,14 @@ def allowed(order: torch.Tensor) -> torch.Tensor:
     seed=seeds,
     features=st.integers(1, 7),
     hidden=st.integers(1, 24),
-    layers=st.integers(1, 3),
+    blocks=st.integers(1, 3),
     context=st.integers(0, 2),
 )
-def test_made_is_autoregressive(seed: int, features: int, hidden: int, layers: int, context: int) -> None:
+def test_made_is_autoregressive(seed: int, features: int, hidden: int, blocks: int, context: int) -> None:
     torch.manual_seed(seed)
     order = torch.randperm(features)
     made = MADE(
-        features, 2, hidden=hidden, layers=layers, context_features=context, order=order, activation="tanh", zero_last=False
+        features, 2, hidden=hidden, blocks=blocks, context_features=context, order=order, activation="tanh", zero_last=False
     )
     made = made.double()
     x = torch.randn(features, dtype=F64)
@@ -302,14 +303,16 @@ def test_fast_and_slow_directions(model: str, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_layer_orders_and_masks() -> None:
-    orders = layer_orders(3, 3, "reverse")
-    assert [o.tolist() for o in orders] == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
+    for name in ("alternate", "reverse"):  # "reverse" is an alias of "alternate"
+        orders = layer_orders(3, 3, name)
+        assert [o.tolist() for o in orders] == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
+        assert [m.tolist() for m in coupling_masks(3, 2, name)] == [[True, False, False], [False, True, True]]
     masks = coupling_masks(5, 4, "random")
     assert torch.equal(masks[1], ~masks[0]) and int(masks[0].sum()) == 2
-    with pytest.raises(ValueError, match="permutation"):
+    with pytest.raises(ValueError, match="unknown permutation 'shuffle'; expected one of alternate, random, reverse"):
         MAF(3, permutation="shuffle")
     with pytest.raises(ValueError, match="permutation"):
-        NSF(3, permutation="reverse")
+        NSF(3, permutation="halves")
     with pytest.raises(ValueError, match="features >= 1"):
         NSF(0)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +33,7 @@ from .flow import Flow
 from .nn.convnets import GatedResNet
 from .transforms.base import Compose, Inverse, Transform
 from .transforms.elementwise import Logit
-from .transforms.image_coupling import ImageAffineCoupling
-from .transforms.logistic_mixture import MixtureLogisticCoupling
+from .transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
 
 _LN2 = math.log(2.0)
 
@@ -102,9 +102,10 @@ class VariationalDequantization(Dequantizer):
     ``q.log_prob`` of a given ``u`` needs the numerical inverse, as in Flow++'s code (twice as fast on CPU for the
     CIFAR-10 preset's dequantizer).
 
-    The context is either features of ``x`` (``features=True``: a :class:`~tractable.nn.convnets.GatedResNet` of
-    ``context_channels`` channels and ``feature_blocks`` gated blocks, like Flow++'s "shallow processor"), or the
-    scaled image itself (``features=False``: the couplings read ``x`` directly, as in the UvA tutorial).
+    The context is either computed from ``x`` by a context network (``context_net=True``: a
+    :class:`~tractable.nn.convnets.GatedResNet` of ``context_channels`` channels and ``context_blocks`` gated blocks,
+    like Flow++'s "shallow processor"), or the scaled image itself (``context_net=False``: the couplings read ``x``
+    directly, as in the UvA tutorial).
 
     Args:
         shape: the image shape ``(C, H, W)``.
@@ -112,15 +113,15 @@ class VariationalDequantization(Dequantizer):
         layers: number of coupling layers of ``q``.
         hidden: channels of the couplings' conditioners.
         blocks: gated blocks of each coupling's conditioner.
-        context_channels: channels (width) of the feature network (default: ``hidden``); must be left ``None`` (or
-            equal ``C``) when ``features=False``.
+        context_channels: channels (width) of the context network (default: ``hidden``); must be left ``None`` (or
+            equal ``C``) when ``context_net=False``.
         coupling: ``"affine"`` or ``"mixture"`` (Flow++'s logistic-mixture CDF couplings).
         components: mixture components for ``coupling="mixture"``.
         attention: self-attention in the couplings' conditioners.
         dropout: dropout in the networks.
-        features: compute the context with a feature network (``False``: the scaled image is the context).
-        feature_blocks: gated blocks of the feature network (default: ``blocks``).
-        feature_attention: self-attention in the feature network (Flow++'s has none).
+        context_net: compute the context with a context network (``False``: the scaled image is the context).
+        context_blocks: gated blocks of the context network (default: ``blocks``).
+        context_attention: self-attention in the context network (Flow++'s has none).
         output_activation: concat-ELU before the conditioners' last convolution (``False``: Flow++'s released code).
         positions: ``"sinusoidal"`` or ``"learned"`` position embeddings in the couplings' attention (Flow++'s code).
         mask: the couplings' mask, ``"checkerboard"`` (default) or ``"columns"`` (Flow++'s code).
@@ -154,9 +155,9 @@ class VariationalDequantization(Dequantizer):
         components: int = 4,
         attention: bool = False,
         dropout: float = 0.0,
-        features: bool = True,
-        feature_blocks: int | None = None,
-        feature_attention: bool = False,
+        context_net: bool = True,
+        context_blocks: int | None = None,
+        context_attention: bool = False,
         output_activation: bool = True,
         positions: str = "sinusoidal",
         mask: str = "checkerboard",
@@ -179,18 +180,18 @@ class VariationalDequantization(Dequantizer):
         if mask not in ("checkerboard", "columns"):
             raise ValueError(f"unknown mask {mask!r} for the dequantizer; expected 'checkerboard' or 'columns'")
         channels = shape[0]
-        if not features:
+        if not context_net:
             if context_channels not in (None, channels):
-                raise ValueError(f"without a feature network the context is the image ({channels} channels), "
+                raise ValueError(f"without a context network the context is the image ({channels} channels), "
                                  f"got context_channels={context_channels}")
             context_channels = channels
         context_channels = hidden if context_channels is None else context_channels
         self.shape, self.levels = shape, levels
-        self.features = GatedResNet(
+        self.context_net = GatedResNet(
             channels, context_channels, hidden=context_channels,
-            blocks=blocks if feature_blocks is None else feature_blocks, attention=feature_attention,
+            blocks=blocks if context_blocks is None else context_blocks, attention=context_attention,
             dropout=dropout, zero_last=False,
-        ) if features else None
+        ) if context_net else None
         net = {"hidden": hidden, "blocks": blocks, "context_channels": context_channels, "attention": attention,
                "dropout": dropout, "output_activation": output_activation,
                "positions": None if positions == "sinusoidal" else
@@ -206,25 +207,33 @@ class VariationalDequantization(Dequantizer):
         base = StandardNormal(shape) if noise == "gaussian" else StandardLogistic(shape)
         self.flow = Flow(Compose(*steps), base, validate=False)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Checkpoints written before the rename hold the context network under "features".
+        for key in [k for k in state_dict if k.startswith(prefix + "features.")]:
+            state_dict[prefix + "context_net." + key[len(prefix + "features."):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"expected images of shape (batch, {', '.join(map(str, self.shape))}), "
                              f"got {tuple(x.shape)}")
         scaled = 2 * x / (self.levels - 1) - 1
-        context = scaled if self.features is None else self.features(scaled)
+        context = scaled if self.context_net is None else self.context_net(scaled)
         return self.flow.sample_and_log_prob(x.shape[0], context)
 
 
-def make_dequantizer(kind: str | Dequantizer, shape: Sequence[int], levels: int, **kwargs) -> Dequantizer:
-    """``"uniform"``, ``"variational"`` (keyword arguments go to :class:`VariationalDequantization`) or a module."""
+def make_dequantizer(kind: str | Dequantizer, shape: Sequence[int], levels: int,
+                     options: dict[str, Any] | None = None) -> Dequantizer:
+    """``"uniform"``, ``"variational"`` (``options`` are keyword arguments of :class:`VariationalDequantization`) or a
+    module."""
     if isinstance(kind, Dequantizer):
         return kind
     if kind == "uniform":
-        if kwargs:
-            raise ValueError(f"uniform dequantization takes no options, got {sorted(kwargs)}")
+        if options:
+            raise ValueError(f"uniform dequantization takes no options, got {sorted(options)}")
         return UniformDequantization()
     if kind == "variational":
-        return VariationalDequantization(shape, levels, **kwargs)
+        return VariationalDequantization(shape, levels, **(options or {}))
     raise ValueError(f"unknown dequantization {kind!r}; expected 'uniform' or 'variational'")
 
 

@@ -1,8 +1,10 @@
 """Base distributions as modules: they move with ``.to()``, convert with ``.double()`` and save in ``state_dict``.
 
 Every distribution has an ``event_shape`` and the methods ``log_prob(x, context=None)`` (event dimensions summed),
-``sample(n, context=None)`` and ``sample_and_log_prob(n, context=None)``; the last is reparameterized (the pathwise
-gradient flows to the parameters), as reverse-KL fitting needs. They accept ``context`` and ignore it.
+``sample(shape, context=None, *, temperature=1.0)`` and ``sample_and_log_prob(n, context=None)``; both draws are
+reparameterized (the pathwise gradient flows to the parameters), as reverse-KL fitting needs. They accept ``context``
+and ignore it. The ``temperature`` ``T`` scales the spread of the draw around the mean (``μ + T·σ·ε``; Glow §5), so
+``T < 1`` gives the "typical" samples of the papers' figures.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ import torch
 from torch import Tensor, nn
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+def _batch(shape: int | Sequence[int], temperature: float) -> tuple[int, ...]:
+    """The batch shape of a draw (``n`` or a shape), with the temperature checked."""
+    if not temperature >= 0:
+        raise ValueError(f"expected temperature >= 0, got {temperature}")
+    return (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -46,13 +55,17 @@ class Distribution(nn.Module):
         """Log-density of each event in ``x``; shape ``x.shape[:-len(event_shape)]``."""
         raise NotImplementedError
 
-    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``n`` reparameterized samples and their log-densities."""
+    def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        """Samples of batch shape ``shape`` (an int ``n`` or a shape), reparameterized, at temperature ``T``.
+
+        The latent's spread around its mean is scaled by ``T`` (``T = 1``: the distribution itself).
+        """
         raise NotImplementedError
 
-    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
-        """``n`` samples (reparameterized where the distribution allows it)."""
-        return self.sample_and_log_prob(n, context)[0]
+    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` reparameterized samples and their log-densities."""
+        x = self.sample(n)
+        return x, self.log_prob(x)
 
 
 class _Standard(Distribution):
@@ -81,9 +94,10 @@ class StandardNormal(_Standard):
         self._check(x)
         return -0.5 * self._sum_event(x * x) - 0.5 * math.prod(self.event_shape) * _LOG_2PI
 
-    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        z = torch.randn((n, *self.event_shape), dtype=self._zero.dtype, device=self._zero.device)
-        return z, self.log_prob(z)
+    def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        batch = _batch(shape, temperature)
+        z = torch.randn((*batch, *self.event_shape), dtype=self._zero.dtype, device=self._zero.device)
+        return z if temperature == 1 else temperature * z
 
 
 class StandardLogistic(_Standard):
@@ -100,11 +114,12 @@ class StandardLogistic(_Standard):
         self._check(x)
         return self._sum_event(-x - 2 * torch.nn.functional.softplus(-x))
 
-    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u = torch.rand((n, *self.event_shape), dtype=self._zero.dtype, device=self._zero.device)
+    def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        batch = _batch(shape, temperature)
+        u = torch.rand((*batch, *self.event_shape), dtype=self._zero.dtype, device=self._zero.device)
         u = u.clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps / 2)
         z = torch.log(u) - torch.log1p(-u)
-        return z, self.log_prob(z)
+        return z if temperature == 1 else temperature * z
 
 
 class DiagonalGaussian(Distribution):
@@ -135,6 +150,11 @@ class DiagonalGaussian(Distribution):
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         self._check(x)
         return self._log_prob_eps((x - self.loc) * torch.exp(-self.log_scale))
+
+    def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        batch = _batch(shape, temperature)
+        eps = torch.randn((*batch, *self.event_shape), dtype=self.loc.dtype, device=self.loc.device)
+        return torch.addcmul(self.loc, eps if temperature == 1 else temperature * eps, torch.exp(self.log_scale))
 
     def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         eps = torch.randn((n, *self.event_shape), dtype=self.loc.dtype, device=self.loc.device)
@@ -180,11 +200,13 @@ class GaussianMixture(Distribution):
         comp = -0.5 * (eps * eps).sum(-1) - self.log_scale.sum(-1) - 0.5 * self.event_shape[0] * _LOG_2PI
         return torch.logsumexp(comp + torch.log_softmax(self.logits, -1), -1)
 
-    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        batch = _batch(shape, temperature)
+        n = math.prod(batch)
         k = torch.multinomial(torch.softmax(self.logits.detach(), -1), n, replacement=True)
         eps = torch.randn((n, *self.event_shape), dtype=self.loc.dtype, device=self.loc.device)
-        x = torch.addcmul(self.loc[k], eps, torch.exp(self.log_scale[k]))
-        return x, self.log_prob(x)
+        x = torch.addcmul(self.loc[k], eps if temperature == 1 else temperature * eps, torch.exp(self.log_scale[k]))
+        return x.view(*batch, *self.event_shape)
 
     def extra_repr(self) -> str:
         return f"features={self.event_shape[0]}, components={self.loc.shape[0]}"

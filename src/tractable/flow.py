@@ -99,22 +99,15 @@ class Flow(nn.Module):
         return self.sample_and_log_prob(n, context)[0]
 
     @torch.no_grad()
-    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
-        """``n`` samples without gradient tracking."""
-        return self.rsample(n, context)
+    def sample(self, n: int, context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        """``n`` samples without gradient tracking, the latent drawn at ``temperature`` ``T``.
 
-    @torch.no_grad()
-    def sample_steps(self, n: int | None = None, context: Tensor | None = None, *, z: Tensor | None = None) -> list[Tensor]:
-        """The latent points ``z`` and their images after each elementary layer of the generative pass.
-
-        Give either ``n`` (points drawn from the base) or ``z`` (e.g. a grid). The last entry equals the samples.
+        ``T`` scales the latent's spread around the base's mean (``z = T·ε`` for a standard normal; Glow §5):
+        ``T = 1`` samples the flow itself, ``T < 1`` its more typical regions.
         """
-        if z is None:
-            if n is None:
-                raise ValueError("expected n (number of base samples) or z (latent points), got neither")
-            z = self.base.sample(n)
-        context = self._context_for(z.shape[0], context)
-        return [z, *self.transform.inverse_steps(z, context)]
+        context = self._context_for(n, context)
+        z = self.base.sample(n, context, temperature=temperature)
+        return self.transform.inverse(z, context)[0]
 
     def distribution(self, context: Tensor | None = None) -> FlowDistribution:
         """A ``torch.distributions.Distribution`` view of this flow (for code that expects one)."""

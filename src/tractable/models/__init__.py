@@ -1,21 +1,27 @@
 """Ready architectures built from keyword arguments, each a :class:`~tractable.Flow`."""
 
 from .image_flow import ImageFlow
-from .image_registry import IMAGE_MODELS, build_image_model
-from .maf import IAF, MAF, layer_orders
+from .image_registry import IMAGE_DESCRIPTIONS, IMAGE_MODELS, build_image_model
+from .maf import IAF, MAF
 from .multiscale import FlowPlusPlus, Glow, ImageRealNVP, build_multiscale
-from .nsf import NSF, coupling_masks
+from .nsf import NSF
+from .permutations import PERMUTATION_ALIASES, PERMUTATIONS, check_permutation, coupling_masks, layer_orders
 from .planar import FLOW_TYPES, PlanarFlow
-from .realnvp import COUPLINGS, PERMUTATIONS, RealNVP
+from .realnvp import COUPLINGS, RealNVP
+from .registry import DESCRIPTIONS, MODELS, build_model
 
 __all__ = [
     "COUPLINGS",
+    "DESCRIPTIONS",
     "FLOW_TYPES",
     "IAF",
+    "IMAGE_DESCRIPTIONS",
     "IMAGE_MODELS",
     "MAF",
+    "MODELS",
     "NSF",
     "PERMUTATIONS",
+    "PERMUTATION_ALIASES",
     "FlowPlusPlus",
     "Glow",
     "ImageFlow",
@@ -23,7 +29,9 @@ __all__ = [
     "PlanarFlow",
     "RealNVP",
     "build_image_model",
+    "build_model",
     "build_multiscale",
+    "check_permutation",
     "coupling_masks",
     "layer_orders",
 ]

@@ -43,8 +43,8 @@ class ImageFlow(Flow):
         levels: the number of discrete levels ``k`` (256 for 8-bit images, 17 for scikit-learn's digits).
         dequantization: ``"uniform"``, ``"variational"`` or a :class:`~tractable.dequantization.Dequantizer`.
         alpha: the logit pre-processing's squeeze ``α`` (RealNVP: 0.05; the UvA tutorial's 1e-5 is ``α = 5e-6`` here).
-        dequantization_options: keyword arguments of
-            :class:`~tractable.dequantization.VariationalDequantization`.
+        dequantizer: keyword arguments of :class:`~tractable.dequantization.VariationalDequantization` (for
+            ``dequantization="variational"``).
         validate: check the input's shape and level range in ``log_prob``.
 
     Example:
@@ -65,7 +65,7 @@ class ImageFlow(Flow):
         levels: int = 256,
         dequantization: str | Dequantizer = "uniform",
         alpha: float = 0.05,
-        dequantization_options: dict | None = None,
+        dequantizer: dict | None = None,
         validate: bool = True,
     ):
         shape = tuple(int(s) for s in shape)
@@ -76,7 +76,7 @@ class ImageFlow(Flow):
         super().__init__(Compose(Logit(alpha), transform), StandardNormal(shape), validate=validate)
         self.levels, self.alpha = int(levels), float(alpha)
         self.dims = math.prod(shape)
-        self.dequantizer = make_dequantizer(dequantization, shape, levels, **(dequantization_options or {}))
+        self.dequantizer = make_dequantizer(dequantization, shape, levels, dequantizer)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -120,14 +120,9 @@ class ImageFlow(Flow):
         log_p = self.log_prob(x, context) if samples == 1 else self.log_prob_iw(x, samples, context)
         return bits_per_dim(log_p, self.dims)
 
-    @torch.no_grad()
     def sample_unit(self, n: int, context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
         """``n`` continuous samples on the unit cube, the latent drawn from ``N(0, T² I)``."""
-        if not temperature >= 0:
-            raise ValueError(f"expected temperature >= 0, got {temperature}")
-        z = temperature * self.base.sample(n)
-        y, _ = self.transform.inverse(z, self._context_for(n, context))
-        return y
+        return super().sample(n, context, temperature=temperature)
 
     @torch.no_grad()
     def sample(self, n: int, context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:

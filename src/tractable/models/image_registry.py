@@ -13,11 +13,14 @@ from typing import Any
 from .image_flow import ImageFlow
 from .multiscale import FlowPlusPlus, Glow, ImageRealNVP
 
-#: name -> (class, one-line description).
-IMAGE_MODELS: dict[str, tuple[type[ImageFlow], str]] = {
-    "realnvp": (ImageRealNVP, "multi-scale affine couplings with gated conv ResNets (Dinh et al. 2017)"),
-    "glow": (Glow, "ActNorm, invertible 1x1 convolutions and affine couplings (Kingma & Dhariwal 2018)"),
-    "flowpp": (FlowPlusPlus, "logistic-mixture CDF couplings, attention, variational dequantization (Ho et al. 2019)"),
+#: name -> class; each is built as ``cls(shape, levels=..., **options)`` with explicit keyword options.
+IMAGE_MODELS: dict[str, type[ImageFlow]] = {"realnvp": ImageRealNVP, "glow": Glow, "flowpp": FlowPlusPlus}
+
+#: name -> one-line description.
+IMAGE_DESCRIPTIONS: dict[str, str] = {
+    "realnvp": "multi-scale affine couplings with gated conv ResNets (Dinh et al. 2017)",
+    "glow": "ActNorm, invertible 1x1 convolutions and affine couplings (Kingma & Dhariwal 2018)",
+    "flowpp": "logistic-mixture CDF couplings, attention, variational dequantization (Ho et al. 2019)",
 }
 
 
@@ -31,7 +34,7 @@ def build_image_model(name: str, shape: Sequence[int], *, levels: int = 256, **o
     """
     if name not in IMAGE_MODELS:
         raise ValueError(f"unknown image model {name!r}; expected one of {', '.join(IMAGE_MODELS)}")
-    return IMAGE_MODELS[name][0](tuple(shape), levels=levels, **options)
+    return IMAGE_MODELS[name](tuple(shape), levels=levels, **options)
 
 
-__all__ = ["IMAGE_MODELS", "build_image_model"]
+__all__ = ["IMAGE_DESCRIPTIONS", "IMAGE_MODELS", "build_image_model"]

@@ -10,36 +10,12 @@ References:
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
 from ..distributions import make_base
 from ..flow import Flow
 from ..transforms.autoregressive import MaskedAffineAutoregressive
 from ..transforms.base import Compose, Inverse, Transform
-
-PERMUTATIONS = ("reverse", "random")
-
-
-def layer_orders(features: int, layers: int, permutation: str) -> list[Tensor]:
-    """The autoregressive order of each of ``layers`` stacked layers.
-
-    ``reverse`` alternates ``0..D-1`` and ``D-1..0`` (so every feature is conditioned on every other within two
-    layers); ``random`` draws each order with ``torch.randperm`` (seed the global RNG for reproducibility).
-    """
-    if permutation not in PERMUTATIONS:
-        raise ValueError(f"unknown permutation {permutation!r}; expected one of {', '.join(PERMUTATIONS)}")
-    if permutation == "random":
-        return [torch.randperm(features) for _ in range(layers)]
-    forward = torch.arange(features)
-    return [forward if k % 2 == 0 else forward.flip(0) for k in range(layers)]
-
-
-def batch_norm(features: int) -> Transform:
-    """A batch-normalisation transform (from ``transforms/normalization.py``) for placing between layers."""
-    from ..transforms.normalization import BatchNorm
-
-    return BatchNorm(features)
+from ..transforms.normalization import BatchNorm
+from .permutations import layer_orders
 
 
 def _check(features: int, layers: int) -> None:
@@ -63,13 +39,13 @@ def _maf_layers(
     out: list[Transform] = []
     for k, order in enumerate(layer_orders(features, layers, permutation)):
         if batchnorm and k > 0:
-            out.append(batch_norm(features))
+            out.append(BatchNorm(features))
         out.append(
             MaskedAffineAutoregressive(
                 features,
                 bound=bound,
                 hidden=hidden,
-                layers=blocks,
+                blocks=blocks,
                 context_features=context_features,
                 order=order,
                 activation=activation,
@@ -91,7 +67,8 @@ class MAF(Flow):
         blocks: number of hidden layers of each MADE.
         context_features: size of the context (0 for an unconditional flow).
         base: base distribution name (``normal``, ``diagonal`` or ``mixture``; see :func:`tractable.make_base`).
-        permutation: ``reverse`` (alternate the order between layers) or ``random`` (a random order per layer).
+        permutation: ``alternate`` (reverse the order every other layer; ``reverse`` is an alias) or ``random`` (a
+            random order per layer); see :mod:`~tractable.models.permutations`.
         batchnorm: put a batch-normalisation layer between consecutive layers (as in the MAF paper).
         bound: the largest ``|log scale|`` of each affine map.
         activation: the MADE activation.
@@ -120,7 +97,7 @@ class MAF(Flow):
         blocks: int = 2,
         context_features: int = 0,
         base: str = "normal",
-        permutation: str = "reverse",
+        permutation: str = "alternate",
         batchnorm: bool = False,
         bound: float = 3.0,
         activation: str = "relu",
@@ -155,7 +132,7 @@ class IAF(Flow):
         blocks: number of hidden layers of each MADE.
         context_features: size of the context (0 for an unconditional flow).
         base: base distribution name (``normal``, ``diagonal`` or ``mixture``).
-        permutation: ``reverse`` or ``random`` (see :class:`MAF`).
+        permutation: ``alternate`` (alias ``reverse``) or ``random`` (see :class:`MAF`).
         bound: the largest ``|log scale|`` of each affine map.
         activation: the MADE activation.
 
@@ -180,7 +157,7 @@ class IAF(Flow):
         blocks: int = 2,
         context_features: int = 0,
         base: str = "normal",
-        permutation: str = "reverse",
+        permutation: str = "alternate",
         bound: float = 3.0,
         activation: str = "relu",
     ):
@@ -199,4 +176,4 @@ class IAF(Flow):
         self.features, self.layers, self.context_features = features, layers, context_features
 
 
-__all__ = ["IAF", "MAF", "layer_orders"]
+__all__ = ["IAF", "MAF"]

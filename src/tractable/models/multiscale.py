@@ -29,8 +29,7 @@ from collections.abc import Callable, Sequence
 from ..dequantization import Dequantizer
 from ..transforms.base import Compose, Transform
 from ..transforms.conv import InvertibleConv1x1
-from ..transforms.image_coupling import ImageAffineCoupling
-from ..transforms.logistic_mixture import MixtureLogisticCoupling
+from ..transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
 from ..transforms.normalization import ActNorm
 from ..transforms.reshape import FactorOut, Squeezed
 from .image_flow import ImageFlow
@@ -122,7 +121,7 @@ class _MultiScaleImageFlow(ImageFlow):
         architecture: str | None,
         levels: int,
         dequantization: str | Dequantizer,
-        dequantization_options: dict | None,
+        dequantizer: dict | None,
         alpha: float,
         validate: bool,
         learn_prior: bool = True,
@@ -130,7 +129,7 @@ class _MultiScaleImageFlow(ImageFlow):
         architecture = architecture or self.default_architecture
         transform = build_multiscale(architecture, shape, step, learn_prior=learn_prior)
         super().__init__(transform, shape, levels=levels, dequantization=dequantization, alpha=alpha,
-                         dequantization_options=dequantization_options, validate=validate)
+                         dequantizer=dequantizer, validate=validate)
         self.architecture = architecture
 
     def extra_repr(self) -> str:
@@ -156,7 +155,8 @@ class ImageRealNVP(_MultiScaleImageFlow):
         learn_bound: learn each coupling's log-scale bound per channel (the UvA tutorial's scaling factor).
         learn_prior: the factor-outs' learned conditional prior (``False``: a fixed ``N(0, I)``, as the tutorial).
         dequantization: ``"uniform"`` or ``"variational"`` (or a dequantizer module).
-        dequantization_options: options of the variational dequantizer.
+        dequantizer: keyword arguments of the variational dequantizer
+            (:class:`~tractable.dequantization.VariationalDequantization`).
         alpha: the logit pre-processing's ``α``.
         validate: check inputs.
 
@@ -177,7 +177,7 @@ class ImageRealNVP(_MultiScaleImageFlow):
         learn_bound: bool = False,
         learn_prior: bool = True,
         dequantization: str | Dequantizer = "uniform",
-        dequantization_options: dict | None = None,
+        dequantizer: dict | None = None,
         alpha: float = 0.05,
         validate: bool = True,
     ):
@@ -186,8 +186,7 @@ class ImageRealNVP(_MultiScaleImageFlow):
                                        bound=bound, output_activation=output_activation, learn_bound=learn_bound)
 
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
-                         dequantization_options=dequantization_options, alpha=alpha, validate=validate,
-                         learn_prior=learn_prior)
+                         dequantizer=dequantizer, alpha=alpha, validate=validate, learn_prior=learn_prior)
 
 
 class Glow(_MultiScaleImageFlow):
@@ -207,7 +206,8 @@ class Glow(_MultiScaleImageFlow):
         learn_bound: learn each coupling's log-scale bound per channel (the UvA tutorial's scaling factor).
         learn_prior: the factor-outs' learned conditional prior (``False``: a fixed ``N(0, I)``, as the tutorial).
         dequantization: ``"uniform"`` or ``"variational"``.
-        dequantization_options: options of the variational dequantizer.
+        dequantizer: keyword arguments of the variational dequantizer
+            (:class:`~tractable.dequantization.VariationalDequantization`).
         alpha: the logit pre-processing's ``α``.
         validate: check inputs.
 
@@ -230,7 +230,7 @@ class Glow(_MultiScaleImageFlow):
         learn_bound: bool = False,
         learn_prior: bool = True,
         dequantization: str | Dequantizer = "uniform",
-        dequantization_options: dict | None = None,
+        dequantizer: dict | None = None,
         alpha: float = 0.05,
         validate: bool = True,
     ):
@@ -241,8 +241,7 @@ class Glow(_MultiScaleImageFlow):
             return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
 
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
-                         dequantization_options=dequantization_options, alpha=alpha, validate=validate,
-                         learn_prior=learn_prior)
+                         dequantizer=dequantizer, alpha=alpha, validate=validate, learn_prior=learn_prior)
 
 
 class FlowPlusPlus(_MultiScaleImageFlow):
@@ -270,8 +269,9 @@ class FlowPlusPlus(_MultiScaleImageFlow):
             for its attention blocks, sized for its scale, as Flow++'s code; also in the default dequantizer).
         learn_prior: the factor-outs' learned conditional prior (``False``: a fixed ``N(0, I)``).
         dequantization: ``"variational"`` (default) or ``"uniform"``.
-        dequantization_options: options of the variational dequantizer (default: 4 mixture couplings of the
-            same width).
+        dequantizer: keyword arguments of the variational dequantizer
+            (:class:`~tractable.dequantization.VariationalDequantization`; default: 4 mixture couplings of the same
+            width and half the blocks).
         alpha: the logit pre-processing's ``α``.
         validate: check inputs.
 
@@ -298,7 +298,7 @@ class FlowPlusPlus(_MultiScaleImageFlow):
         positions: str = "sinusoidal",
         learn_prior: bool = True,
         dequantization: str | Dequantizer = "variational",
-        dequantization_options: dict | None = None,
+        dequantizer: dict | None = None,
         alpha: float = 0.05,
         validate: bool = True,
     ):
@@ -314,14 +314,13 @@ class FlowPlusPlus(_MultiScaleImageFlow):
                                                positions=size)
             return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
 
-        if dequantization == "variational" and dequantization_options is None:
+        if dequantization == "variational" and dequantizer is None:
             width = _per_level(hidden, 0)
-            dequantization_options = {"layers": 4, "hidden": width, "blocks": max(1, blocks // 2), "coupling": "mixture",
+            dequantizer = {"layers": 4, "hidden": width, "blocks": max(1, blocks // 2), "coupling": "mixture",
                                       "components": components, "attention": attention, "dropout": dropout,
                                       "output_activation": output_activation, "positions": positions}
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
-                         dequantization_options=dequantization_options, alpha=alpha, validate=validate,
-                         learn_prior=learn_prior)
+                         dequantizer=dequantizer, alpha=alpha, validate=validate, learn_prior=learn_prior)
 
 
 __all__ = ["FlowPlusPlus", "Glow", "ImageRealNVP", "StepFactory", "build_multiscale", "parse_architecture"]

@@ -6,38 +6,14 @@ References:
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
 from ..distributions import make_base
 from ..flow import Flow
 from ..transforms.autoregressive import MaskedSplineAutoregressive
 from ..transforms.base import Compose, Transform
-from ..transforms.coupling import Coupling, coupling_mask
+from ..transforms.coupling import Coupling, mlp_conditioner
 from ..transforms.splines import RQSplineMap
-from .maf import layer_orders
-
-MASKS = ("alternate", "random")
-
-
-def coupling_masks(features: int, layers: int, permutation: str) -> list[Tensor]:
-    """The boolean masks (``True`` = passes unchanged) of ``layers`` stacked couplings.
-
-    ``alternate``: the two contiguous halves take turns (no permutation layer, the fastest path). ``random``: each
-    pair of layers draws a random half of the features and uses it, then its complement, which has the effect of a
-    random permutation between every two layers at no cost (seed the global RNG for reproducibility).
-    """
-    if permutation not in MASKS:
-        raise ValueError(f"unknown permutation {permutation!r} for a coupling NSF; expected one of {', '.join(MASKS)}")
-    if permutation == "alternate":
-        return [coupling_mask(features, "half", k % 2) for k in range(layers)]
-    masks: list[Tensor] = []
-    for k in range(layers):
-        if k % 2 == 0:
-            mask = torch.zeros(features, dtype=torch.bool)
-            mask[torch.randperm(features)[: features // 2]] = True
-        masks.append(mask if k % 2 == 0 else ~mask)
-    return masks
+from ..transforms.splits import VectorSplit
+from .permutations import coupling_masks, layer_orders
 
 
 class NSF(Flow):
@@ -66,8 +42,9 @@ class NSF(Flow):
         context_features: size of the context (0 for an unconditional flow).
         base: base distribution name (``normal``, ``diagonal`` or ``mixture``).
         autoregressive: use the autoregressive form.
-        permutation: coupling form: ``alternate`` (default) or ``random`` masks (see :func:`coupling_masks`);
-            autoregressive form: ``alternate``/``reverse`` (alternating orders) or ``random``.
+        permutation: ``alternate`` (default; alias ``reverse``): the halves take turns (coupling form) or the order is
+            reversed every other layer (autoregressive form); ``random``: random halves or orders (see
+            :mod:`~tractable.models.permutations`).
         activation: the conditioners' activation.
 
     Example:
@@ -99,18 +76,18 @@ class NSF(Flow):
     ):
         if features < 1 or layers < 1:
             raise ValueError(f"expected features >= 1 and layers >= 1, got features={features}, layers={layers}")
-        net = {"hidden": hidden, "layers": blocks, "context_features": context_features, "activation": activation}
+        net = {"hidden": hidden, "blocks": blocks, "context_features": context_features, "activation": activation}
         chain: list[Transform] = []
         if autoregressive or features == 1:
-            orders = layer_orders(features, layers, "reverse" if permutation == "alternate" else permutation)
-            for order in orders:
+            for order in layer_orders(features, layers, permutation):
                 chain.append(MaskedSplineAutoregressive(features, bins=bins, bound=bound, order=order, **net))
         else:
             for mask in coupling_masks(features, layers, permutation):
-                chain.append(Coupling(mask, RQSplineMap(bins, bound), **net))
+                split, spline = VectorSplit(mask), RQSplineMap(bins, bound)
+                chain.append(Coupling(split, spline, mlp_conditioner(split, spline, **net)))
         super().__init__(Compose(*chain), make_base(base, features))
         self.features, self.layers, self.context_features = features, layers, context_features
         self.autoregressive = autoregressive or features == 1
 
 
-__all__ = ["MASKS", "NSF", "coupling_masks"]
+__all__ = ["NSF"]

@@ -22,7 +22,9 @@ class PlanarFlow(Flow):
         layers: number of maps in the chain.
         flow: ``planar``, ``radial`` or ``sylvester``.
         base: ``diagonal`` (learnable mean and scale, the default), ``normal`` or ``mixture``.
-        **kwargs: passed to the layer class (e.g. ``hidden`` or ``variant`` for Sylvester).
+        hidden: Sylvester only: the number of hidden units ``M`` of each map (``None``: ``features``).
+        variant: Sylvester only: ``orthogonal`` or ``householder``.
+        reflections: Sylvester only: Householder reflections per map (``None``: the layer's default).
 
     Example:
         >>> from tractable import PlanarFlow
@@ -32,8 +34,25 @@ class PlanarFlow(Flow):
         ((512, 2), (512,))
     """
 
-    def __init__(self, features: int = 2, layers: int = 16, *, flow: str = "planar", base: str = "diagonal", **kwargs):
+    def __init__(
+        self,
+        features: int = 2,
+        layers: int = 16,
+        *,
+        flow: str = "planar",
+        base: str = "diagonal",
+        hidden: int | None = None,
+        variant: str = "orthogonal",
+        reflections: int | None = None,
+    ):
         if flow not in FLOW_TYPES:
             raise ValueError(f"unknown flow type {flow!r}; expected one of {', '.join(FLOW_TYPES)}")
-        super().__init__(Inverse(FLOW_TYPES[flow](features, layers=layers, **kwargs)), make_base(base, features))
+        if flow == "sylvester":
+            layer = Sylvester(features, layers, hidden=hidden, variant=variant, reflections=reflections)
+        else:
+            if hidden is not None or variant != "orthogonal" or reflections is not None:
+                raise ValueError(f"hidden, variant and reflections are options of the sylvester flow, not of {flow!r}; "
+                                 f"got hidden={hidden}, variant={variant!r}, reflections={reflections}")
+            layer = FLOW_TYPES[flow](features, layers=layers)
+        super().__init__(Inverse(layer), make_base(base, features))
         self.flow_type, self.layers = flow, layers

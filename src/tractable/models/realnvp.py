@@ -6,11 +6,11 @@ from ..distributions import make_base
 from ..flow import Flow
 from ..transforms.base import Compose, Transform
 from ..transforms.coupling import AdditiveCoupling, AffineCoupling
-from ..transforms.linear import RandomPermutation, ReversePermutation
+from ..transforms.linear import RandomPermutation
 from ..transforms.normalization import ActNorm, BatchNorm
+from .permutations import check_permutation
 
 COUPLINGS = ("affine", "additive")
-PERMUTATIONS = ("alternate", "reverse", "random")
 
 
 class RealNVP(Flow):
@@ -18,10 +18,11 @@ class RealNVP(Flow):
 
     Each of the ``layers`` steps is ``[ActNorm] → [permutation] → coupling → [BatchNorm]``:
 
-    * ``permutation="alternate"``: no permutation layer; the couplings' masks alternate between the two halves of the
-      features (for 2-D data: the two coordinates), so every feature is transformed every other layer.
-    * ``"reverse"`` / ``"random"``: every coupling transforms the second half, and a reversal or a fixed random
-      permutation (drawn at construction, saved in ``state_dict``) precedes every coupling but the first.
+    * ``permutation="alternate"`` (alias ``"reverse"``): no permutation layer; the couplings' masks alternate between
+      the two halves of the features (for 2-D data: the two coordinates), so every feature is transformed every other
+      layer.
+    * ``"random"``: every coupling transforms the second half, and a fixed random permutation (drawn at
+      construction, saved in ``state_dict``) precedes every coupling but the first.
     * ``actnorm=True`` puts a data-initialised :class:`~tractable.transforms.normalization.ActNorm` before each
       coupling: the first ``log_prob`` call in training mode initialises them from its batch, so make that call on
       (a large batch of) training data before anything else. ``batchnorm=True`` puts a
@@ -39,7 +40,8 @@ class RealNVP(Flow):
         context_features: width of the context the conditioners read (0: unconditional).
         base: ``normal`` (default), ``diagonal`` (learnable Gaussian) or ``mixture``.
         coupling: ``affine`` (RealNVP) or ``additive`` (NICE, volume preserving).
-        permutation: ``alternate`` (default), ``reverse`` or ``random``.
+        permutation: ``alternate`` (default; alias ``reverse``) or ``random`` (see
+            :mod:`~tractable.models.permutations`).
         actnorm: add ActNorm layers.
         batchnorm: add BatchNorm layers.
         bound: the soft bound on the affine couplings' ``|log scale|``.
@@ -84,16 +86,15 @@ class RealNVP(Flow):
             raise ValueError(f"expected layers >= 1, got {layers}")
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; expected one of {', '.join(COUPLINGS)}")
-        if permutation not in PERMUTATIONS:
-            raise ValueError(f"unknown permutation {permutation!r}; expected one of {', '.join(PERMUTATIONS)}")
-        net = {"hidden": hidden, "layers": blocks, "context_features": context_features, "activation": activation}
+        alternate = check_permutation(permutation) == "alternate"
+        net = {"hidden": hidden, "blocks": blocks, "context_features": context_features, "activation": activation}
         steps: list[Transform] = []
         for k in range(layers):
             if actnorm:
                 steps.append(ActNorm(features))
-            if permutation != "alternate" and k > 0:
-                steps.append(ReversePermutation(features) if permutation == "reverse" else RandomPermutation(features))
-            parity = k % 2 if permutation == "alternate" else 0
+            if not alternate and k > 0:
+                steps.append(RandomPermutation(features))
+            parity = k % 2 if alternate else 0
             if coupling == "affine":
                 steps.append(AffineCoupling(features, parity=parity, bound=bound, **net))
             else:
@@ -104,4 +105,4 @@ class RealNVP(Flow):
         self.features, self.layers, self.context_features = features, layers, context_features
 
 
-__all__ = ["COUPLINGS", "PERMUTATIONS", "RealNVP"]
+__all__ = ["COUPLINGS", "RealNVP"]

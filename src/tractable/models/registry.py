@@ -1,8 +1,14 @@
-"""Every ready model by name, built from one set of keyword arguments (what the command line and configs use)."""
+"""The vector models by name: ``MODELS`` maps a name to its constructor, nothing else.
+
+Every constructor takes the number of features first and explicit keyword arguments after it (read them with
+``inspect.signature``); ``DESCRIPTIONS`` gives the one-line description ``tractable list`` shows.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from functools import partial
 
 from ..flow import Flow
 from .maf import IAF, MAF
@@ -10,8 +16,20 @@ from .nsf import NSF
 from .planar import FLOW_TYPES, PlanarFlow
 from .realnvp import RealNVP
 
-#: name -> one-line description, in the order ``tractable list`` shows them.
-MODELS: dict[str, str] = {
+#: name -> constructor ``(features, **options) -> Flow``, in the order ``tractable list`` shows them.
+MODELS: dict[str, Callable[..., Flow]] = {
+    "planar": partial(PlanarFlow, flow="planar"),
+    "radial": partial(PlanarFlow, flow="radial"),
+    "sylvester": partial(PlanarFlow, flow="sylvester"),
+    "realnvp": RealNVP,
+    "maf": MAF,
+    "iaf": IAF,
+    "nsf": NSF,
+    "nsf-ar": partial(NSF, autoregressive=True),
+}
+
+#: name -> one-line description.
+DESCRIPTIONS: dict[str, str] = {
     "planar": "planar maps (Rezende & Mohamed 2015); analytic sampling, numerically inverted density",
     "radial": "radial maps (Rezende & Mohamed 2015); analytic both ways",
     "sylvester": "Sylvester maps (van den Berg et al. 2018); analytic sampling, numerically inverted density",
@@ -35,27 +53,27 @@ def build_model(
     bound: float = 3.0,
     context_features: int = 0,
 ) -> Flow:
-    """The model called ``name`` (see :data:`MODELS`) for ``features``-dimensional data.
+    """The model ``name`` for ``features``-dimensional data from the options the command line shares.
 
-    Each model takes the arguments that apply to it: the planar family ``layers`` and ``base``; the conditioner-based
-    models also ``hidden``, ``blocks``, ``bound`` (and ``bins`` for splines) and ``context_features``.
+    Each model takes the options that apply to it: the planar family ``layers`` and ``base``; the conditioner-based
+    models also ``hidden``, ``blocks``, ``bound``, ``context_features`` (and ``bins`` for splines). For any other
+    keyword call the constructor ``MODELS[name]`` itself.
 
     Raises:
         ValueError: for an unknown name, or a context for an unconditional family.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    constructor = MODELS[name]
     if name in FLOW_TYPES:
         if context_features:
             raise ValueError(f"model {name!r} is unconditional; got context_features={context_features}")
-        return PlanarFlow(features, layers, flow=name, base=base)
-    common = {"layers": layers, "hidden": hidden, "blocks": blocks, "bound": bound,
-              "context_features": context_features, "base": base}
-    builders: dict[str, Callable[[], Flow]] = {
-        "realnvp": lambda: RealNVP(features, **common),
-        "maf": lambda: MAF(features, **common),
-        "iaf": lambda: IAF(features, **common),
-        "nsf": lambda: NSF(features, bins=bins, **common),
-        "nsf-ar": lambda: NSF(features, bins=bins, autoregressive=True, **common),
-    }
-    return builders[name]()
+        return constructor(features, layers, base=base)
+    options = {"layers": layers, "hidden": hidden, "blocks": blocks, "bound": bound,
+               "context_features": context_features, "base": base}
+    if "bins" in inspect.signature(constructor).parameters:
+        options["bins"] = bins
+    return constructor(features, **options)
+
+
+__all__ = ["DESCRIPTIONS", "MODELS", "build_model"]

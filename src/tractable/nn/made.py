@@ -18,17 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Activations by name (functional forms: no module call per layer).
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu,
-    "tanh": torch.tanh,
-    "elu": F.elu,
-    "gelu": F.gelu,
-    "silu": F.silu,
-    "leaky_relu": F.leaky_relu,
-}
+from .activations import activation_fn
 
-
+#: In-place forms applied to a linear layer's fresh output (not saved for backward, so nothing is overwritten).
 _IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu_, "tanh": torch.tanh_}
 
 
@@ -86,9 +78,9 @@ class MADE(nn.Module):
             context and the bias).
         params: number of outputs per feature.
         hidden: width of each hidden layer.
-        layers: number of hidden layers (``≥ 1``).
+        blocks: number of hidden layers (``≥ 1``).
         context_features: size of the context vector (0 for none).
-        activation: ``relu``, ``tanh``, ``elu``, ``gelu``, ``silu`` or ``leaky_relu``.
+        activation: a name of :data:`~tractable.nn.activations.ACTIVATIONS`.
         order: the autoregressive order as a permutation of ``0..D-1`` (``order[j]`` is the position of feature
             ``j``); default ``0, 1, ..., D-1``.
         zero_last: start the last layer's weights at zero.
@@ -114,24 +106,23 @@ class MADE(nn.Module):
         params: int,
         *,
         hidden: int = 64,
-        layers: int = 2,
+        blocks: int = 2,
         context_features: int = 0,
         activation: str = "relu",
         order: Sequence[int] | Tensor | None = None,
         zero_last: bool = True,
     ):
         super().__init__()
-        if features < 1 or params < 1 or hidden < 1 or layers < 1 or context_features < 0:
+        if features < 1 or params < 1 or hidden < 1 or blocks < 1 or context_features < 0:
             raise ValueError(
-                "expected features, params, hidden, layers >= 1 and context_features >= 0, got "
-                f"features={features}, params={params}, hidden={hidden}, layers={layers}, "
+                "expected features, params, hidden, blocks >= 1 and context_features >= 0, got "
+                f"features={features}, params={params}, hidden={hidden}, blocks={blocks}, "
                 f"context_features={context_features}"
             )
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        act = activation_fn(activation)
         self.features, self.params, self.hidden = features, params, hidden
         self.context_features, self.activation = context_features, activation
-        self._act = ACTIVATIONS[activation]
+        self._act = act
 
         order_t = _order(order, features)
         lowest = -1 if (context_features > 0 or features == 1) else 0
@@ -144,9 +135,10 @@ class MADE(nn.Module):
         inner = (deg[None, :] <= deg[:, None]).to(first.dtype)
         # Output unit p·D + i is parameter p of feature i (parameter-major: each parameter's D values are contiguous).
         last = (deg[None, :] < order_t[:, None]).to(first.dtype).repeat(params, 1)
-        masks = [first] + [inner] * (layers - 1) + [last]
-        sizes = [features + context_features] + [hidden] * layers + [features * params]
-        self.layers = nn.ModuleList(nn.Linear(sizes[k], sizes[k + 1]) for k in range(layers + 1))
+        masks = [first] + [inner] * (blocks - 1) + [last]
+        sizes = [features + context_features] + [hidden] * blocks + [features * params]
+        # The linear layers keep the attribute name ``layers``: it names the state_dict keys of saved models.
+        self.layers = nn.ModuleList(nn.Linear(sizes[k], sizes[k + 1]) for k in range(blocks + 1))
         for layer, mask in zip(self.layers, masks):
             layer.register_buffer("mask", mask.clone())
         if zero_last:
@@ -213,4 +205,4 @@ class MADE(nn.Module):
         )
 
 
-__all__ = ["ACTIVATIONS", "MADE", "hidden_degrees"]
+__all__ = ["MADE", "hidden_degrees"]

@@ -8,29 +8,21 @@ exact identity (as in nflows), which keeps deep stacks stable at initialisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu,
-    "elu": F.elu,
-    "gelu": F.gelu,
-    "silu": F.silu,
-    "tanh": torch.tanh,
-    "leaky_relu": F.leaky_relu,
-    "softplus": F.softplus,
-}
+from .activations import activation_fn
 
 
-def _widths(hidden: int | Sequence[int], layers: int) -> list[int]:
+def _widths(hidden: int | Sequence[int], blocks: int) -> list[int]:
     if isinstance(hidden, int):
-        if layers < 0 or hidden < 1:
-            raise ValueError(f"expected hidden >= 1 and layers >= 0, got hidden={hidden}, layers={layers}")
-        return [hidden] * layers
+        if blocks < 0 or hidden < 1:
+            raise ValueError(f"expected hidden >= 1 and blocks >= 0, got hidden={hidden}, blocks={blocks}")
+        return [hidden] * blocks
     widths = [int(h) for h in hidden]
     if any(h < 1 for h in widths):
         raise ValueError(f"expected positive hidden widths, got {list(hidden)}")
@@ -43,12 +35,12 @@ class MLP(nn.Module):
     Args:
         in_features: width of the input ``x``.
         out_features: width of the output.
-        hidden: width of each hidden layer (an int, repeated ``layers`` times) or a sequence of widths (whose length
-            then sets the depth and ``layers`` is not used).
-        layers: number of hidden layers when ``hidden`` is an int (0 gives an affine map).
+        hidden: width of each hidden layer (an int, repeated ``blocks`` times) or a sequence of widths (whose length
+            then sets the depth and ``blocks`` is not used).
+        blocks: number of hidden layers when ``hidden`` is an int (0 gives an affine map).
         context_features: width of the context concatenated to the input (0: no context; any context passed is then
             ignored, as transforms that do not use context ignore it).
-        activation: ``relu``, ``elu``, ``gelu``, ``silu``, ``tanh``, ``leaky_relu`` or ``softplus``.
+        activation: a name of :data:`~tractable.nn.activations.ACTIVATIONS`.
         zero_last: zero the last layer's weights *and* bias, so the output is constant (the bias) at initialisation;
             callers set :attr:`last`'s bias to the parameters they want to start from.
 
@@ -58,7 +50,7 @@ class MLP(nn.Module):
     Example:
         >>> import torch
         >>> from tractable.nn.mlp import MLP
-        >>> net = MLP(3, 4, hidden=32, layers=2, context_features=2)
+        >>> net = MLP(3, 4, hidden=32, blocks=2, context_features=2)
         >>> net(torch.randn(5, 3), torch.randn(5, 2)).shape
         torch.Size([5, 4])
         >>> bool((net(torch.randn(5, 3), torch.randn(5, 2)) == 0).all())  # zero last layer: constant output
@@ -71,7 +63,7 @@ class MLP(nn.Module):
         out_features: int,
         *,
         hidden: int | Sequence[int] = 64,
-        layers: int = 2,
+        blocks: int = 2,
         context_features: int = 0,
         activation: str = "relu",
         zero_last: bool = True,
@@ -82,13 +74,12 @@ class MLP(nn.Module):
                 f"expected in_features >= 0, out_features >= 1, context_features >= 0 and at least one input, got "
                 f"in_features={in_features}, out_features={out_features}, context_features={context_features}"
             )
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
-        widths = [in_features + context_features, *_widths(hidden, layers), out_features]
+        act = activation_fn(activation)
+        widths = [in_features + context_features, *_widths(hidden, blocks), out_features]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         self.activation = activation
-        self._act = ACTIVATIONS[activation]
+        self._act = act
         if zero_last:
             nn.init.zeros_(self.last.weight)
             nn.init.zeros_(self.last.bias)
@@ -132,4 +123,4 @@ class MLP(nn.Module):
         return f"activation={self.activation!r}"
 
 
-__all__ = ["ACTIVATIONS", "MLP"]
+__all__ = ["MLP"]

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..flow import Flow
 from ..targets.energies import Energy
+from ..transforms.base import Compose, Inverse, LayerStack, Transform
 
 PathLike = str | os.PathLike[str]
 Box = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
@@ -184,15 +185,42 @@ def _segments(pts: np.ndarray, points: int) -> np.ndarray:
     return pts.reshape(-1, points, 2)
 
 
+def layer_outputs(transform: Transform, x: Tensor, context: Tensor | None = None, *,
+                  inverse: bool = False) -> list[Tensor]:
+    """The outputs after each elementary layer of ``transform`` (its inverse with ``inverse=True``).
+
+    Walks the chain: a :class:`~tractable.transforms.base.Compose` layer by layer (last layer first when inverted), an
+    :class:`~tractable.transforms.base.Inverse` by its inner transform's other direction, and a
+    :class:`~tractable.transforms.base.LayerStack` map by map; any other transform is one step.
+    """
+    if isinstance(transform, Compose):
+        steps: list[Tensor] = []
+        for t in (reversed(transform.transforms) if inverse else transform.transforms):
+            steps += layer_outputs(t, x, context, inverse=inverse)
+            x = steps[-1]
+        return steps
+    if isinstance(transform, Inverse):
+        return layer_outputs(transform.transform, x, context, inverse=not inverse)
+    if isinstance(transform, LayerStack):
+        return (transform.run_inverse(x) if inverse else transform.run(x))[0]
+    return [(transform.inverse(x, context) if inverse else transform(x, context))[0]]
+
+
+@torch.no_grad()
+def sample_steps(flow: Flow, z: Tensor) -> list[Tensor]:
+    """The latent points ``z`` and their images after each elementary layer of the flow's generative pass."""
+    return [z, *layer_outputs(flow.transform, z, inverse=True)]
+
+
 def _steps(flow: Flow, n: int, lines: int) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """The flow's samples and a warped base grid after each layer, as NumPy: ``(samples, grids, points per line)``."""
     if n < 1:
         raise ValueError(f"expected n >= 1 samples, got {n}")
     dtype, device = _reference(flow)
-    samples = [s.detach().to("cpu", torch.float64).numpy() for s in flow.sample_steps(n)]
+    samples = [s.detach().to("cpu", torch.float64).numpy() for s in sample_steps(flow, flow.base.sample(n))]
     grid, per_line = _base_grid(samples[0], lines)
     z = torch.as_tensor(grid, dtype=dtype, device=device)
-    grids = [g.detach().to("cpu", torch.float64).numpy() for g in flow.sample_steps(z=z)]
+    grids = [g.detach().to("cpu", torch.float64).numpy() for g in sample_steps(flow, z)]
     return samples, grids, per_line
 
 

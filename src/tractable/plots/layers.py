@@ -52,7 +52,7 @@ def plot_layers(
 ) -> Path:
     """How the flow warps its base, layer by layer.
 
-    Each panel shows the points after one layer of the generative pass (``flow.sample_steps``) as a log-scaled 2D
+    Each panel shows the points after one layer of the generative pass (``_common.sample_steps``) as a log-scaled 2D
     histogram, under a grid of ``lines`` horizontal and ``lines`` vertical lines drawn over mean ± 3 std of the base
     and pushed through the same layers. At most ``panels`` panels are shown: the base (layer 0), an even spread of
     intermediate layers, and the last layer. All panels share one box.

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..transforms.base import Transform, check_features
+from ..transforms.elementwise import StandardizeTransform
 
 _SHOWN = 5  # how many bad cells an error message lists
 
@@ -321,29 +321,3 @@ class Standardizer:
 
     def __repr__(self) -> str:
         return f"Standardizer(mean={self.mean}, std={self.std})"
-
-
-class StandardizeTransform(Transform):
-    """The fixed elementwise map ``x ↦ (x − μ)/σ`` (forward) with ``ladj = −Σ log σ``; analytic both ways.
-
-    ``Flow(Compose(standardizer.as_transform(), flow.transform), flow.base)`` is the trained flow's density in the
-    original units. ``μ`` and ``σ`` are float64 buffers (saved in ``state_dict``, moved by ``.to()``), not
-    parameters, cast to the input's dtype in each call.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        # float64 buffers, cast to the input's dtype per call: no precision is lost to a float32 round trip.
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float64))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float64))
-
-    def _ladj(self, x: Tensor) -> Tensor:
-        return (-torch.log(self.std).sum()).to(x).expand(x.shape[:-1])
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_features(x, self.mean.numel())
-        return (x - self.mean.to(x)) / self.std.to(x), self._ladj(x)
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_features(y, self.mean.numel())
-        return y * self.std.to(y) + self.mean.to(y), -self._ladj(y)

@@ -3,20 +3,23 @@
 from .autoregressive import MaskedAffineAutoregressive, MaskedAutoregressive, MaskedSplineAutoregressive
 from .base import Compose, Inverse, LayerStack, Transform, check_features
 from .conv import InvertibleConv1x1
-from .coupling import AdditiveCoupling, AffineCoupling, Coupling, coupling_mask
-from .elementwise import ElementwiseAffine, Logit, Sigmoid
-from .image_coupling import ImageAffineCoupling, ImageCoupling
-from .linear import LULinear, Permutation, RandomPermutation, ReversePermutation
-from .logistic_mixture import MixtureLogisticCoupling, mixture_logit_cdf
+from .coupling import AdditiveCoupling, AffineCoupling, Coupling, mlp_conditioner
+from .elementwise import ElementwiseAffine, Logit, Sigmoid, StandardizeTransform
+from .image_coupling import ImageAffineCoupling, MixtureLogisticCoupling, resnet_conditioner
+from .linear import LU_INITS, LULinear, LUTransform, Permutation, RandomPermutation, ReversePermutation
+from .logistic_mixture import LogisticMixtureMap, mixture_logit_cdf
+from .maps import AdditiveMap, AffineMap, ElementwiseMap
 from .normalization import ActNorm, BatchNorm
 from .numerics import newton_refine, solve_increasing, solve_tanh_shift
 from .planar import Planar, Radial
 from .reshape import FactorOut, Squeeze, Squeezed, channel_mask, checkerboard_mask
 from .splines import RQSplineMap, rational_quadratic, spline_knots
+from .splits import IMAGE_SPLITS, ImageSplit, Split, VectorSplit, coupling_mask
 from .sylvester import Sylvester
-from .univariate import AdditiveMap, AffineMap, ElementwiseMap
 
 __all__ = [
+    "IMAGE_SPLITS",
+    "LU_INITS",
     "ActNorm",
     "AdditiveCoupling",
     "AdditiveMap",
@@ -27,14 +30,15 @@ __all__ = [
     "Coupling",
     "ElementwiseAffine",
     "ElementwiseMap",
-    # image layers
     "FactorOut",
     "ImageAffineCoupling",
-    "ImageCoupling",
+    "ImageSplit",
     "Inverse",
     "InvertibleConv1x1",
     "LULinear",
+    "LUTransform",
     "LayerStack",
+    "LogisticMixtureMap",
     "Logit",
     "MaskedAffineAutoregressive",
     "MaskedAutoregressive",
@@ -47,17 +51,22 @@ __all__ = [
     "RandomPermutation",
     "ReversePermutation",
     "Sigmoid",
+    "Split",
     "Squeeze",
     "Squeezed",
+    "StandardizeTransform",
     "Sylvester",
     "Transform",
+    "VectorSplit",
     "channel_mask",
     "check_features",
     "checkerboard_mask",
     "coupling_mask",
     "mixture_logit_cdf",
+    "mlp_conditioner",
     "newton_refine",
     "rational_quadratic",
+    "resnet_conditioner",
     "solve_increasing",
     "solve_tanh_shift",
     "spline_knots",

@@ -27,8 +27,8 @@ from torch import Tensor
 
 from ..nn.made import MADE
 from .base import Transform, check_features
+from .maps import AffineMap, ElementwiseMap
 from .splines import RQSplineMap
-from .univariate import AffineMap, ElementwiseMap
 
 
 class MaskedAutoregressive(Transform):
@@ -36,15 +36,16 @@ class MaskedAutoregressive(Transform):
 
     Directions: ``forward`` (normalizing, ``x → z``, the density direction) is one pass of the MADE and is fast.
     ``inverse`` (generative, ``z → x``, sampling) is sequential: ``D`` passes of the MADE's hidden layers, each
-    completing the next feature in the autoregressive order (only its output rows are computed). Both are analytic (exact to rounding) for analytic map families. The layer
-    starts as the identity: the MADE's last layer is zero and its bias is ``elementwise_map.identity()``.
+    completing the next feature in the autoregressive order (only its output rows are computed). Both are analytic
+    (exact to rounding) for analytic map families; a numerically inverted map (the logistic mixture) runs its solver in
+    the inverse. The layer starts as the identity: the MADE's last layer is zero and its bias is ``map.identity()``.
 
     Args:
         features: dimension ``D`` of the input.
-        elementwise_map: the scalar map family ``g`` (e.g. :class:`~tractable.transforms.univariate.AffineMap`,
-            :class:`~tractable.transforms.splines.RQSplineMap`).
+        map: the elementwise map family ``g`` (:class:`~tractable.transforms.maps.AffineMap`,
+            :class:`~tractable.transforms.splines.RQSplineMap`, ...).
         hidden: width of the MADE's hidden layers.
-        layers: number of hidden layers of the MADE.
+        blocks: number of hidden layers of the MADE.
         context_features: size of the context (0 for an unconditional layer).
         order: autoregressive order as a permutation of ``0..D-1`` (``order[j]`` is the position of feature
             ``j``); default ``0..D-1``. Alternating or random orders between stacked layers replace permutation layers
@@ -54,7 +55,7 @@ class MaskedAutoregressive(Transform):
     Example:
         >>> import torch
         >>> from tractable.transforms.autoregressive import MaskedAutoregressive
-        >>> from tractable.transforms.univariate import AffineMap
+        >>> from tractable.transforms.maps import AffineMap
         >>> layer = MaskedAutoregressive(3, AffineMap(), hidden=16)
         >>> x = torch.randn(8, 3)
         >>> z, ladj = layer(x)  # one pass
@@ -69,30 +70,33 @@ class MaskedAutoregressive(Transform):
     def __init__(
         self,
         features: int,
-        elementwise_map: ElementwiseMap,
+        map: ElementwiseMap,
         *,
         hidden: int = 64,
-        layers: int = 2,
+        blocks: int = 2,
         context_features: int = 0,
         order: Sequence[int] | Tensor | None = None,
         activation: str = "relu",
     ):
         super().__init__()
-        if not isinstance(elementwise_map, ElementwiseMap):
-            raise TypeError(f"expected an ElementwiseMap, got {type(elementwise_map).__name__}")
+        if not isinstance(map, ElementwiseMap):
+            raise TypeError(f"expected an ElementwiseMap, got {type(map).__name__}")
+        if getattr(map, "log_bound", None) is not None:  # the inverse maps one feature at a time
+            raise ValueError("expected a map with a fixed bound in an autoregressive layer, got a learned bound "
+                             "(learned_bound applies to coupling layers)")
         self.features, self.context_features = features, context_features
-        self.map = elementwise_map
+        self.map = map
         self.made = MADE(
             features,
-            elementwise_map.params,
+            map.params,
             hidden=hidden,
-            layers=layers,
+            blocks=blocks,
             context_features=context_features,
             activation=activation,
             order=order,
             zero_last=True,
         )
-        self.made.set_output_bias(elementwise_map.identity())
+        self.made.set_output_bias(map.identity())
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_features(x, self.features)
@@ -112,7 +116,7 @@ class MaskedAutoregressive(Transform):
         return x, ladj  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, map={self.map!r}"
+        return f"features={self.features}"
 
 
 class MaskedAffineAutoregressive(MaskedAutoregressive):
@@ -124,8 +128,7 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
     Args:
         features: dimension of the input.
         bound: the largest ``|log scale|`` (soft bound ``bound · tanh(ŝ / bound)``).
-        **kwargs: ``hidden``, ``layers``, ``context_features``, ``order``, ``activation`` of
-            :class:`MaskedAutoregressive`.
+        hidden, blocks, context_features, order, activation: the MADE, as in :class:`MaskedAutoregressive`.
 
     Example:
         >>> import torch
@@ -140,8 +143,19 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
         Improved Variational Inference with Inverse Autoregressive Flow (Kingma et al., 2016), arXiv:1606.04934.
     """
 
-    def __init__(self, features: int, *, bound: float = 3.0, **kwargs):
-        super().__init__(features, AffineMap(bound), **kwargs)
+    def __init__(
+        self,
+        features: int,
+        *,
+        bound: float = 3.0,
+        hidden: int = 64,
+        blocks: int = 2,
+        context_features: int = 0,
+        order: Sequence[int] | Tensor | None = None,
+        activation: str = "relu",
+    ):
+        super().__init__(features, AffineMap(bound), hidden=hidden, blocks=blocks, context_features=context_features,
+                         order=order, activation=activation)
 
 
 class MaskedSplineAutoregressive(MaskedAutoregressive):
@@ -154,8 +168,7 @@ class MaskedSplineAutoregressive(MaskedAutoregressive):
         features: dimension of the input.
         bins: number of spline bins.
         bound: half-width of the spline interval.
-        **kwargs: ``hidden``, ``layers``, ``context_features``, ``order``, ``activation`` of
-            :class:`MaskedAutoregressive`.
+        hidden, blocks, context_features, order, activation: the MADE, as in :class:`MaskedAutoregressive`.
 
     Example:
         >>> import torch
@@ -170,8 +183,20 @@ class MaskedSplineAutoregressive(MaskedAutoregressive):
         Neural Spline Flows (Durkan et al., 2019), arXiv:1906.04032.
     """
 
-    def __init__(self, features: int, *, bins: int = 8, bound: float = 3.0, **kwargs):
-        super().__init__(features, RQSplineMap(bins, bound), **kwargs)
+    def __init__(
+        self,
+        features: int,
+        *,
+        bins: int = 8,
+        bound: float = 3.0,
+        hidden: int = 64,
+        blocks: int = 2,
+        context_features: int = 0,
+        order: Sequence[int] | Tensor | None = None,
+        activation: str = "relu",
+    ):
+        super().__init__(features, RQSplineMap(bins, bound), hidden=hidden, blocks=blocks,
+                         context_features=context_features, order=order, activation=activation)
 
 
 __all__ = ["MaskedAffineAutoregressive", "MaskedAutoregressive", "MaskedSplineAutoregressive"]

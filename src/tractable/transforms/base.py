@@ -42,17 +42,6 @@ class Transform(nn.Module):
         """This transform with its directions swapped."""
         return Inverse(self)
 
-    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        """The outputs after each elementary layer in the forward direction (one step unless overridden).
-
-        Used to picture how a chain warps its input layer by layer.
-        """
-        return [self.forward(x, context)[0]]
-
-    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        """The outputs after each elementary layer in the inverse direction (one step unless overridden)."""
-        return [self.inverse(y, context)[0]]
-
 
 class Compose(Transform):
     """Apply transforms in list order and sum their log-determinants.
@@ -87,20 +76,6 @@ class Compose(Transform):
             total = total + ladj
         return y, total
 
-    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        steps: list[Tensor] = []
-        for t in self.transforms:
-            steps += t.forward_steps(x, context)
-            x = steps[-1]
-        return steps
-
-    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        steps: list[Tensor] = []
-        for t in reversed(self.transforms):
-            steps += t.inverse_steps(y, context)
-            y = steps[-1]
-        return steps
-
     def __len__(self) -> int:
         return len(self.transforms)
 
@@ -131,20 +106,14 @@ class Inverse(Transform):
     def inv(self) -> Transform:
         return self.transform
 
-    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self.transform.inverse_steps(x, context)
-
-    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self.transform.forward_steps(y, context)
-
 
 class LayerStack(Transform):
     """A stack of ``layers`` maps of one family held in one module, parameters with a leading ``layers`` dimension.
 
     Keeping the whole chain in one module cuts the per-layer overhead (one parameter tensor per kind, a handful of
-    kernel launches per map). Subclasses implement :meth:`_run` and :meth:`_run_inverse`, which return the output
-    after each map and the summed log-determinant; this class derives ``forward``, ``inverse`` and the ``*_steps``
-    methods from them. Inputs of shape ``(..., features)`` are accepted (see :meth:`_flat`).
+    kernel launches per map). Subclasses implement :meth:`run` and :meth:`run_inverse`, which return the output
+    after each map (so a picture of the chain can show every map) and the summed log-determinant; this class derives
+    ``forward`` and ``inverse`` from them. Inputs of shape ``(..., features)`` are accepted (see :meth:`_flat`).
     """
 
     def __init__(self, features: int, layers: int):
@@ -158,27 +127,21 @@ class LayerStack(Transform):
         check_features(x, self.features)
         return x.reshape(-1, self.features), x.shape[:-1]
 
-    def _run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+    def run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         """The forward outputs after each map (each of ``x``'s shape) and the total ladj (batch shape)."""
         raise NotImplementedError
 
-    def _run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
+    def run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
         """The inverse outputs after each map, last map first, and the total ladj of the inverse."""
         raise NotImplementedError
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        steps, ladj = self._run(x)
+        steps, ladj = self.run(x)
         return steps[-1], ladj
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        steps, ladj = self._run_inverse(y)
+        steps, ladj = self.run_inverse(y)
         return steps[-1], ladj
-
-    def forward_steps(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self._run(x)[0]
-
-    def inverse_steps(self, y: Tensor, context: Tensor | None = None) -> list[Tensor]:
-        return self._run_inverse(y)[0]
 
     def extra_repr(self) -> str:
         return f"features={self.features}, layers={self.layers}"

@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import Transform
+from .linear import LUTransform
 from .reshape import check_image
 
 
-class InvertibleConv1x1(Transform):
+class InvertibleConv1x1(LUTransform):
     """A 1x1 convolution ``y[:, :, i, j] = W x[:, :, i, j]`` with ``W = P L (U + diag(exp(s)))``, Glow's LU form.
 
-    ``P`` is a fixed permutation (a buffer), ``L`` unit lower triangular, ``U`` strictly upper triangular and the
-    diagonal ``exp(s)`` positive, so ``det W > 0`` and ``ladj = H · W · Σ s`` for every image, with no decomposition
-    at run time. Directions: ``forward`` is one ``conv2d``; ``inverse`` is exact, with two triangular solves (never an
-    explicit inverse). The map has no bias (Glow pairs it with an ActNorm, which has one).
+    The LU core is :class:`~tractable.transforms.linear.LUTransform`: ``det W > 0`` and ``ladj = H · W · Σ s`` for
+    every image, with no decomposition at run time. Directions: ``forward`` is one ``conv2d``; ``inverse`` is exact,
+    with two triangular solves (never an explicit inverse). The map has no bias (Glow pairs it with an ActNorm, which
+    has one).
 
     Args:
         channels: number of channels ``C``.
-        init: ``"rotation"`` (default, Glow: ``W`` a random rotation, ``det W = 1``, factorised once; ``P`` is then
+        init: ``"orthogonal"`` (default, Glow: ``W`` a random rotation, ``det W = 1``, factorised once; ``P`` is then
             fixed) or ``"identity"``.
 
     Example:
@@ -40,44 +40,9 @@ class InvertibleConv1x1(Transform):
         Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma & Dhariwal, 2018), arXiv:1807.03039, §3.2.
     """
 
-    def __init__(self, channels: int, *, init: str = "rotation"):
-        super().__init__()
-        if channels < 1:
-            raise ValueError(f"expected channels >= 1, got {channels}")
-        if init == "identity":
-            order = torch.arange(channels)
-            lower = upper = torch.zeros(channels, channels)
-            log_diag = torch.zeros(channels)
-        elif init == "rotation":
-            # A random orthogonal matrix whose LU permutation is even (redrawn otherwise, half the draws), with the
-            # columns' signs flipped so that U's diagonal is positive: then W is a rotation (det W = +1).
-            for _ in range(100):
-                q = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))[0]
-                p, lower, upper = torch.linalg.lu(q)
-                if torch.linalg.det(p) > 0:
-                    break
-            p, lower, upper = torch.linalg.lu(q * torch.sign(upper.diagonal()))
-            order = p.argmax(1)
-            log_diag = torch.log(upper.diagonal())
-            lower, upper, log_diag = lower.float(), upper.float(), log_diag.float()
-        else:
-            raise ValueError(f"unknown init {init!r}; expected 'rotation' or 'identity'")
-        self.channels, self.init = channels, init
-        self.lower = nn.Parameter(lower.tril(-1).clone())
-        self.upper = nn.Parameter(upper.triu(1).clone())
-        self.log_diag = nn.Parameter(log_diag.clone())
-        self.register_buffer("order", order)
-        self.register_buffer("inverse_order", torch.argsort(order))
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        """``(L, U)``: the unit lower and the upper triangular factors (``W = P L U``)."""
-        eye = torch.eye(self.channels, dtype=self.lower.dtype, device=self.lower.device)
-        return torch.tril(self.lower, -1) + eye, torch.triu(self.upper, 1) + torch.diag(torch.exp(self.log_diag))
-
-    def weight(self) -> Tensor:
-        """The ``(C, C)`` matrix ``W``."""
-        lower, upper = self.factors()
-        return (lower @ upper).index_select(0, self.order)
+    def __init__(self, channels: int, *, init: str = "orthogonal"):
+        super().__init__(channels, init)
+        self.channels = channels
 
     def _ladj(self, x: Tensor) -> Tensor:
         return (x.shape[-2] * x.shape[-1] * self.log_diag.sum()).expand(x.shape[0])

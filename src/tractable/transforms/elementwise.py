@@ -1,4 +1,5 @@
-"""Elementwise bijections: a learnable affine map, the sigmoid and the logit (RealNVP's pre-processing).
+"""Elementwise bijections: a learnable affine map, a fixed standardization, the sigmoid and the logit (RealNVP's
+pre-processing).
 
 All act on each entry independently, on inputs of any shape ``(batch, ...)``; the ``ladj`` sums the elementwise
 log-derivatives over the event dimensions.
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Transform
+from .base import Transform, check_features
 
 
 def _sum_event(t: Tensor, event_dims: int | None) -> Tensor:
@@ -87,6 +88,47 @@ class ElementwiseAffine(Transform):
 
     def extra_repr(self) -> str:
         return f"features={self.features}"
+
+
+class StandardizeTransform(Transform):
+    """The fixed elementwise map ``x ↦ (x − μ)/σ`` (forward) with ``ladj = −Σ log σ``; analytic both ways.
+
+    ``Flow(Compose(StandardizeTransform(μ, σ), flow.transform), flow.base)`` is the density, in the original units, of
+    a flow trained on standardized data. ``μ`` and ``σ`` are float64 buffers (saved in ``state_dict``, moved by
+    ``.to()``), not parameters, cast to the input's dtype in each call.
+
+    Args:
+        mean: ``μ``, one per feature.
+        std: ``σ``, one per feature (positive).
+
+    Example:
+        >>> import torch
+        >>> from tractable.transforms.elementwise import StandardizeTransform
+        >>> y, ladj = StandardizeTransform([1.0, 2.0], [2.0, 4.0])(torch.tensor([[3.0, 6.0]]))
+        >>> y.tolist(), round(float(ladj[0]), 4)
+        ([[1.0, 1.0]], -2.0794)
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        # float64 buffers, cast to the input's dtype per call: no precision is lost to a float32 round trip.
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float64))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float64))
+        if self.mean.dim() != 1 or self.mean.shape != self.std.shape:
+            raise ValueError(f"expected one mean and one std per feature, got {self.mean.numel()} means and "
+                             f"{self.std.numel()} stds")
+        self.features = self.mean.numel()
+
+    def _ladj(self, x: Tensor) -> Tensor:
+        return (-torch.log(self.std).sum()).to(x).expand(x.shape[:-1])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_features(x, self.features)
+        return (x - self.mean.to(x)) / self.std.to(x), self._ladj(x)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_features(y, self.features)
+        return y * self.std.to(y) + self.mean.to(y), -self._ladj(y)
 
 
 class Sigmoid(Transform):
@@ -186,4 +228,4 @@ class Logit(Transform):
         return f"alpha={self.alpha}" + ("" if self.event_dims is None else f", event_dims={self.event_dims}")
 
 
-__all__ = ["ElementwiseAffine", "Logit", "Sigmoid"]
+__all__ = ["ElementwiseAffine", "Logit", "Sigmoid", "StandardizeTransform"]

@@ -97,20 +97,82 @@ class RandomPermutation(Permutation):
         super().__init__(torch.randperm(features, generator=generator))
 
 
-class LULinear(Transform):
+#: The initialisations of the LU layers (:class:`LULinear`, :class:`~tractable.transforms.conv.InvertibleConv1x1`).
+LU_INITS = ("orthogonal", "identity")
+#: Draws of a random orthogonal matrix until its LU permutation is even (half the draws are).
+_ROTATION_DRAWS = 100
+
+
+def _rotation_factors(size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(order, L, U, log_diag)`` of a random rotation ``W = P L U`` (``det W = +1``, ``U``'s diagonal positive).
+
+    A random orthogonal matrix whose LU permutation is even (redrawn otherwise), with the columns' signs flipped so
+    that ``U``'s diagonal is positive: then ``W`` is a rotation.
+    """
+    for _ in range(_ROTATION_DRAWS):
+        q = torch.linalg.qr(torch.randn(size, size, dtype=torch.float64))[0]
+        p, lower, upper = torch.linalg.lu(q)
+        if torch.linalg.det(p) > 0:
+            break
+    p, lower, upper = torch.linalg.lu(q * torch.sign(upper.diagonal()))
+    return p.argmax(1), lower.float(), upper.float(), torch.log(upper.diagonal()).float()
+
+
+class LUTransform(Transform):
+    """The LU core shared by :class:`LULinear` and :class:`~tractable.transforms.conv.InvertibleConv1x1`.
+
+    ``W = P L U`` with ``P`` a fixed permutation (a buffer: ``W[i] = (L U)[order[i]]``), ``L`` unit lower triangular
+    and ``U`` upper triangular with the positive diagonal ``exp(log_diag)``, so ``log|det W| = Σ log_diag`` without
+    any decomposition at run time and ``det W > 0``.
+
+    Args:
+        size: the size ``D`` of the square matrix.
+        init: ``"orthogonal"`` (Glow: ``W`` a random rotation, factorised once; ``P`` is then fixed) or
+            ``"identity"`` (``P = L = U = I``).
+    """
+
+    def __init__(self, size: int, init: str):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"expected a positive size, got {size}")
+        if init == "identity":
+            order, lower, upper, log_diag = torch.arange(size), torch.zeros(size, size), torch.zeros(size, size), \
+                torch.zeros(size)
+        elif init == "orthogonal":
+            order, lower, upper, log_diag = _rotation_factors(size)
+        else:
+            raise ValueError(f"unknown init {init!r}; expected one of {', '.join(LU_INITS)}")
+        self.init = init
+        self.lower = nn.Parameter(lower.tril(-1).clone())
+        self.upper = nn.Parameter(upper.triu(1).clone())
+        self.log_diag = nn.Parameter(log_diag.clone())
+        self.register_buffer("order", order)
+        self.register_buffer("inverse_order", torch.argsort(order))
+        self.register_buffer("eye", torch.eye(size), persistent=False)
+
+    def factors(self) -> tuple[Tensor, Tensor]:
+        """``(L, U)``: the unit lower and the upper triangular factors (``W = P L U``)."""
+        return torch.tril(self.lower, -1) + self.eye, torch.triu(self.upper, 1) + torch.diag(torch.exp(self.log_diag))
+
+    def weight(self) -> Tensor:
+        """The matrix ``W = P L U``."""
+        lower, upper = self.factors()
+        return (lower @ upper).index_select(0, self.order)
+
+
+class LULinear(LUTransform):
     """A learnable invertible linear map ``y = W x + b`` with ``W = P L U`` (Glow's LU-decomposed 1x1 convolution).
 
-    ``P`` is a fixed permutation (a buffer), ``L`` unit lower triangular and ``U`` upper triangular with diagonal
-    ``sign · exp(log_diag)`` (``sign`` a fixed ±1 buffer), so ``log|det W| = Σ log_diag`` for every input, computed
-    without any decomposition. Directions: ``forward`` is one matrix product (``W`` is assembled from its factors on
-    each call, an ``O(D³)`` product independent of the batch, cheaper than the ``O(B D²)`` map itself for batches above
-    ``D``); ``inverse`` is exact, with two triangular solves (``torch.linalg.solve_triangular``), never an explicit
-    inverse. Nothing is cached, so the layer is safe to train and to use in both directions.
+    The LU core is :class:`LUTransform`: ``log|det W| = Σ log_diag`` for every input. Directions: ``forward`` is one
+    matrix product (``W`` is assembled from its factors on each call, an ``O(D³)`` product independent of the batch,
+    cheaper than the ``O(B D²)`` map itself for batches above ``D``); ``inverse`` is exact, with two triangular
+    solves (``torch.linalg.solve_triangular``), never an explicit inverse. Nothing is cached, so the layer is safe to
+    train and to use in both directions.
 
     Args:
         features: number of features.
-        init: ``"identity"`` (default: ``P = L = U = I``, ``b = 0``, the exact identity) or ``"orthogonal"`` (Glow:
-            ``W`` a random rotation, factorised once; ``P`` and the signs of ``U``'s diagonal are then fixed).
+        init: ``"identity"`` (default: ``W = I``, ``b = 0``, the exact identity) or ``"orthogonal"`` (Glow: ``W`` a
+            random rotation).
 
     Example:
         >>> import torch
@@ -127,45 +189,9 @@ class LULinear(Transform):
     """
 
     def __init__(self, features: int, *, init: str = "identity"):
-        super().__init__()
-        if features < 1:
-            raise ValueError(f"expected features >= 1, got {features}")
-        if init == "identity":
-            order, lower, upper = (
-                torch.arange(features),
-                torch.zeros(features, features),
-                torch.zeros(features, features),
-            )
-            sign, log_diag = torch.ones(features), torch.zeros(features)
-        elif init == "orthogonal":
-            q = torch.linalg.qr(torch.randn(features, features, dtype=torch.float64))[0]
-            p, lower, upper = torch.linalg.lu(q)
-            order = p.argmax(1)  # W = P M  <=>  W[i] = M[order[i]]
-            diag = upper.diagonal()
-            sign, log_diag = torch.sign(diag), torch.log(diag.abs())
-            lower, upper, sign, log_diag = lower.float(), upper.float(), sign.float(), log_diag.float()
-        else:
-            raise ValueError(f"unknown init {init!r}; expected 'identity' or 'orthogonal'")
-        self.features, self.init = features, init
-        self.lower = nn.Parameter(lower.tril(-1))
-        self.upper = nn.Parameter(upper.triu(1))
-        self.log_diag = nn.Parameter(log_diag)
+        super().__init__(features, init)
+        self.features = features
         self.bias = nn.Parameter(torch.zeros(features))
-        self.register_buffer("order", order)
-        self.register_buffer("inverse_order", torch.argsort(order))
-        self.register_buffer("sign", sign)
-        self.register_buffer("eye", torch.eye(features), persistent=False)
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        """``(L, U)``: the unit lower and the upper triangular factors."""
-        lower = torch.tril(self.lower, -1) + self.eye
-        upper = torch.triu(self.upper, 1) + torch.diag(self.sign * torch.exp(self.log_diag))
-        return lower, upper
-
-    def weight(self) -> Tensor:
-        """The matrix ``W = P L U``."""
-        lower, upper = self.factors()
-        return (lower @ upper).index_select(0, self.order)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_features(x, self.features)
@@ -185,4 +211,4 @@ class LULinear(Transform):
         return f"features={self.features}, init={self.init!r}"
 
 
-__all__ = ["LULinear", "Permutation", "RandomPermutation", "ReversePermutation"]
+__all__ = ["LU_INITS", "LULinear", "LUTransform", "Permutation", "RandomPermutation", "ReversePermutation"]

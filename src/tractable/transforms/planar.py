@@ -68,7 +68,7 @@ class Planar(LayerStack):
         uh = self.u + ((m - wu) / (self.w * self.w).sum(-1)).unsqueeze(-1) * self.w
         return uh, m
 
-    def _run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+    def run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         z, batch = self._flat(x)
         uh, m = self.constrained()
         steps, ts = [], []
@@ -81,7 +81,7 @@ class Planar(LayerStack):
         ladj = torch.log1p((1 - t * t) * m.unsqueeze(-1)).sum(0)
         return steps, ladj.reshape(batch)
 
-    def _run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
+    def run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
         z, batch = self._flat(y)
         uh, m = self.constrained()
         steps, ladj = [], z.new_zeros(z.shape[0])
@@ -132,7 +132,7 @@ class Radial(LayerStack):
         bh = beta * h
         return bh, (self.features - 1) * torch.log1p(bh) + torch.log1p(alpha * beta * h * h)
 
-    def _run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+    def run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         z, batch = self._flat(x)
         alpha, beta = self.constrained()
         steps, ladj = [], z.new_zeros(z.shape[0])
@@ -145,7 +145,7 @@ class Radial(LayerStack):
             steps.append(z.reshape(x.shape))
         return steps, ladj.reshape(batch)
 
-    def _run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
+    def run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
         z, batch = self._flat(y)
         alpha, beta = self.constrained()
         steps, ladj = [], z.new_zeros(z.shape[0])

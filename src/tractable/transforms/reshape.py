@@ -27,6 +27,9 @@ from .base import Transform
 
 SQUEEZE_ORDERS = ("glow", "checkerboard")
 #: The 2x2 sub-positions (dy, dx) in the channel order of the "checkerboard" squeeze: one checkerboard colour first.
+#: The soft bound on the factor-out prior's ``|log σ|``: a scale between ``e^-5`` and ``e^5`` keeps deep stacks
+#: stable while covering any data scale a logit-preprocessed image reaches.
+PRIOR_LOG_SCALE_BOUND = 5.0
 _CHECKER_POSITIONS = ((0, 0), (1, 1), (0, 1), (1, 0))
 
 
@@ -211,12 +214,12 @@ class FactorOut(Transform):
             nn.init.zeros_(self.prior.bias)
 
     def _prior(self, z1: Tensor) -> tuple[Tensor, Tensor]:
-        """``(μ, log σ)`` of the factored-out channels given the kept ones (``log σ`` bounded to ``[-5, 5]``)."""
+        """``(μ, log σ)`` of the factored-out channels given the kept ones (``|log σ|`` softly bounded)."""
         if self.prior is None:
             zero = z1.new_zeros(z1.shape[0], self.channels - self.keep, *z1.shape[2:])
             return zero, zero
         loc, raw = F.conv2d(z1, self.prior.weight, self.prior.bias, padding=1).chunk(2, 1)
-        return loc, 5.0 * torch.tanh(raw / 5.0)
+        return loc, PRIOR_LOG_SCALE_BOUND * torch.tanh(raw / PRIOR_LOG_SCALE_BOUND)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_image(x, self.channels)
@@ -244,6 +247,7 @@ class FactorOut(Transform):
 
 
 __all__ = [
+    "PRIOR_LOG_SCALE_BOUND",
     "SQUEEZE_ORDERS",
     "FactorOut",
     "Squeeze",

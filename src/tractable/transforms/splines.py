@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .univariate import ElementwiseMap
+from .maps import ElementwiseMap
 
 #: Default minimum bin width and height (fractions of the interval) and minimum knot derivative, as in nflows.
 MIN_BIN_WIDTH = 1e-3
@@ -289,6 +289,7 @@ class RQSplineMap(ElementwiseMap):
         min_bin_height: float = MIN_BIN_HEIGHT,
         min_derivative: float = MIN_DERIVATIVE,
     ):
+        super().__init__()
         _check(bins, bound, min_bin_width, min_bin_height, min_derivative)
         self.bins, self.bound = bins, bound
         self.min_bin_width, self.min_bin_height, self.min_derivative = min_bin_width, min_bin_height, min_derivative
@@ -319,8 +320,8 @@ class RQSplineMap(ElementwiseMap):
     def identity(self) -> Tensor:
         return torch.zeros(self.params)  # equal bins; δ(0) = 1 (see the derivative parameterization)
 
-    def __repr__(self) -> str:
-        return f"RQSplineMap(bins={self.bins}, bound={self.bound})"
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, bound={self.bound}"
 
 
 __all__ = ["MIN_BIN_HEIGHT", "MIN_BIN_WIDTH", "MIN_DERIVATIVE", "RQSplineMap", "rational_quadratic", "spline_knots"]

@@ -146,7 +146,7 @@ class Sylvester(LayerStack):
         rt = _triangular(self.rt_diag, self.rt_upper, self.hidden)
         return self.orthonormal(), r, rt
 
-    def _run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+    def run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         z, batch = self._flat(x)
         q, r, rt = self.matrices()
         w = q @ rt.mT  # a = R̃ Qᵀ z + b  ->  z @ (Q R̃ᵀ) + b
@@ -162,7 +162,7 @@ class Sylvester(LayerStack):
         ladj = torch.log1p((1 - h * h) * diag).sum((0, 2))
         return steps, ladj.reshape(batch)
 
-    def _run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
+    def run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
         z, batch = self._flat(y)
         q, r, rt = self.matrices()
         u = (q @ r).mT
