@@ -6,15 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from tractable.app import load_config, resolve
-from tractable.app.commands import sample_tempered
 from tractable.app.config import ConfigError, merge, read_toml
 from tractable.app.presets import PRESETS_DIR, preset_description, preset_names, preset_path, preset_tables, read_preset
 from tractable.cli import main
-from tractable.distributions import Distribution
-from tractable.models.registry import build_model
 
 TINY = ["--steps", "20", "--batch-size", "64", "--no-plots", "--quiet"]
 SMALL_DATA = ["--set", "data.train_size=2000", "--set", "data.val_size=500", "--set", "data.test_size=2000",
@@ -77,45 +73,6 @@ def test_sample_conditional_needs_a_context_of_the_right_width(conditional_run, 
         assert main(args + (["--context", context] if context else [])) == 2
         err = capsys.readouterr().err
         assert err.startswith("tractable sample: error: ") and message in err and len(err.strip().splitlines()) == 1
-
-
-class _Uniform(Distribution):
-    """A base for which temperature is not defined."""
-
-    event_shape = (2,)
-
-    def sample_and_log_prob(self, n, context=None):
-        x = torch.rand(n, 2, dtype=torch.float64)
-        return x, torch.zeros(n)
-
-
-@pytest.mark.parametrize("base", ["normal", "diagonal", "mixture"])
-def test_temperature_scales_the_latent_spread(base):
-    torch.manual_seed(0)
-    flow = build_model("realnvp", 2, layers=2, hidden=8, base=base).double()
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    flow.eval()
-    torch.manual_seed(1)
-    x1 = sample_tempered(flow, 500, temperature=1.0)
-    torch.manual_seed(1)
-    xt = sample_tempered(flow, 500, temperature=0.5)
-    with torch.no_grad():
-        z1, zt = flow.transform(x1)[0], flow.transform(xt)[0]
-    b = flow.base
-    if base == "mixture":  # the same component k for both: zt - μ_k = (z1 - μ_k) / 2, so 2 zt - z1 is a mean
-        gap = ((2 * zt - z1)[:, None] - b.loc.detach()[None]).norm(dim=-1).min(1).values
-        assert float(gap.max()) < 1e-9
-    else:
-        center = getattr(b, "loc", torch.zeros(2, dtype=torch.float64)).detach()
-        torch.testing.assert_close(zt - center, 0.5 * (z1 - center), atol=1e-9, rtol=1e-9)
-    assert not torch.allclose(xt - x1.mean(0), 0.5 * (x1 - x1.mean(0)), atol=1e-2)  # the flow is not linear: x is not simply scaled
-    flow.base = _Uniform()
-    with pytest.raises(ValueError, match="temperature is defined for Gaussian bases.*_Uniform"):
-        sample_tempered(flow, 10, temperature=0.5)
-    with pytest.raises(ValueError, match="expected a temperature > 0, got 0.0"):
-        sample_tempered(flow, 10, temperature=0.0)
 
 
 # -------------------------------------------------------------------------------------------------------- eval

@@ -30,15 +30,16 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "load_table",
     ),
     "training": (
-        "Trainer", "evaluate_bpd", "evaluate_nll", "fit_max_likelihood", "fit_reverse_kl", "load_safetensors",
-        "save_safetensors",
+        "TrainOptions", "Trainer", "evaluate_bpd", "evaluate_nll", "fit", "fit_max_likelihood", "fit_reverse_kl",
+        "load_safetensors", "save_safetensors",
     ),
     "transforms": (
-        "ActNorm", "AdditiveCoupling", "AffineCoupling", "BatchNorm", "Compose", "Coupling", "ElementwiseAffine",
-        "FactorOut", "ImageAffineCoupling", "Inverse", "InvertibleConv1x1", "LULinear", "Logit",
-        "MaskedAffineAutoregressive", "MaskedSplineAutoregressive", "MixtureLogisticCoupling", "Planar",
-        "RQSplineMap", "Radial", "RandomPermutation", "ReversePermutation", "Sigmoid", "Squeeze", "Squeezed",
-        "Sylvester", "Transform",
+        "ActNorm", "AdditiveCoupling", "AdditiveMap", "AffineCoupling", "AffineMap", "BatchNorm", "Compose",
+        "Coupling", "ElementwiseAffine", "ElementwiseMap", "FactorOut", "ImageAffineCoupling", "ImageSplit",
+        "Inverse", "InvertibleConv1x1", "LULinear", "LogisticMixtureMap", "Logit", "MaskedAffineAutoregressive",
+        "MaskedAutoregressive", "MaskedSplineAutoregressive", "MixtureLogisticCoupling", "Planar", "RQSplineMap",
+        "Radial", "RandomPermutation", "ReversePermutation", "Sigmoid", "Squeeze", "Squeezed", "StandardizeTransform",
+        "Sylvester", "Transform", "VectorSplit", "mlp_conditioner", "resnet_conditioner",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

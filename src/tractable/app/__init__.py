@@ -6,7 +6,7 @@ line), runs it through its task (:mod:`.run`) into a run directory, and ``tracta
 targets) knows nothing of this layer.
 """
 
-from .commands import evaluate_run, plot_run, sample_run, sample_tempered
+from .commands import evaluate_run, plot_run, sample_run
 from .config import ConfigError, FitConfig
 from .resolve import load_config, resolve
 from .run import Run, RunDirError, load_run, open_run, run_fit
@@ -27,6 +27,5 @@ __all__ = [
     "resolve",
     "run_fit",
     "sample_run",
-    "sample_tempered",
     "task_for",
 ]

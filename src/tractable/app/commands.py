@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..distributions import DiagonalGaussian, GaussianMixture, StandardNormal
-from ..flow import Flow
 from ..models.image_flow import ImageFlow
 from ..utils import write_json
 from .run import METRICS_CSV, Echo, Run, open_run
@@ -76,45 +74,6 @@ def parse_context(spec: str | None, run: Run, n: int) -> Tensor | None:
     return torch.as_tensor(values, dtype=ref.dtype, device=ref.device)
 
 
-@torch.no_grad()
-def sample_tempered(flow: Flow, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
-    """``n`` samples of ``flow`` whose base draws are tempered: the latent's spread around its mean scaled by ``T``.
-
-    For a standard-normal base ``z = T·ε``; for a diagonal Gaussian ``z = μ + T·σ·ε``; for a Gaussian mixture the
-    component is drawn as usual and its standard deviation scaled, ``z = μ_k + T·σ_k·ε``. So ``T < 1`` concentrates
-    the samples on the flow's typical set and ``T = 1`` is ordinary sampling (:meth:`Flow.sample`). The tempered
-    samples follow the pushforward of the tempered base, not ``q(x)^(1/T²)``.
-
-    TODO(lead): once every base's ``sample`` and ``Flow.sample`` take ``temperature=`` (the transforms branch), this
-    becomes ``flow.sample(n, context, temperature=temperature)`` and the isinstance chain goes.
-
-    Raises:
-        ValueError: for ``T <= 0`` or not finite, or ``T != 1`` with a base for which it is not defined.
-    """
-    _check_count(n, "the number of samples")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"expected a temperature > 0, got {temperature}")
-    if context is not None and context.shape[0] == 1 and n != 1:
-        context = context.expand(n, *context.shape[1:])
-    if isinstance(flow, ImageFlow):  # discrete images, the latent (factor-out priors included) tempered
-        return flow.sample(n, context, temperature=temperature)
-    if temperature == 1.0:
-        return flow.sample(n, context)
-    base = flow.base
-    if isinstance(base, StandardNormal):
-        z = temperature * base.sample(n)
-    elif isinstance(base, DiagonalGaussian):
-        z = base.loc + temperature * (base.sample(n) - base.loc)
-    elif isinstance(base, GaussianMixture):
-        k = torch.multinomial(torch.softmax(base.logits, -1), n, replacement=True)
-        eps = torch.randn((n, *base.event_shape), dtype=base.loc.dtype, device=base.loc.device)
-        z = base.loc[k] + temperature * eps * torch.exp(base.log_scale[k])
-    else:
-        raise ValueError(f"temperature is defined for Gaussian bases (StandardNormal, DiagonalGaussian, "  # noqa: TRY004
-                         f"GaussianMixture); got temperature {temperature} with base {type(base).__name__}")
-    return flow.transform.inverse(z, context)[0]
-
-
 def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, seed: int = 0,
                temperature: float = 1.0, context: str | None = None, figure: bool = True,
                echo: Echo = print) -> dict[str, Path]:
@@ -126,7 +85,7 @@ def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, se
         out: the ``.npy`` file (default ``RUN_DIR/samples.npy``); the figure goes beside it as ``STEM-scatter.png``
             (``STEM-grid.png`` for images, saved as ``uint8`` levels ``(n, C, H, W)``).
         seed: seeds the draws (the same seed gives the same samples).
-        temperature: scales the base's latent spread (see :func:`sample_tempered`).
+        temperature: scales the spread of the base's latent draws around their mean (:meth:`Flow.sample`).
         context: for a conditional run, as :func:`parse_context` reads it.
         figure: also write the figure.
         echo: where the summary lines go.
@@ -141,7 +100,9 @@ def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, se
         raise ValueError(f"expected --out to be a .npy file, got {str(out)!r}")
     c = parse_context(context, run, n)
     torch.manual_seed(seed)
-    x = sample_tempered(run.flow, n, temperature=temperature, context=c)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"expected a temperature > 0, got {temperature}")
+    x = run.flow.sample(n, c, temperature=temperature)
     out.parent.mkdir(parents=True, exist_ok=True)
     array = x.detach().cpu().numpy()
     if isinstance(run.flow, ImageFlow) and run.flow.levels <= UINT8_LEVELS:

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..models.image_registry import IMAGE_MODELS
-from ..models.registry import MODELS
+from ..models.image_registry import IMAGE_DESCRIPTIONS
+from ..models.registry import DESCRIPTIONS
 from ..targets.energies import TARGETS, get_target
 from ..targets.toy import DATASETS, get_dataset
 from .config import ConfigError, read_toml
@@ -75,10 +75,10 @@ def print_listing(*, counts: bool = False) -> None:
     print("  mnist             MNIST 28x28, 256 levels (--data-dir DIR with the IDX files)")
     print("  cifar10           CIFAR-10 32x32x3, 256 levels (--data-dir DIR with the python batches)")
     print("models:")
-    for name, doc in MODELS.items():
+    for name, doc in DESCRIPTIONS.items():
         print(f"  {name:<17} {doc}")
     print("image models (--model, for digits, mnist, cifar10):")
-    for name, (_, doc) in IMAGE_MODELS.items():
+    for name, doc in IMAGE_DESCRIPTIONS.items():
         print(f"  {name:<17} {doc}")
     print("presets (tractable fit --preset NAME):")
     for name in preset_names():

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from ..dequantization import VariationalDequantization
 from ..flow import Flow
 from ..models.image_flow import ImageFlow
 from ..models.image_registry import IMAGE_MODELS, build_image_model
-from ..models.maf import IAF, MAF
 from ..models.multiscale import parse_architecture
-from ..models.nsf import NSF
-from ..models.planar import PlanarFlow
-from ..models.realnvp import RealNVP
 from ..models.registry import MODELS
 from .config import MODEL_NAME, ConfigError
 
@@ -30,25 +27,17 @@ from .config import MODEL_NAME, ConfigError
 DEQUANTIZER_TABLE = "dequantizer"
 #: The image models' constructor argument that takes the dequantizer's keyword arguments (the models' name for
 #: ``[model.dequantizer]``).
-DEQUANTIZER_ARGUMENT = "dequantization_options"
+DEQUANTIZER_ARGUMENT = "dequantizer"
 #: The image models' constructor argument that chooses the dequantization (``"uniform"`` or ``"variational"``).
 DEQUANTIZATION = "dequantization"
 #: ``VariationalDequantization``'s switch of its context network and that network's depth.
-CONTEXT_NET, CONTEXT_BLOCKS = "features", "feature_blocks"
+CONTEXT_NET, CONTEXT_BLOCKS = "context_net", "context_blocks"
 
-#: Vector models: name -> (constructor, the keyword arguments the name fixes).
-VECTOR_MODELS: dict[str, tuple[Callable[..., Flow], dict[str, Any]]] = {
-    "planar": (PlanarFlow, {"flow": "planar"}),
-    "radial": (PlanarFlow, {"flow": "radial"}),
-    "sylvester": (PlanarFlow, {"flow": "sylvester"}),
-    "realnvp": (RealNVP, {}),
-    "maf": (MAF, {}),
-    "iaf": (IAF, {}),
-    "nsf": (NSF, {}),
-    "nsf-ar": (NSF, {"autoregressive": True}),
-}
-if set(VECTOR_MODELS) != set(MODELS):  # pragma: no cover - a model registered without a constructor here
-    raise ImportError(f"tractable.app.models knows {sorted(VECTOR_MODELS)}, the registry {sorted(MODELS)}")
+def _vector(name: str) -> tuple[Callable[..., Flow], dict[str, Any]]:
+    """A vector model's constructor and the keyword arguments its registry entry fixes (``nsf-ar``: autoregressive)."""
+    fn = MODELS[name]
+    return fn, dict(fn.keywords) if isinstance(fn, partial) else {}
+
 
 #: Arguments the task supplies (from the data) or that are not configuration: of the models, of the dequantizer.
 _SUPPLIED = {"features", "context_features", "shape", "levels", "validate", DEQUANTIZER_ARGUMENT}
@@ -64,8 +53,8 @@ def _parameters(fn: Callable[..., Any], fixed: dict[str, Any],
 def model_parameters(name: str, *, images: bool) -> dict[str, inspect.Parameter]:
     """The configurable keyword arguments of model ``name`` (vector or image models)."""
     if images:
-        return _parameters(IMAGE_MODELS[name][0], {})
-    fn, fixed = VECTOR_MODELS[name]
+        return _parameters(IMAGE_MODELS[name], {})
+    fn, fixed = _vector(name)
     return _parameters(fn, fixed)
 
 
@@ -117,7 +106,7 @@ def check_model(model: dict[str, Any], *, images: bool, target: str) -> dict[str
     Raises:
         ConfigError: naming the bad key and the allowed ones, or the allowed model names.
     """
-    table = IMAGE_MODELS if images else VECTOR_MODELS
+    table = IMAGE_MODELS if images else MODELS
     name = model.get(MODEL_NAME)
     if name not in table:
         kind = f"an image model for {target!r}" if images else "one of"
@@ -146,7 +135,7 @@ def check_model(model: dict[str, Any], *, images: bool, target: str) -> dict[str
 
 def accepted(model: dict[str, Any], name: str, *, images: bool) -> dict[str, Any]:
     """The keys of ``model`` (a task's defaults) that model ``name`` takes; the others do not apply to it."""
-    if name not in (IMAGE_MODELS if images else VECTOR_MODELS):
+    if name not in (IMAGE_MODELS if images else MODELS):
         return {k: v for k, v in model.items() if k == MODEL_NAME}
     parameters = model_parameters(name, images=images)
     keep = {k: v for k, v in model.items() if k in parameters or k == MODEL_NAME}
@@ -165,14 +154,14 @@ def dequantization(model: dict[str, Any], name: str) -> str:
 
 def build_vector(model: dict[str, Any], features: int, context_features: int = 0) -> Flow:
     """The vector model a checked ``[model]`` table describes, for ``features``-dimensional data."""
-    fn, fixed = VECTOR_MODELS[model[MODEL_NAME]]
+    fn = MODELS[model[MODEL_NAME]]
     options = {k: v for k, v in model.items() if k != MODEL_NAME}
     if "context_features" in inspect.signature(fn).parameters:
         options["context_features"] = context_features
     elif context_features:
         raise ConfigError(f"model {model[MODEL_NAME]!r} is unconditional; got context_features={context_features}")
     try:
-        return fn(features, **fixed, **options)
+        return fn(features, **options)
     except ValueError as e:
         raise ConfigError(f"cannot build model {model[MODEL_NAME]!r}: {e}") from None
 

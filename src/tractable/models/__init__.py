@@ -8,7 +8,7 @@ from .nsf import NSF
 from .permutations import PERMUTATION_ALIASES, PERMUTATIONS, check_permutation, coupling_masks, layer_orders
 from .planar import FLOW_TYPES, PlanarFlow
 from .realnvp import COUPLINGS, RealNVP
-from .registry import DESCRIPTIONS, MODELS, build_model
+from .registry import DESCRIPTIONS, MODELS
 
 __all__ = [
     "COUPLINGS",
@@ -29,7 +29,6 @@ __all__ = [
     "PlanarFlow",
     "RealNVP",
     "build_image_model",
-    "build_model",
     "build_multiscale",
     "check_permutation",
     "coupling_masks",

@@ -6,14 +6,13 @@ Every constructor takes the number of features first and explicit keyword argume
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from functools import partial
 
 from ..flow import Flow
 from .maf import IAF, MAF
 from .nsf import NSF
-from .planar import FLOW_TYPES, PlanarFlow
+from .planar import PlanarFlow
 from .realnvp import RealNVP
 
 #: name -> constructor ``(features, **options) -> Flow``, in the order ``tractable list`` shows them.
@@ -41,39 +40,4 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def build_model(
-    name: str,
-    features: int,
-    *,
-    layers: int,
-    base: str = "normal",
-    hidden: int = 64,
-    blocks: int = 2,
-    bins: int = 8,
-    bound: float = 3.0,
-    context_features: int = 0,
-) -> Flow:
-    """The model ``name`` for ``features``-dimensional data from the options the command line shares.
-
-    Each model takes the options that apply to it: the planar family ``layers`` and ``base``; the conditioner-based
-    models also ``hidden``, ``blocks``, ``bound``, ``context_features`` (and ``bins`` for splines). For any other
-    keyword call the constructor ``MODELS[name]`` itself.
-
-    Raises:
-        ValueError: for an unknown name, or a context for an unconditional family.
-    """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    constructor = MODELS[name]
-    if name in FLOW_TYPES:
-        if context_features:
-            raise ValueError(f"model {name!r} is unconditional; got context_features={context_features}")
-        return constructor(features, layers, base=base)
-    options = {"layers": layers, "hidden": hidden, "blocks": blocks, "bound": bound,
-               "context_features": context_features, "base": base}
-    if "bins" in inspect.signature(constructor).parameters:
-        options["bins"] = bins
-    return constructor(features, **options)
-
-
-__all__ = ["DESCRIPTIONS", "MODELS", "build_model"]
+__all__ = ["DESCRIPTIONS", "MODELS"]

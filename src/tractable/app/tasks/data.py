@@ -19,10 +19,11 @@ from torch import Tensor
 from ...flow import Flow
 from ...plots.data import plot_data_fit
 from ...plots.samples import plot_sample_set
-from ...targets.tabular import Standardizer, StandardizeTransform, load_table, split
+from ...targets.tabular import Standardizer, load_table, split
 from ...targets.toy import GaussianMixtureData, ToyDataset, get_dataset, sample_splits
 from ...training import evaluate_conditional_toy, evaluate_nll, evaluate_toy, fit_max_likelihood
 from ...transforms.base import Compose
+from ...transforms.elementwise import StandardizeTransform
 from ..config import MODEL_NAME, ConfigError, FitConfig
 from ..models import build_vector
 from .base import PLOT_FEATURES, TEST, device_of, dtype, parameter_count, place, rename_split
