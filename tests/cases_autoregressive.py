@@ -41,7 +41,9 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
     "maf-spline-1d": lambda: randomised(MaskedSplineAutoregressive(1, bins=4, bound=1.5, hidden=8), 0.3),
     "spline-coupling": lambda: randomised(spline_coupling(hidden=16), 0.2),
     # tanh hidden units keep the parameters bounded for inputs of ±1e3 (the extreme-input check).
-    "maf-mixture": lambda: randomised(MaskedAutoregressive(3, LogisticMixtureMap(3), hidden=8, activation="tanh"), 0.15),
+    "maf-mixture": lambda: randomised(
+        MaskedAutoregressive(3, LogisticMixtureMap(3), hidden=8, activation="tanh"), 0.15
+    ),
     "maf-stack": lambda: randomised(MAF(3, layers=3, hidden=8, permutation="random").transform, 0.2),
     "iaf-stack": lambda: randomised(IAF(3, layers=2, hidden=8).transform, 0.2),
     "nsf-2d": lambda: randomised(NSF(2, layers=3, hidden=8, bins=6, bound=2.5).transform, 0.2),
@@ -64,7 +66,10 @@ AT_INIT: dict[str, Callable[[], Transform]] = {
 }
 
 CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {
-    "maf-affine-conditional": (lambda: randomised(MaskedAffineAutoregressive(3, hidden=16, context_features=2), 0.5), 2),
+    "maf-affine-conditional": (
+        lambda: randomised(MaskedAffineAutoregressive(3, hidden=16, context_features=2), 0.5),
+        2,
+    ),
     "maf-affine-1d-conditional": (
         lambda: randomised(MaskedAffineAutoregressive(1, hidden=8, context_features=2), 0.5),
         2,

@@ -65,8 +65,10 @@ def test_config_file_and_set_override(tmp_path):
         (["fit", "--data", "/nonexistent.npy"], "does not exist"),
         (["fit", "ring", "--model", "planar", "--set", "model.name=glow"], "model.name' must be one of"),
         (["fit", "ring", "--set", "model.flow=radial"], "config key 'model.flow' is now 'model.name'"),
-        (["fit", "ring", "--set", "image.architecture=2c"], "config key 'image.architecture' is now 'model.architecture'"),
-        (["fit", "ring", "--hidden", "8"], "unknown config key 'model.hidden' for model 'planar'; expected one of base"),
+        (["fit", "ring", "--set", "image.architecture=2c"],
+         "config key 'image.architecture' is now 'model.architecture'"),
+        (["fit", "ring", "--hidden", "8"],
+         "unknown config key 'model.hidden' for model 'planar'; expected one of base"),
         (["fit", "ring", "--set", "model.depth=3"], "unknown config key 'model.depth'"),
         (["fit", "ring", "--set", "train.stepz=3"], "unknown config key 'train.stepz'"),
         (["fit", "ring", "--set", "layers"], "--set expects KEY=VALUE"),
@@ -93,12 +95,14 @@ def test_unwritable_run_directory_is_one_line(tmp_path, capsys):
 
 
 def test_module_entry_point_help_and_list():
-    run = subprocess.run([sys.executable, "-m", "tractable", "--help"], check=False, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0 and "fit" in run.stdout and "list" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "tractable", "fit", "--help"], check=False, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "tractable", "--help"], check=False, capture_output=True, text=True,
                          timeout=60)
+    assert run.returncode == 0 and "fit" in run.stdout and "list" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "tractable", "fit", "--help"], check=False, capture_output=True,
+                         text=True, timeout=60)
     assert run.returncode == 0 and "--batch-size" in run.stdout and "--out" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "tractable", "list"], check=False, capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-m", "tractable", "list"], check=False, capture_output=True, text=True,
+                         timeout=60)
     assert run.returncode == 0 and all(n in run.stdout for n in ("ring", "u1", "u4", "planar", "sylvester"))
 
 

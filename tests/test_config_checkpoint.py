@@ -42,8 +42,8 @@ def test_config_errors_name_the_key(key, value, message):
 
 
 def test_model_keys_are_the_constructors_arguments():
-    config = resolve({"target": "digits", "model": {"name": "realnvp", "hidden": [8, 16], "dequantization": "variational",
-                                                    "dequantizer": {"hidden": 4}}})
+    config = resolve({"target": "digits", "model": {"name": "realnvp", "hidden": [8, 16],
+                                                    "dequantization": "variational", "dequantizer": {"hidden": 4}}})
     assert config.model == {"name": "realnvp", "hidden": (8, 16), "dequantization": "variational",
                             "dequantizer": {"layers": 2, "hidden": 4, "blocks": 1}}
     uniform = resolve({"target": "digits", "model": {"name": "glow"}})

@@ -135,7 +135,9 @@ def test_temperature_scales_the_spread_around_the_mean(index: int) -> None:
     x0 = base.sample(500, temperature=0.0)
     torch.testing.assert_close(x_half, x0 + 0.5 * (x1 - x0))
     if index < 2:  # one mean: T = 0 gives it
-        torch.testing.assert_close(x0, getattr(base, "loc", torch.zeros(base.event_shape, dtype=x0.dtype)).expand_as(x0))
+        torch.testing.assert_close(
+            x0, getattr(base, "loc", torch.zeros(base.event_shape, dtype=x0.dtype)).expand_as(x0)
+        )
     with pytest.raises(ValueError, match="temperature >= 0"):
         base.sample(3, temperature=-1.0)
 

@@ -87,8 +87,8 @@ def test_resume_an_image_run_is_bit_identical(tmp_path):
     """Glow (ActNorm, 1x1 convolutions) with uniform dequantization: resumed from its step-3 checkpoint, the run
     ends with the same weights and bits/dim as the uninterrupted one."""
     full = tmp_path / "full"
-    args = ["fit", "digits", "--model", "glow", "--dequantization", "uniform", *UNIFORM, "--set", "model.architecture=S 2h",
-            "--checkpoint-every", "3", "--no-plots"]
+    args = ["fit", "digits", "--model", "glow", "--dequantization", "uniform", *UNIFORM, "--set",
+            "model.architecture=S 2h", "--checkpoint-every", "3", "--no-plots"]
     assert main([*args, "--out", str(full)]) == 0
     m = _json(full / "metrics.json")
     assert m["dequantization"] == "uniform" and m["dequantizer_parameters"] == 0
@@ -143,7 +143,8 @@ def test_fit_mnist_from_a_directory_of_idx_files(tmp_path):
         (["fit", "digits", "--model", "glow", "--set", "model.positions=learned"],
          "unknown config key 'model.positions' for model 'glow'; expected one of alpha, architecture"),
         (["fit", "digits", "--set", "model.positions=rotary"], "unknown positions 'rotary'"),
-        (["fit", "digits", "--set", "model.learn_bound=true"], "unknown config key 'model.learn_bound' for model 'flowpp'"),
+        (["fit", "digits", "--set", "model.learn_bound=true"],
+         "unknown config key 'model.learn_bound' for model 'flowpp'"),
         (["fit", "digits", "--layers", "4"], "unknown config key 'model.layers' for model 'flowpp'"),
         (["fit", "digits", "--set", "model.dequantizer.mask=diagonal"], "mask"),
     ],

@@ -295,8 +295,8 @@ def test_image_model_rejects_bad_levels_and_shapes() -> None:
 
 def test_architecture_strings() -> None:
     assert parse_architecture("2c S 2h F S 4h") == ["2c", "S", "2h", "F", "S", "4h"]
-    for bad, match in (("2x", "unknown architecture token"), ("", "non-empty"), ("S 2c", "squeeze an image of size 3x3"),
-                       ("F 2c", "factor out"), ("2h", "at least 2 channels")):
+    for bad, match in (("2x", "unknown architecture token"), ("", "non-empty"),
+                       ("S 2c", "squeeze an image of size 3x3"), ("F 2c", "factor out"), ("2h", "at least 2 channels")):
         with pytest.raises(ValueError, match=match):
             build_multiscale(bad, (1, 6, 6) if bad != "S 2c" else (1, 3, 3), lambda c, m, p, lvl: Squeeze())
 

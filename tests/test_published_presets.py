@@ -70,17 +70,17 @@ def test_flowpp_preset_conditioners_match_the_published_ones() -> None:
     model = build_preset("cifar10-flowpp")
     main = [m for m in model.transform.modules() if isinstance(m, MixtureLogisticCoupling)]
     deq = [m for m in model.dequantizer.modules() if isinstance(m, MixtureLogisticCoupling)]
-    assert [m.n_transformed for m in main] == [c for _, _, c in FLOWPP_MAIN] and len(deq) == 4
-    assert [m.mask for m in main] == ["columns"] * 4 + ["channel"] * 2 + ["columns"] * 3
+    assert [m.split.n_transformed for m in main] == [c for _, _, c in FLOWPP_MAIN] and len(deq) == 4
+    assert [m.split.kind for m in main] == ["columns"] * 4 + ["channel"] * 2 + ["columns"] * 3
     for couplings, blocks, halves in ((main, BLOCKS, FLOWPP_MAIN), (deq, DEQ_BLOCKS, [(32, 16, 3)] * 4)):
         for m, (h, w, c) in zip(couplings, halves):
-            context = m.context_channels
+            context = m.conditioner.context_channels // m.split.context_factor  # the context of one column half
             parts = flowpp_coupling(c, blocks, context)
             extra = 9 * 2 * context * F + blocks * 2 * context * F  # input conv; a_proj on both column halves
             expected = h * w * F + parts["proj_in"] + parts["blocks"] + parts["proj_out"] - parts["qkv_bias"] + extra
             assert sum(p.numel() for p in m.conditioner.parameters()) == expected
             assert m.conditioner.positions_shape == (h, w)
-    assert [m.context_channels for m in deq] == [CTX] * 4
+    assert [m.conditioner.context_channels // m.split.context_factor for m in deq] == [CTX] * 4
 
 
 def test_flowpp_preset_total_differs_by_the_documented_items() -> None:
@@ -98,7 +98,7 @@ def test_flowpp_preset_total_differs_by_the_documented_items() -> None:
     assert (actnorm, conv, published_norm, published_pointwise, qkv) == (144, 1_584, 55_296, 1_080, 25_920)
     assert counts["flow"] == main - qkv - (published_norm - actnorm) - (published_pointwise - conv)
 
-    features = sum(p.numel() for p in model.dequantizer.features.parameters())
+    features = sum(p.numel() for p in model.dequantizer.context_net.parameters())
     deq_qkv, deq_norm_pointwise = 4 * DEQ_BLOCKS * 3 * F, 4 * (2 * 2 * 32 * 16 * 3 + 18)
     context_reads = 4 * (9 * 2 * CTX * F + DEQ_BLOCKS * 2 * CTX * F)
     assert (features, FLOWPP_CONTEXT, deq_qkv, deq_norm_pointwise, context_reads) == (
@@ -134,7 +134,7 @@ def test_uva_preset_conditioners_match_the_published_ones() -> None:
     model = build_preset("mnist-realnvp")
     assert model.alpha == 5e-6
     couplings = [m for m in model.transform.modules() if isinstance(m, ImageAffineCoupling)]
-    assert [(m.channels, m.mask) for m in couplings] == [(c, mask) for c, _, mask in UVA_FLOW]
+    assert [(m.split.channels, m.split.kind) for m in couplings] == [(c, mask) for c, _, mask in UVA_FLOW]
     for m, (c, h, mask) in zip(couplings, UVA_FLOW):
         ours = sum(p.numel() for p in m.conditioner.parameters())
         theirs = gated_conv_net(c, h, 2 * c)
@@ -142,15 +142,16 @@ def test_uva_preset_conditioners_match_the_published_ones() -> None:
             theirs -= 9 * (c // 2) * h + (9 * 2 * h + 1) * c
         assert ours == theirs
     deq = [m for m in model.dequantizer.modules() if isinstance(m, ImageAffineCoupling)]
-    assert model.dequantizer.features is None and len(deq) == 4
+    assert model.dequantizer.context_net is None and len(deq) == 4
     assert type(model.dequantizer.flow.base).__name__ == "StandardLogistic"  # u = σ(ε) starts uniform, as theirs
     for m in deq:
         assert sum(p.numel() for p in m.conditioner.parameters()) == gated_conv_net(2, 16, 2) + 3 * (2 * 16 + 16)
-        assert m.log_bound.numel() == 1
+        assert m.map.log_bound.numel() == 1
     counts = count_parameters(model)
     # learned bounds ("scaling factors"): the tutorial keeps one per channel (42), ours one per transformed channel
-    bounds = [m.log_bound.numel() for m in couplings]
-    assert bounds == [1, 1, 2, 2, 4, 4, 4, 4] and all(float(m.log_bound.detach().abs().max()) == 0.0 for m in couplings)
+    bounds = [m.map.log_bound.numel() for m in couplings]
+    assert bounds == [1, 1, 2, 2, 4, 4, 4, 4]
+    assert all(float(m.map.log_bound.detach().abs().max()) == 0.0 for m in couplings)
     assert counts["flow"] == 1_639_742 - 54_760 - (42 - sum(bounds))  # the factor-out's prior is fixed, as theirs
     assert counts["dequantizer"] == 72_076 + 4 * 3 * (2 * 16 + 16)
     assert counts["total"] == 1_657_614

@@ -176,7 +176,8 @@ def test_made_is_autoregressive(seed: int, features: int, hidden: int, blocks: i
     torch.manual_seed(seed)
     order = torch.randperm(features)
     made = MADE(
-        features, 2, hidden=hidden, blocks=blocks, context_features=context, order=order, activation="tanh", zero_last=False
+        features, 2, hidden=hidden, blocks=blocks, context_features=context, order=order, activation="tanh",
+        zero_last=False
     )
     made = made.double()
     x = torch.randn(features, dtype=F64)

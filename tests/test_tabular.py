@@ -59,7 +59,9 @@ def test_missing_file_and_extension_errors(tmp_path):
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 4)])
 def test_wrong_rank(tmp_path, shape):
     np.save(tmp_path / "x.npy", np.zeros(shape))
-    with pytest.raises(ValueError, match=re.escape("expected a 2D array (rows, columns) in ") + f".*got shape {re.escape(str(shape))}"):
+    with pytest.raises(
+        ValueError, match=re.escape("expected a 2D array (rows, columns) in ") + f".*got shape {re.escape(str(shape))}"
+    ):
         load_table(tmp_path / "x.npy")
 
 
@@ -162,7 +164,8 @@ def test_nll_in_original_units():
     mean, std = torch.tensor([3.0, -2.0], dtype=torch.float64), torch.tensor([0.2, 7.0], dtype=torch.float64)
     x = torch.randn(5000, 2, generator=g, dtype=torch.float64) * std + mean
     s = Standardizer.fit(x)
-    normal = torch.distributions.Normal(torch.tensor(s.mean, dtype=torch.float64), torch.tensor(s.std, dtype=torch.float64))
+    normal = torch.distributions.Normal(torch.tensor(s.mean, dtype=torch.float64),
+                                        torch.tensor(s.std, dtype=torch.float64))
     nll_original = -normal.log_prob(x).sum(-1).mean()  # the Gaussian with the fitted statistics, original units
     nll_standardized = -StandardNormal(2).double().log_prob(s.transform(x)).mean()
     assert float(s.nll_original(nll_standardized)) == pytest.approx(float(nll_original), abs=1e-10)

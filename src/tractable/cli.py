@@ -91,8 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--base", choices=["diagonal", "normal", "mixture"], default=None,
                        help="base distribution (default diagonal, learnable / normal)")
     model.add_argument("--hidden", type=int, default=None, help="conditioner width (default 64; images 32)")
-    model.add_argument("--blocks", type=int, default=None, help="conditioner depth: hidden layers of an MLP, residual blocks of an "
-                       "image conditioner (default 2)")
+    model.add_argument("--blocks", type=int, default=None,
+                       help="conditioner depth: hidden layers of an MLP, residual blocks of an image conditioner "
+                            "(default 2)")
     model.add_argument("--bins", type=int, default=None, help="spline bins (default 8 / 16)")
     model.add_argument("--bound", type=float, default=None,
                        help="spline interval [-B, B] and log-scale bound, in standardized units (default 3)")
@@ -115,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default float32")
     train.add_argument("--warmup", type=int, default=None, help="linear learning-rate warmup steps (default 0)")
     train.add_argument("--ema", type=float, default=None,
-                       help="decay of an EMA of the weights, used for evaluation and saved (e.g. 0.999; default 0 = off)")
+                       help="decay of an EMA of the weights, used for evaluation and saved "
+                            "(e.g. 0.999; default 0 = off)")
     train.add_argument("--max-bad-steps", type=int, default=None,
                        help="non-finite steps are skipped; stop after N in a row, naming the layer (default 5)")
     train.add_argument("--detect-anomaly", action="store_true",

@@ -1,7 +1,7 @@
 """Configurations written before the nested ``[model]`` tables: read them, and name the new key for an old one.
 
-In its earlier flat layout a run's ``config.toml`` named the model ``model.flow``, held every model key for every model, and
-kept image settings in a flat ``[image]`` table whose ``deq_*`` keys used ``0``/``""`` for "the model's default".
+In its earlier flat layout a run's ``config.toml`` named the model ``model.flow``, held every model key for every model,
+and kept image settings in a flat ``[image]`` table whose ``deq_*`` keys used ``0``/``""`` for "the model's default".
 :func:`translate` rewrites such a file into today's tables, resolving those fallbacks exactly as the old code did,
 so ``tractable eval``/``sample``/``plot`` and ``fit --resume`` of an old run rebuild the same model.
 """
@@ -88,7 +88,9 @@ def _image_model(name: str, m: dict[str, Any], im: dict[str, Any]) -> dict[str, 
     try:
         widths = tuple(int(w) for w in str(im["widths"]).split(",") if w.strip())
     except ValueError:
-        raise ConfigError(f"config key 'image.widths' expects widths such as '32,48,64', got {im['widths']!r}") from None
+        raise ConfigError(
+            f"config key 'image.widths' expects widths such as '32,48,64', got {im['widths']!r}"
+        ) from None
     deq = im["dequantization"] or ("variational" if name == "flowpp" else "uniform")
     model: dict[str, Any] = {
         MODEL_NAME: name, "hidden": widths or m["hidden"], "blocks": m["blocks"], "bound": m["bound"],

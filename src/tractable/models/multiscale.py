@@ -80,13 +80,17 @@ def build_multiscale(architecture: str, shape: Sequence[int], step: StepFactory,
                 break
             if t == "F":
                 if c < 2:
-                    raise ValueError(f"cannot factor out channels of a 1-channel tensor (token {i} of {architecture!r})")
+                    raise ValueError(
+                        f"cannot factor out channels of a 1-channel tensor (token {i} of {architecture!r})"
+                    )
                 steps.append(FactorOut(c, c // 2, inner=build(i + 1, c // 2, h, w, level), learn_prior=learn_prior))
                 break
             n, kind = int(t[:-1]), t[-1]
             mask = {"c": "checkerboard", "h": "channel", "w": "columns"}[kind]
             if mask == "channel" and c < 2:
-                raise ValueError(f"a channel coupling needs at least 2 channels, got {c} (token {i} of {architecture!r})")
+                raise ValueError(
+                    f"a channel coupling needs at least 2 channels, got {c} (token {i} of {architecture!r})"
+                )
             if mask == "columns" and w % 2:
                 raise ValueError(f"a columns coupling needs an even width, got {w} (token {i} of {architecture!r})")
             steps.extend(step(c, mask, k % 2, level) for k in range(n))

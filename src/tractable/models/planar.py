@@ -56,3 +56,33 @@ class PlanarFlow(Flow):
             layer = FLOW_TYPES[flow](features, layers=layers)
         super().__init__(Inverse(layer), make_base(base, features))
         self.flow_type, self.layers = flow, layers
+
+
+def planar_flow(features: int = 2, layers: int = 16, *, base: str = "diagonal") -> PlanarFlow:
+    """``layers`` planar maps on a ``base`` (the registry's ``planar``: exactly the arguments it takes).
+
+    References:
+        Variational Inference with Normalizing Flows (Rezende & Mohamed, 2015), arXiv:1505.05770.
+    """
+    return PlanarFlow(features, layers, flow="planar", base=base)
+
+
+def radial_flow(features: int = 2, layers: int = 16, *, base: str = "diagonal") -> PlanarFlow:
+    """``layers`` radial maps on a ``base`` (the registry's ``radial``).
+
+    References:
+        Variational Inference with Normalizing Flows (Rezende & Mohamed, 2015), arXiv:1505.05770.
+    """
+    return PlanarFlow(features, layers, flow="radial", base=base)
+
+
+def sylvester_flow(features: int = 2, layers: int = 16, *, base: str = "diagonal", hidden: int | None = None,
+                   variant: str = "orthogonal", reflections: int | None = None) -> PlanarFlow:
+    """``layers`` Sylvester maps on a ``base`` (the registry's ``sylvester``); see :class:`PlanarFlow` for
+    ``hidden``, ``variant`` and ``reflections``.
+
+    References:
+        Sylvester Normalizing Flows for Variational Inference (van den Berg et al., 2018), arXiv:1803.05649.
+    """
+    return PlanarFlow(features, layers, flow="sylvester", base=base, hidden=hidden, variant=variant,
+                      reflections=reflections)

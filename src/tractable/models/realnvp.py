@@ -80,7 +80,8 @@ class RealNVP(Flow):
     ):
         if features < 2:
             raise ValueError(
-                f"RealNVP needs at least 2 features (a coupling conditions one part on another), got features={features}"
+                "RealNVP needs at least 2 features (a coupling conditions one part on another), "
+                f"got features={features}"
             )
         if layers < 1:
             raise ValueError(f"expected layers >= 1, got {layers}")

@@ -12,14 +12,14 @@ from functools import partial
 from ..flow import Flow
 from .maf import IAF, MAF
 from .nsf import NSF
-from .planar import PlanarFlow
+from .planar import planar_flow, radial_flow, sylvester_flow
 from .realnvp import RealNVP
 
 #: name -> constructor ``(features, **options) -> Flow``, in the order ``tractable list`` shows them.
 MODELS: dict[str, Callable[..., Flow]] = {
-    "planar": partial(PlanarFlow, flow="planar"),
-    "radial": partial(PlanarFlow, flow="radial"),
-    "sylvester": partial(PlanarFlow, flow="sylvester"),
+    "planar": planar_flow,
+    "radial": radial_flow,
+    "sylvester": sylvester_flow,
     "realnvp": RealNVP,
     "maf": MAF,
     "iaf": IAF,

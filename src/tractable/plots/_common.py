@@ -19,6 +19,7 @@ from torch import Tensor
 from ..flow import Flow
 from ..targets.energies import Energy
 from ..transforms.base import Compose, Inverse, LayerStack, Transform
+from ..utils import evaluating
 
 PathLike = str | os.PathLike[str]
 Box = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
@@ -67,13 +68,8 @@ def _reference(flow: Flow) -> tuple[torch.dtype, torch.device]:
 @contextlib.contextmanager
 def _evaluating(flow: Flow) -> Iterator[None]:
     """Evaluation mode (no batch-norm updates) and no gradients, restoring the training mode afterwards."""
-    was_training = flow.training
-    flow.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        flow.train(was_training)
+    with evaluating(flow), torch.no_grad():
+        yield
 
 
 def _as_box(box: Box) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..models.image_flow import ImageFlow
+from ..utils import evaluating
 from ._common import Metrics, PathLike, _new_figure, _save
 from .training import plot_training
 
@@ -65,14 +66,9 @@ def plot_image_fit(model: ImageFlow, out_dir: PathLike, *, data: Tensor, metrics
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            samples = model.sample(n, temperature=temperature)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        samples = model.sample(n, temperature=temperature)
     paths = {
         "samples": plot_image_grid(samples, out / "samples.png", levels=model.levels,
                                    title=f"{title}: {n} samples, T = {temperature:g}"),

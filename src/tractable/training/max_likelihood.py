@@ -14,8 +14,6 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor
@@ -38,27 +36,11 @@ def fit_max_likelihood(
     steps: int = 5000,
     batch_size: int = 512,
     lr: float = 1e-3,
-    schedule: str = "cosine",
-    warmup: int = 0,
-    lr_final: float = 0.01,
-    clip: float = 0.0,
-    ema: float = 0.0,
-    max_bad_steps: int = 5,
-    detect_anomaly: bool = False,
     eval_every: int = 250,
     eval_batch_size: int = EVAL_BATCH_SIZE,
     patience: int | None = None,
     seed: int = 0,
-    progress: bool = True,
-    metrics_csv: str | Path | None = None,
-    metrics_jsonl: str | Path | None = None,
-    tensorboard_dir: str | Path | None = None,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 1000,
-    keep_last: int = 3,
-    resume: bool = False,
-    meta: dict[str, Any] | None = None,
-    callback: Callable[[int, dict[str, float]], None] | None = None,
+    **options: Any,
 ) -> FitHistory:
     """Train ``flow`` in place by maximum likelihood on the rows of ``train`` (optionally conditioned on ``context``).
 
@@ -79,28 +61,14 @@ def fit_max_likelihood(
         steps: the number of Adam steps (the most; ``patience`` may stop sooner).
         batch_size: rows per step (per process).
         lr: peak learning rate.
-        schedule: learning-rate schedule (``cosine``, ``exponential``, ``constant``) after the warmup.
-        warmup: linear learning-rate warmup steps.
-        lr_final: the ``exponential`` schedule's learning-rate factor at the last step.
-        clip: clip the gradient norm to this value (0: no clipping; the norm is always recorded).
-        ema: decay of an exponential moving average of the weights (0: none), which validation then evaluates.
-        max_bad_steps: a step with a non-finite loss or gradient norm is skipped; this many in a row stop the fit.
-        detect_anomaly: run with autograd anomaly detection (slow; for debugging NaNs in the backward pass).
         eval_every: validate every this many steps (and after the last step).
         eval_batch_size: rows per batch when validating.
         patience: stop after this many validations in a row without a new best (``None``: never stop early).
         seed: seeds the mini-batch order (the flow's initialisation is the caller's business).
-        progress: show a progress bar (terminal) or periodic lines.
-        metrics_csv: write one row per step (``ML_COLUMNS``; ``val_nll`` empty where not evaluated).
-        metrics_jsonl: the same rows as JSON lines.
-        tensorboard_dir: TensorBoard events here, when TensorBoard is installed.
-        checkpoint_dir: write a training checkpoint here every ``checkpoint_every`` steps (and at the end), keeping
-            the ``keep_last`` newest, and ``best.pt`` with the best validated weights.
-        checkpoint_every: steps between checkpoints.
-        keep_last: checkpoints kept.
-        resume: continue from the newest checkpoint in ``checkpoint_dir`` (bit-identical on the same machine).
-        meta: plain values stored in every checkpoint.
-        callback: called as ``callback(step, row)`` after every step.
+        **options: any other field of :class:`~tractable.training.options.TrainOptions` (``schedule``, ``warmup``,
+            ``clip``, ``ema``, ``checkpoint_dir``, ``resume``, ...); the rows have the columns ``ML_COLUMNS``
+            (``val_nll`` empty where not evaluated), and ``checkpoint_dir`` also gets ``best.pt``, the best
+            validated weights.
 
     Returns:
         The history. With ``val``, the flow holds the best validated state when this returns (else the EMA weights,
@@ -122,10 +90,4 @@ def fit_max_likelihood(
     validation = None
     if val is not None:
         validation = Validation(val, val_context, every=eval_every, batch_size=eval_batch_size, patience=patience)
-    options = TrainOptions(
-        lr=lr, schedule=schedule, warmup=warmup, lr_final=lr_final, clip=clip, ema=ema, max_bad_steps=max_bad_steps,
-        detect_anomaly=detect_anomaly, progress=progress, metrics_csv=metrics_csv, metrics_jsonl=metrics_jsonl,
-        tensorboard_dir=tensorboard_dir, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-        keep_last=keep_last, resume=resume, meta=meta, callback=callback,
-    )
-    return fit(flow, loss, steps=steps, options=options, validation=validation)
+    return fit(flow, loss, steps=steps, options=TrainOptions.from_keywords(lr=lr, **options), validation=validation)

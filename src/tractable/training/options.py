@@ -7,6 +7,7 @@ dozen keywords.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,16 @@ class TrainOptions:
     resume: bool = False
     meta: dict[str, Any] | None = None
     callback: Callable[[int, dict[str, float]], None] | None = None
+
+    @classmethod
+    def from_keywords(cls, **options: Any) -> TrainOptions:
+        """``TrainOptions(**options)``, an unknown keyword a ``TypeError`` naming it and the known ones (the loops'
+        keyword conveniences pass their ``**options`` through here)."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError(f"unknown training option {unknown[0]!r}; expected one of {', '.join(known)}")
+        return cls(**options)
 
     def __post_init__(self) -> None:
         for name in ("max_bad_steps", "checkpoint_every", "keep_last"):

@@ -11,19 +11,15 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..flow import Flow
 from ..targets.energies import Energy
-from .hygiene import NonFiniteError
 from .loop import FitHistory, fit
 from .losses import ReverseKLLoss
 from .options import TrainOptions, check_positive_int
 
-# cli.py imports NonFiniteError from here; it stays until the CLI imports it from tractable.training (issue 10)
-__all__ = ["NonFiniteError", "fit_reverse_kl"]
+__all__ = ["fit_reverse_kl"]
 
 
 def fit_reverse_kl(
@@ -34,23 +30,7 @@ def fit_reverse_kl(
     batch_size: int = 512,
     lr: float = 2e-3,
     anneal: float = 0.5,
-    schedule: str = "cosine",
-    warmup: int = 0,
-    lr_final: float = 0.01,
-    clip: float = 0.0,
-    ema: float = 0.0,
-    max_bad_steps: int = 5,
-    detect_anomaly: bool = False,
-    progress: bool = True,
-    metrics_csv: str | Path | None = None,
-    metrics_jsonl: str | Path | None = None,
-    tensorboard_dir: str | Path | None = None,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 1000,
-    keep_last: int = 3,
-    resume: bool = False,
-    meta: dict[str, Any] | None = None,
-    callback: Callable[[int, dict[str, float]], None] | None = None,
+    **options: Any,
 ) -> FitHistory:
     """Train ``flow`` in place to minimise ``KL(q‖p)`` for ``p ∝ exp(-U)`` given by ``target``.
 
@@ -65,9 +45,8 @@ def fit_reverse_kl(
         batch_size: samples per step (per process).
         lr: peak learning rate.
         anneal: fraction of ``steps`` over which ``β`` rises from 0.01 to 1 (0: no annealing).
-        schedule, warmup, lr_final, clip, ema, max_bad_steps, detect_anomaly, progress, metrics_csv, metrics_jsonl,
-            tensorboard_dir, checkpoint_dir, checkpoint_every, keep_last, resume, meta, callback: as in
-            :class:`~tractable.training.options.TrainOptions`; the rows have the columns ``COLUMNS``.
+        **options: any other field of :class:`~tractable.training.options.TrainOptions` (``schedule``, ``warmup``,
+            ``clip``, ``ema``, ``checkpoint_dir``, ``resume``, ...); the rows have the columns ``COLUMNS``.
 
     Returns:
         The history (``rows``, ``seconds``, ``skipped``, ``final(key)``). The flow holds the EMA weights when
@@ -79,10 +58,4 @@ def fit_reverse_kl(
     """
     check_positive_int("steps", steps)
     loss = ReverseKLLoss(target, batch_size=batch_size, anneal=anneal)
-    options = TrainOptions(
-        lr=lr, schedule=schedule, warmup=warmup, lr_final=lr_final, clip=clip, ema=ema, max_bad_steps=max_bad_steps,
-        detect_anomaly=detect_anomaly, progress=progress, metrics_csv=metrics_csv, metrics_jsonl=metrics_jsonl,
-        tensorboard_dir=tensorboard_dir, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-        keep_last=keep_last, resume=resume, meta=meta, callback=callback,
-    )
-    return fit(flow, loss, steps=steps, options=options)
+    return fit(flow, loss, steps=steps, options=TrainOptions.from_keywords(lr=lr, **options))

@@ -28,7 +28,9 @@ from .numerics import default_tolerance, newton_refine, solve_increasing
 MIN_LOG_SCALE = -7.0
 
 
-def mixture_logit_cdf(x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
+def mixture_logit_cdf(
+    x: Tensor, logits: Tensor, loc: Tensor, log_scale: Tensor, dim: int = -1
+) -> tuple[Tensor, Tensor]:
     """``(σ⁻¹(F(x)), log dσ⁻¹(F(x))/dx)`` of a logistic mixture ``F``, elementwise, stable in log space.
 
     Args:

@@ -56,7 +56,8 @@ class Planar(LayerStack):
         super().__init__(features, layers)
         w = torch.randn(layers, features)
         w = w * (math.sqrt(2.0) / torch.linalg.vector_norm(w, dim=-1, keepdim=True))
-        # wᵀu ≈ log(e - 1) puts m(wᵀu) ≈ 0, hence û ≈ small noise (u ≈ 0 would give m = log 2 - 1 ≈ -0.31, û = m w/‖w‖²).
+        # wᵀu ≈ log(e - 1) puts m(wᵀu) ≈ 0, hence û ≈ small noise (u ≈ 0 would give m = log 2 - 1 ≈ -0.31,
+        # û = m w/‖w‖²).
         u = torch.randn(layers, features) * 0.01 + (math.log(math.e - 1) / 2.0) * w
         self.w, self.u = nn.Parameter(w), nn.Parameter(u)
         self.b = nn.Parameter(torch.zeros(layers))

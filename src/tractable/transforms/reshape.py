@@ -41,7 +41,8 @@ def check_image(x: Tensor, channels: int | None = None, name: str = "input") -> 
 
 
 def checkerboard_mask(height: int, width: int, parity: int = 0, *, device: torch.device | None = None) -> Tensor:
-    """A ``(1, 1, H, W)`` boolean checkerboard, ``True`` where ``(i + j) % 2 == parity`` (those entries pass unchanged)."""
+    """A ``(1, 1, H, W)`` boolean checkerboard, ``True`` where ``(i + j) % 2 == parity`` (those entries pass
+    unchanged)."""
     if parity not in (0, 1):
         raise ValueError(f"expected parity 0 or 1, got {parity}")
     i = torch.arange(height, device=device)

@@ -65,9 +65,10 @@ def _constants(
     """The matrix taking bin-size softmaxes to knots, and ``[0, 1]`` (the offsets of a bin's two knots).
 
     With ``p = softmax(logits)`` over the ``K`` bins and ``m`` the minimum size, knot ``j`` (``0..K``) is
-    ``-B + 2B (m j + (1 - mK) Σ_{i<j} p_i)``; as ``Σ_i p_i = 1`` it equals ``Σ_i p_i (-B + 2B (m j + (1 - mK)[i < j]))``,
-    a linear map of ``p`` without offset. One matrix product so replaces the cumulative sum, the padding with the
-    first knot and the affine rescaling (three passes over the knot tensor and five in the backward pass).
+    ``-B + 2B (m j + (1 - mK) Σ_{i<j} p_i)``; as ``Σ_i p_i = 1`` it equals
+    ``Σ_i p_i (-B + 2B (m j + (1 - mK)[i < j]))``, a linear map of ``p`` without offset. One matrix product so replaces
+    the cumulative sum, the padding with the first knot and the affine rescaling (three passes over the knot tensor and
+    five in the backward pass).
     """
     i = torch.arange(bins, dtype=torch.float64)[:, None]
     j = torch.arange(bins + 1, dtype=torch.float64)[None, :]
@@ -140,8 +141,8 @@ def _spline(
     if not inverse:
         numer = torch.addcmul(s * xi, d0 - s, t)  # s ξ² + δ_k ξ(1 - ξ)
         out = torch.addcmul(yk, h, numer / denom)
-    # dy/dx = s² (δ_k+1 ξ² + 2s ξ(1-ξ) + δ_k (1-ξ)²) / denom², and the bracket equals δ_k + (δ_k+1 - δ_k) ξ - dsum ξ(1-ξ)
-    # (a sum of positive terms rewritten: at most a factor 2 of cancellation).
+    # dy/dx = s² (δ_k+1 ξ² + 2s ξ(1-ξ) + δ_k (1-ξ)²) / denom², and the bracket equals
+    # δ_k + (δ_k+1 - δ_k) ξ - dsum ξ(1-ξ) (a sum of positive terms rewritten: at most a factor 2 of cancellation).
     bracket = torch.addcmul(torch.addcmul(d0, d1 - d0, xi), dsum, t, value=-1.0)
     log_d = torch.add(torch.log(bracket), torch.log(s / denom), alpha=2.0)
     if inverse:

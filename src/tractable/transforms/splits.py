@@ -98,7 +98,8 @@ class VectorSplit(Split):
         n_pass = int(mask.sum())
         if n_pass == 0 or n_pass == mask.numel():
             raise ValueError(
-                f"expected a mask with at least one True (passing) and one False (transformed) entry, got {mask.tolist()}"
+                "expected a mask with at least one True (passing) and one False (transformed) entry, "
+                f"got {mask.tolist()}"
             )
         self.features, self.n_pass = int(mask.numel()), n_pass
         self.n_transformed = self.features - n_pass

@@ -54,7 +54,9 @@ class EnergyTask:
         """Exact KL(q‖p), its standard error, ESS and log Ẑ from fresh samples (the run's ``eval.samples`` by
         default)."""
         if split != TEST:
-            raise ValueError(f"an energy run is evaluated on fresh samples; --split applies to data runs, got {split!r}")
+            raise ValueError(
+                f"an energy run is evaluated on fresh samples; --split applies to data runs, got {split!r}"
+            )
         if seed is not None:
             torch.manual_seed(seed)
         metrics = evaluate_reverse(flow, problem, samples or config.eval.samples)
