@@ -185,7 +185,9 @@ def test_state_dict_round_trip(name: str, seed: int) -> None:
     z = draw(name, "inverse", 7, d)
     differ = any(not torch.equal(a, b) for a, b in zip(t.state_dict().values(), other.state_dict().values()))
     if differ:  # parameter-free cases (a fixed permutation) are the same map either way
-        assert not torch.allclose(other(x, c)[0], t(x, c)[0]), "two constructions should differ before loading"
+        # 64 probes: a few can all fall where two maps agree (a spline's identity tails beyond its bound)
+        probe, probe_c = draw(name, "forward", 64, d), ctx(name, 64)
+        assert not torch.allclose(other(probe, probe_c)[0], t(probe, probe_c)[0]), "constructions should differ"
     other.load_state_dict(t.state_dict())
     for fn, fn2, v in ((t.forward, other.forward, x), (t.inverse, other.inverse, z)):
         torch.testing.assert_close(fn2(v, c), fn(v, c), rtol=0, atol=0)
