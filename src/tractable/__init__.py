@@ -8,9 +8,11 @@ pays for the training library, the plots, tqdm or matplotlib. docs/architecture.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import sys
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: submodule -> the public names it provides.
 _EXPORTS: dict[str, tuple[str, ...]] = {
@@ -45,6 +47,31 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(["__version__", *_WHERE])  # noqa: PLE0605 - derived from _EXPORTS, the one list of names
+
+
+#: Modules of 0.1 that moved -> where they are now. Importing an old one is an error that names the new one.
+_MOVED = {
+    "tractable.config": "tractable.app.config",
+    "tractable.commands": "tractable.app.commands",
+    "tractable.training.run": "tractable.app.run",
+    "tractable.training.run_energy": "tractable.app.tasks.energy",
+    "tractable.training.run_data": "tractable.app.tasks.data",
+    "tractable.training.run_images": "tractable.app.tasks.image",
+    "tractable.transforms.univariate": "tractable.transforms.maps",
+    "tractable.targets.entropy": "tractable.targets.quadrature",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder):
+    """Consulted last, so only for a module no other finder has: an old module name gets a clear error."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name in _MOVED:
+            raise ModuleNotFoundError(f"{name} is now {_MOVED[name]}", name=name)
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str) -> Any:

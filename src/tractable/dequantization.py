@@ -34,6 +34,7 @@ from .nn.convnets import GatedResNet
 from .transforms.base import Compose, Inverse, Transform
 from .transforms.elementwise import Logit
 from .transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
+from .utils import renamed
 
 _LN2 = math.log(2.0)
 
@@ -142,6 +143,7 @@ class VariationalDequantization(Dequantizer):
         Flow++ (Ho, Chen, Srinivas, Duan & Abbeel, 2019), arXiv:1902.00275, §3.1.
     """
 
+    @renamed(features="context_net", feature_blocks="context_blocks", feature_attention="context_attention")
     def __init__(
         self,
         shape: Sequence[int],

@@ -6,6 +6,7 @@ mathematics, the training library and the application all share one implementati
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -13,11 +14,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from torch import nn
 
-__all__ = ["atomic_write", "atomic_write_text", "evaluating", "json_safe", "write_json"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["atomic_write", "atomic_write_text", "evaluating", "json_safe", "renamed", "write_json"]
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -111,3 +114,40 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in modes:
             m.training = mode
+
+
+def renamed(**old_to_new: str) -> Callable[[F], F]:
+    """Decorate a function (or an ``__init__``) so that a keyword argument under its old name raises a ``TypeError``
+    naming the new one, instead of Python's bare "unexpected keyword argument". The signature is unchanged
+    (``inspect.signature`` follows ``__wrapped__``).
+
+    Example:
+        >>> @renamed(layers="blocks")
+        ... def mlp(width, *, blocks=2):
+        ...     return blocks
+        >>> mlp(8, layers=3)
+        Traceback (most recent call last):
+        ...
+        TypeError: mlp() argument 'layers' is now 'blocks' (the conditioner's depth)
+    """
+
+    def decorate(fn: F) -> F:
+        name = fn.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    raise TypeError(f"{name}() argument {old!r} is now {new!r}{RENAMED_WHY.get(old, '')}")
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+#: Why a keyword changed its name, appended to :func:`renamed`'s message.
+RENAMED_WHY = {
+    "layers": " (the conditioner's depth)",
+    "dequantization_options": " (the variational dequantizer's keyword arguments)",
+}

@@ -32,6 +32,7 @@ from ..transforms.conv import InvertibleConv1x1
 from ..transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
 from ..transforms.normalization import ActNorm
 from ..transforms.reshape import FactorOut, Squeezed
+from ..utils import renamed
 from .image_flow import ImageFlow
 
 #: ``step(channels, mask, parity, level) -> Transform``: one flow step at scale ``level`` (number of squeezes so far).
@@ -168,6 +169,7 @@ class ImageRealNVP(_MultiScaleImageFlow):
         Density estimation using Real NVP (Dinh, Sohl-Dickstein & Bengio, 2017), arXiv:1605.08803.
     """
 
+    @renamed(dequantization_options="dequantizer")
     def __init__(
         self,
         shape: Sequence[int],
@@ -221,6 +223,7 @@ class Glow(_MultiScaleImageFlow):
 
     default_architecture = "S 4h F S 4h"
 
+    @renamed(dequantization_options="dequantizer")
     def __init__(
         self,
         shape: Sequence[int],
@@ -285,6 +288,7 @@ class FlowPlusPlus(_MultiScaleImageFlow):
 
     default_architecture = "2c S F 2c 2h"
 
+    @renamed(dequantization_options="dequantizer")
     def __init__(
         self,
         shape: Sequence[int],

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils import renamed
 from .activations import activation_fn
 
 #: In-place forms applied to a linear layer's fresh output (not saved for backward, so nothing is overwritten).
@@ -100,6 +101,7 @@ class MADE(nn.Module):
         MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015), arXiv:1502.03509.
     """
 
+    @renamed(layers="blocks")
     def __init__(
         self,
         features: int,

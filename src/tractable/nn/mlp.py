@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils import renamed
 from .activations import activation_fn
 
 
@@ -57,6 +58,7 @@ class MLP(nn.Module):
         True
     """
 
+    @renamed(layers="blocks")
     def __init__(
         self,
         in_features: int,

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..nn.made import MADE
+from ..utils import renamed
 from .base import Transform, check_features
 from .maps import AffineMap, ElementwiseMap
 from .splines import RQSplineMap
@@ -67,6 +68,7 @@ class MaskedAutoregressive(Transform):
         Masked Autoregressive Flow for Density Estimation (Papamakarios et al., 2017), arXiv:1705.07057.
     """
 
+    @renamed(layers="blocks")
     def __init__(
         self,
         features: int,
@@ -143,6 +145,7 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
         Improved Variational Inference with Inverse Autoregressive Flow (Kingma et al., 2016), arXiv:1606.04934.
     """
 
+    @renamed(layers="blocks")
     def __init__(
         self,
         features: int,
@@ -183,6 +186,7 @@ class MaskedSplineAutoregressive(MaskedAutoregressive):
         Neural Spline Flows (Durkan et al., 2019), arXiv:1906.04032.
     """
 
+    @renamed(layers="blocks")
     def __init__(
         self,
         features: int,

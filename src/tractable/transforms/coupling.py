@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.mlp import MLP
+from ..utils import renamed
 from .base import Transform
 from .maps import AdditiveMap, AffineMap, ElementwiseMap
 from .splits import Split, VectorSplit, coupling_mask
@@ -150,6 +151,7 @@ class AffineCoupling(Coupling):
         Density estimation using Real NVP (Dinh, Sohl-Dickstein & Bengio, 2017), arXiv:1605.08803.
     """
 
+    @renamed(layers="blocks")
     def __init__(
         self,
         features: int,
@@ -186,6 +188,7 @@ class AdditiveCoupling(Coupling):
         NICE: Non-linear Independent Components Estimation (Dinh, Krueger & Bengio, 2014), arXiv:1410.8516.
     """
 
+    @renamed(layers="blocks")
     def __init__(
         self,
         features: int,
