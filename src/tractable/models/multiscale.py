@@ -188,14 +188,22 @@ class ImageRealNVP(_MultiScaleImageFlow):
         validate: bool = True,
     ):
         def step(c: int, mask: str, parity: int, level: int) -> Transform:
-            return ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level), blocks=blocks,
-                                       bound=bound, output_activation=output_activation, learn_bound=learn_bound)
+            coupling = ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level),
+                                           blocks=blocks, bound=bound, output_activation=output_activation,
+                                           learn_bound=learn_bound)
+            return self._step(c, coupling)
 
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
                          dequantizer=dequantizer, alpha=alpha, validate=validate, learn_prior=learn_prior)
 
 
-class Glow(_MultiScaleImageFlow):
+    @staticmethod
+    def _step(channels: int, coupling: Transform) -> Transform:
+        """One step of the architecture around its coupling: the coupling alone (Glow adds ActNorm and a 1x1
+        convolution before it)."""
+        return coupling
+
+class Glow(ImageRealNVP):
     """Glow: steps of ActNorm, invertible 1x1 convolution and affine coupling, in a multi-scale architecture.
 
     The ActNorm layers initialise from the first batch seen in training mode (call ``log_prob`` on a large training
@@ -223,33 +231,9 @@ class Glow(_MultiScaleImageFlow):
 
     default_architecture = "S 4h F S 4h"
 
-    @renamed(dequantization_options="dequantizer")
-    def __init__(
-        self,
-        shape: Sequence[int],
-        *,
-        levels: int = 256,
-        architecture: str | None = None,
-        hidden: int | Sequence[int] = 32,
-        blocks: int = 2,
-        bound: float = 2.0,
-        output_activation: bool = True,
-        learn_bound: bool = False,
-        learn_prior: bool = True,
-        dequantization: str | Dequantizer = "uniform",
-        dequantizer: dict | None = None,
-        alpha: float = 0.05,
-        validate: bool = True,
-    ):
-        def step(c: int, mask: str, parity: int, level: int) -> Transform:
-            coupling = ImageAffineCoupling(c, mask=mask, parity=parity, hidden=_per_level(hidden, level),
-                                           blocks=blocks, bound=bound, output_activation=output_activation,
-                                           learn_bound=learn_bound)
-            return Compose(ActNorm(c, event_dims=3), InvertibleConv1x1(c), coupling)
-
-        super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
-                         dequantizer=dequantizer, alpha=alpha, validate=validate, learn_prior=learn_prior)
-
+    @staticmethod
+    def _step(channels: int, coupling: Transform) -> Transform:
+        return Compose(ActNorm(channels, event_dims=3), InvertibleConv1x1(channels), coupling)
 
 class FlowPlusPlus(_MultiScaleImageFlow):
     """Flow++: steps of ActNorm, 1x1 convolution and logistic-mixture CDF coupling with conv-attention conditioners.
@@ -325,8 +309,8 @@ class FlowPlusPlus(_MultiScaleImageFlow):
         if dequantization == "variational" and dequantizer is None:
             width = _per_level(hidden, 0)
             dequantizer = {"layers": 4, "hidden": width, "blocks": max(1, blocks // 2), "coupling": "mixture",
-                                      "components": components, "attention": attention, "dropout": dropout,
-                                      "output_activation": output_activation, "positions": positions}
+                           "components": components, "attention": attention, "dropout": dropout,
+                           "output_activation": output_activation, "positions": positions}
         super().__init__(shape, step, architecture=architecture, levels=levels, dequantization=dequantization,
                          dequantizer=dequantizer, alpha=alpha, validate=validate, learn_prior=learn_prior)
 
