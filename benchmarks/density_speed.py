@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -182,13 +183,17 @@ def bench(kind: str, d: int, libs: list[str], *, calls: int, repeats: int, sampl
         draw()
         prepared[lib] = (step, draw)
     best = {lib: [float("inf")] * 4 for lib in prepared}
+    rounds: dict[str, list[tuple[float, float]]] = {lib: [] for lib in prepared}  # CPU ms of each round
     for _ in range(repeats):
         for lib, (step, draw) in prepared.items():
             b = best[lib]
-            b[:2] = [min(u, v) for u, v in zip(b[:2], time_ms(step, calls))]
-            b[2:] = [min(u, v) for u, v in zip(b[2:], time_ms(draw, sample_calls))]
+            train, sample = time_ms(step, calls), time_ms(draw, sample_calls)
+            b[:2] = [min(u, v) for u, v in zip(b[:2], train)]
+            b[2:] = [min(u, v) for u, v in zip(b[2:], sample)]
+            rounds[lib].append((train[1], sample[1]))
     keys = ("train_ms", "train_cpu_ms", "sample_ms", "sample_cpu_ms")
-    return [{"model": kind, "dims": d, "lib": lib, **dict(zip(keys, b))} for lib, b in best.items()]
+    return [{"model": kind, "dims": d, "lib": lib, **dict(zip(keys, b)), "rounds": rounds[lib]}
+            for lib, b in best.items()]
 
 
 def table(rows: list[dict]) -> str:
@@ -238,7 +243,12 @@ def ratios(rows: list[dict]) -> str:
 
 
 def against_baseline(rows: list[dict]) -> str:
-    """Each row's speed relative to the baseline checkout: baseline CPU time / tractable's (> 1: faster now)."""
+    """Each row's speed relative to the baseline checkout: baseline CPU time / tractable's (> 1: faster now).
+
+    The ratio is the median over rounds of the two libraries' times in the same round (run back to back), so a
+    machine that speeds up or slows down during the run moves both sides of a ratio alike; best-of times compare
+    the fastest moments of each, which on a shared machine drift apart by ±10%.
+    """
     lines = ["| model | dims | threads | train: baseline / now | sampling: baseline / now |",
              "|---|---:|---:|---:|---:|"]
     groups: dict[tuple, dict[str, dict]] = {}
@@ -246,9 +256,10 @@ def against_baseline(rows: list[dict]) -> str:
         groups.setdefault((r["model"], r["dims"], r["threads"]), {})[r["lib"]] = r
     for (model, dims, threads), by_lib in groups.items():
         if "tractable" in by_lib and "baseline" in by_lib:
-            now, before = by_lib["tractable"], by_lib["baseline"]
-            lines.append(f"| {model} | {dims} | {threads} | {before['train_cpu_ms'] / now['train_cpu_ms']:.3f} | "
-                         f"{before['sample_cpu_ms'] / now['sample_cpu_ms']:.3f} |")
+            pairs = list(zip(by_lib["baseline"]["rounds"], by_lib["tractable"]["rounds"]))
+            train = statistics.median(b[0] / n[0] for b, n in pairs)
+            sample = statistics.median(b[1] / n[1] for b, n in pairs)
+            lines.append(f"| {model} | {dims} | {threads} | {train:.3f} | {sample:.3f} |")
     return "\n".join(lines)
 
 
