@@ -1,4 +1,5 @@
-"""The named transforms every check of the shared suite runs on (DESIGN.md §4), flowjax-style.
+"""The named transforms every check of the shared suite runs on (docs/architecture.md, the transform contract),
+flowjax-style.
 
 ``TRANSFORMS`` maps a name to a constructor returning a float64 transform whose parameters were moved away from their
 (near-identity) initialisation, so the checks are not passed trivially by the identity. Constructors draw from the

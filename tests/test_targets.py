@@ -18,7 +18,8 @@ def test_log_z_matches_design_reference(name):
     assert get_target(name).log_z == pytest.approx(REFERENCE[name], abs=6e-4)
 
 
-# Independent scalar re-implementations of DESIGN.md §5 (plain math, not the library's code).
+# Independent scalar re-implementations of the reference formulas of docs/architecture.md (plain math, not the
+# library's code).
 def _bump(x, mu, s):
     return math.exp(-0.5 * ((x - mu) / s) ** 2)
 

@@ -1,5 +1,6 @@
-"""The shared suite (DESIGN.md §4): every transform in ``cases.TRANSFORMS`` (and ``cases.CONDITIONAL``, each given a
-context in every check) passes every check here; ``cases.IMAGES`` are checked on image-shaped inputs too."""
+"""The shared suite (docs/architecture.md, the transform contract): every transform in ``cases.TRANSFORMS`` (and
+``cases.CONDITIONAL``, each given a context in every check) passes every check here; ``cases.IMAGES`` are checked on
+image-shaped inputs too."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 A flow has a density over continuous values, while image pixels take ``k`` discrete levels ``0, ..., k - 1``. Adding
 noise ``u ∈ [0, 1)^D`` to ``x`` turns a continuous density into a bound on the discrete likelihood (Theis et al.
-2016; DESIGN.md §5). With ``y = (x + u) / k ∈ [0, 1)^D`` modelled by a flow density ``p(y)``,
+2016; see the reference formulas in docs/architecture.md). With ``y = (x + u) / k ∈ [0, 1)^D`` modelled by a flow
+density ``p(y)``,
 
     log P(x) ≥ E_{q(u|x)} [ log p((x + u) / k) - D log k - log q(u|x) ],
 

@@ -1,6 +1,6 @@
 """Objectives and diagnostics: reverse and forward KL, exact KL, effective sample size, log Z estimates.
 
-Formulas (DESIGN.md §5): for an unnormalized target ``p̃ = exp(-U)`` with normalizer ``Z``,
+Formulas (docs/architecture.md, "Reference formulas"): for an unnormalized target ``p̃ = exp(-U)`` with normalizer ``Z``,
 ``KL(q‖p) = E_q[log q(x) + U(x)] + log Z ≥ 0``; with importance weights ``w = p̃/q``,
 ``ESS = (Σw)² / Σw²`` and ``log Ẑ = logsumexp(log p̃ - log q) - log N``.
 """

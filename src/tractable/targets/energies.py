@@ -31,7 +31,8 @@ def _gauss(x: Tensor, mu: float, s: float) -> Tensor:
 
 
 def _wall(z1: Tensor) -> Tensor:
-    """The soft wall ``½(max(|z₁| - 4, 0)/0.2)²`` that makes U2–U4 integrable (DESIGN.md §5)."""
+    """The soft wall ``½(max(|z₁| - 4, 0)/0.2)²`` that makes U2–U4 integrable (docs/architecture.md, reference
+    formulas)."""
     return 0.5 * (torch.clamp(z1.abs() - 4.0, min=0.0) / 0.2) ** 2
 
 

@@ -2,7 +2,7 @@
 
 A transform is an invertible map that returns its output *and* the log-absolute-determinant of its Jacobian
 (``ladj``) from one call. ``forward`` is the *normalizing* direction (data ``x`` -> latent ``z``), ``inverse`` the
-generative one, as in nflows and zuko (see ``DESIGN.md`` §1).
+generative one, as in nflows and zuko (see docs/architecture.md, "The transform contract").
 """
 
 from __future__ import annotations
