@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from ..training.options import TrainOptions
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -31,6 +33,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 class ConfigError(ValueError):
     """A configuration that is malformed: unknown key, wrong type, bad value or unreadable file."""
+
+
+#: The training library's defaults: the hygiene and checkpoint keys of ``[train]`` take theirs from here.
+_LIBRARY = TrainOptions()
 
 
 @dataclass
@@ -54,19 +60,19 @@ class TrainConfig:
     lr: float = 2e-3
     seed: int = 0
     anneal: float = 0.5
-    schedule: str = "cosine"
-    lr_final: float = 0.01
-    clip: float = 0.0
+    schedule: str = _LIBRARY.schedule
+    lr_final: float = _LIBRARY.lr_final
+    clip: float = _LIBRARY.clip
     device: str = "cpu"
     dtype: str = "float32"
     eval_every: int = 250
     patience: int = 0
-    warmup: int = 0
-    ema: float = 0.0
-    max_bad_steps: int = 5
-    detect_anomaly: bool = False
-    checkpoint_every: int = 1000
-    keep_last: int = 3
+    warmup: int = _LIBRARY.warmup
+    ema: float = _LIBRARY.ema
+    max_bad_steps: int = _LIBRARY.max_bad_steps
+    detect_anomaly: bool = _LIBRARY.detect_anomaly
+    checkpoint_every: int = _LIBRARY.checkpoint_every
+    keep_last: int = _LIBRARY.keep_last
 
 
 @dataclass
