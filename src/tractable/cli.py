@@ -137,7 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--iw-samples", type=int, default=None,
                       help="images: importance samples of test_bpd_iw (default 16)")
     run = fit.add_argument_group("run")
-    run.add_argument("--out", default=None, help="run directory (default runs/TARGET-FLOWLAYERS-seedSEED)")
+    run.add_argument("--out", default=None, help="run directory (default runs/TARGET-FLOWLAYERS-seedSEED); it must be "
+                     "absent or empty unless --overwrite")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run in --out (its checkpoints and results are deleted once the new settings "
+                     "are checked) or write into a non-empty directory")
     run.add_argument("--config", default=None, help="TOML file with settings (see a run's config.toml)")
     run.add_argument("--preset", default=None, metavar="NAME",
                      help="a shipped configuration in place of --config (e.g. ring-planar; 'tractable list' names "
@@ -184,6 +188,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
                         help="conditional runs (required there): one context as comma-separated numbers (e.g. a "
                         "one-hot label 0,1,0) or a .npy file of one or N rows")
     sample.add_argument("--no-figure", action="store_true", help="only the .npy file")
+    _add_force(sample)
 
     ev = sub.add_parser(
         "eval", help="recompute a run's test metrics (exact KL, ESS, log Z; test NLL, KL gap)",
@@ -200,6 +205,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--split", default="test", choices=["test", "val", "train"], help="data split (default test)")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the fresh samples (default 0)")
     ev.add_argument("--out", default=None, metavar="FILE.json", help="where to write (default RUN_DIR/eval.json)")
+    _add_force(ev)
 
     plot = sub.add_parser(
         "plot", help="draw a run's figures again (densities, samples, layers, training curves)",
@@ -210,21 +216,28 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--out", default=None, metavar="DIR", help="where to write (default RUN_DIR)")
     plot.add_argument("--gif", action=argparse.BooleanOptionalAction, default=None,
                       help="the layer animation of energy runs (default as the run was configured)")
+    _add_force(plot)
+
+
+def _add_force(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--force", action="store_true",
+                         help="use the run although its config.toml or data differ from what its checkpoint was "
+                         "trained with (a warning instead of the refusal; weights that do not fit are refused anyway)")
 
 
 def _sample(args: argparse.Namespace) -> int:
     sample_run(args.run_dir, args.n, out=args.out, seed=args.seed, temperature=args.temperature,
-               context=args.context, figure=not args.no_figure)
+               context=args.context, figure=not args.no_figure, force=args.force)
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    evaluate_run(args.run_dir, samples=args.samples, split=args.split, seed=args.seed, out=args.out)
+    evaluate_run(args.run_dir, samples=args.samples, split=args.split, seed=args.seed, out=args.out, force=args.force)
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    plot_run(args.run_dir, out_dir=args.out, gif=args.gif)
+    plot_run(args.run_dir, out_dir=args.out, gif=args.gif, force=args.force)
     return 0
 
 
@@ -244,6 +257,7 @@ def _fit(args: argparse.Namespace) -> int:
                  if getattr(args, dest) is not None]
         given += [f"--{dest.replace('_', '-')}" for dest in SWITCHES if getattr(args, dest)]
         given += ["TARGET"] * (args.target is not None) + ["--set"] * bool(args.set)
+        given += ["--overwrite"] * args.overwrite
         if given:
             raise ConfigError(f"--resume continues the run exactly as its config.toml says; got {', '.join(given)} "
                               "besides it (start a new run to change settings)")
@@ -252,7 +266,7 @@ def _fit(args: argparse.Namespace) -> int:
     options = {key: getattr(args, dest) for dest, key in OPTIONS.items() if getattr(args, dest) is not None}
     options.update(value for dest, value in SWITCHES.items() if getattr(args, dest))
     fit(target=args.target, config_file=args.config, preset=args.preset, options=options, sets=_sets(args.set),
-        out=args.out, threads=args.threads, progress=not args.quiet)
+        out=args.out, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite)
     return 0
 
 

@@ -20,7 +20,11 @@ from torch import nn
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["atomic_write", "atomic_write_text", "evaluating", "json_safe", "renamed", "write_json"]
+__all__ = ["atomic_write", "atomic_write_text", "evaluating", "json_safe", "remove_stale_temporaries", "renamed",
+           "write_json"]
+
+#: How :func:`atomic_write` names its temporary file beside ``NAME``: ``.NAME.<random>.tmp``.
+_TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -53,7 +57,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_TMP_PREFIX}{path.name}.", suffix=_TMP_SUFFIX)
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -69,6 +73,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` calls killed mid-write left in ``directory`` (not
+    recursive; nothing if it does not exist) and return them. Call it only where no other process is writing, e.g.
+    under a run directory's lock."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir()
+             if p.name.startswith(_TMP_PREFIX) and p.name.endswith(_TMP_SUFFIX) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -76,7 +76,7 @@ def parse_context(spec: str | None, run: Run, n: int) -> Tensor | None:
 
 def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, seed: int = 0,
                temperature: float = 1.0, context: str | None = None, figure: bool = True,
-               echo: Echo = print) -> dict[str, Path]:
+               echo: Echo = print, force: bool = False) -> dict[str, Path]:
     """Draw ``n`` samples from a run's flow into a ``.npy`` file (and a figure where the task draws one).
 
     Args:
@@ -89,12 +89,13 @@ def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, se
         context: for a conditional run, as :func:`parse_context` reads it.
         figure: also write the figure.
         echo: where the summary lines go.
+        force: use the run although its config.toml or data differ from its checkpoint's (:func:`open_run`).
 
     Returns:
         ``{"samples": path}`` and, when written, ``{"figure": path}``.
     """
     _check_count(n, "-n (the number of samples)")
-    run = open_run(run_dir)
+    run = open_run(run_dir, force=force)
     out = Path(out) if out is not None else run.path / "samples.npy"
     if out.suffix != ".npy":
         raise ValueError(f"expected --out to be a .npy file, got {str(out)!r}")
@@ -127,7 +128,7 @@ def sample_run(run_dir: str | Path, n: int, *, out: str | Path | None = None, se
 
 
 def plot_run(run_dir: str | Path, *, out_dir: str | Path | None = None, gif: bool | None = None,
-             echo: Echo = print) -> dict[str, Path]:
+             echo: Echo = print, force: bool = False) -> dict[str, Path]:
     """Draw a run's figures again from its checkpoint and ``metrics.csv``, as ``tractable fit`` drew them.
 
     Args:
@@ -135,11 +136,12 @@ def plot_run(run_dir: str | Path, *, out_dir: str | Path | None = None, gif: boo
         out_dir: where to write (default the run directory).
         gif: write the layer animation (energies; default what the run's config says).
         echo: where the summary line goes.
+        force: as for :func:`sample_run`.
 
     Returns:
         ``{name: path}`` for each file written.
     """
-    run = open_run(run_dir)
+    run = open_run(run_dir, force=force)
     out = Path(out_dir) if out_dir is not None else run.path
     csv = run.path / METRICS_CSV
     metrics = csv if csv.is_file() else None
@@ -158,7 +160,7 @@ def plot_run(run_dir: str | Path, *, out_dir: str | Path | None = None, gif: boo
 
 
 def evaluate_run(run_dir: str | Path, *, samples: int | None = None, split: str = TEST, seed: int = 0,
-                 out: str | Path | None = None, echo: Echo = print) -> dict[str, Any]:
+                 out: str | Path | None = None, echo: Echo = print, force: bool = False) -> dict[str, Any]:
     """Recompute a run's metrics from its checkpoint, print a summary and write them as JSON.
 
     Energies: exact ``KL(q‖p)`` (log Z by quadrature), ``ess``, ``log_z_estimate`` from ``samples`` fresh draws
@@ -174,6 +176,7 @@ def evaluate_run(run_dir: str | Path, *, samples: int | None = None, split: str 
         seed: seeds the fresh samples.
         out: the JSON file (default ``RUN_DIR/eval.json``); NaN is written as ``null``.
         echo: where the summary line goes.
+        force: as for :func:`sample_run`.
 
     Returns:
         The metrics, with ``split``, ``seed`` and the run's ``target``, ``flow``, ``layers``.
@@ -181,7 +184,9 @@ def evaluate_run(run_dir: str | Path, *, samples: int | None = None, split: str 
     if samples is not None:
         _check_count(samples, "--samples")
     check_split(split)
-    run = open_run(run_dir)
+    if out is not None and Path(out).is_dir():
+        raise ValueError(f"expected --out to be a JSON file, got the directory {str(out)!r}")
+    run = open_run(run_dir, force=force)
     problem = run.task.load(run.config)
     metrics = run.task.evaluate(run.flow, problem, run.config, split=split, samples=samples, seed=seed)
     metrics.update(split=split, seed=seed, target=run.name, flow=run.config.model_name,

@@ -14,9 +14,10 @@ from ..models.registry import DESCRIPTIONS
 from ..targets.energies import TARGETS, get_target
 from ..targets.toy import DATASETS, get_dataset
 from .config import ConfigError, read_toml
+from .preflight import check_threads
 from .presets import preset_description, preset_names, preset_tables, print_parameter_counts
-from .resolve import load_config, resolve
-from .run import CONFIG, run_fit
+from .resolve import resolve
+from .run import run_config, run_fit
 
 #: Torch CPU threads unless ``--threads`` says otherwise: the 2D fits run on small tensors, where extra threads only
 #: add synchronisation overhead, and the digits models lose from a second thread whenever the machine is shared
@@ -26,13 +27,16 @@ DEFAULT_THREADS = 1
 
 def fit(*, target: str | None = None, config_file: str | None = None, preset: str | None = None,
         options: Mapping[str, Any] | None = None, sets: Iterable[tuple[str, Any]] = (), out: str | None = None,
-        threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+        threads: int | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Resolve the settings (task defaults, then ``config_file`` or ``preset``, then ``options``, then ``sets``)
-    and run the fit into ``out`` (default ``runs/TARGET-MODELLAYERS-seedSEED``); return its metrics.
+    and run the fit into ``out`` (default ``runs/TARGET-MODELLAYERS-seedSEED``), which must be absent or empty
+    unless ``overwrite``; return its metrics. Nothing is written for a rejected fit.
 
     Raises:
         ConfigError: for ``preset`` with ``config_file``, no target at all, or a bad setting.
+        RunDirError: for an ``out`` in use, or holding something without ``overwrite``.
     """
+    check_threads(threads)
     if preset is not None and config_file is not None:
         raise ConfigError(f"--preset and --config are exclusive; got --preset {preset} --config {config_file}")
     options = dict(options or {})
@@ -47,12 +51,19 @@ def fit(*, target: str | None = None, config_file: str | None = None, preset: st
     if out is None:
         layers = config.model.get("layers") or ""
         out = f"runs/{config.target or Path(config.data.path).stem}-{config.model_name}{layers}-seed{config.train.seed}"
-    return run_fit(config, out, progress=progress)
+    return run_fit(config, out, progress=progress, overwrite=overwrite)
 
 
 def resume(run_dir: str, *, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` exactly as its ``config.toml`` says, from its newest checkpoint."""
-    config = load_config(Path(run_dir) / CONFIG)
+    """Continue the run in ``run_dir`` exactly as its ``config.toml`` says, from its newest intact checkpoint (or
+    from the start when it has none).
+
+    Raises:
+        RunDirError: if ``run_dir`` is not a run directory or is in use.
+        FingerprintError: if its ``config.toml`` or data no longer match its checkpoint.
+    """
+    check_threads(threads)
+    config = run_config(run_dir)
     torch.set_num_threads(threads if threads is not None else DEFAULT_THREADS)
     return run_fit(config, run_dir, progress=progress, resume=True)
 

@@ -9,6 +9,7 @@ for ``tractable eval``, ``sample`` and ``plot`` and for :func:`load_run`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,12 @@ from typing import Any
 from .. import __version__
 from ..flow import Flow
 from ..training import (
+    CheckpointError,
     DistContext,
     init_distributed,
     load_checkpoint,
+    load_model_state,
+    newest_intact_checkpoint,
     save_checkpoint,
     save_safetensors,
     seed_everything,
@@ -28,19 +32,21 @@ from ..training import (
 from ..training.checkpoint import list_step_checkpoints
 from ..utils import atomic_write_text, write_json
 from .config import FitConfig
+from .fingerprint import check_run, data_source
+from .preflight import check_settings
 from .resolve import load_config
+from .rundir import RunDirError, RunLock, check_out, claim, clear_outputs, lock_holder, take
 from .tasks import Task, task_for
 
 Echo = Callable[[str], None]
 CONFIG, CHECKPOINT, METRICS, METRICS_CSV = "config.toml", "checkpoint.pt", "metrics.json", "metrics.csv"
 CHECKPOINTS, BEST = "checkpoints", "best.pt"
 
-
-class RunDirError(ValueError):
-    """A run directory that cannot be used: missing, or missing the files a command needs."""
+__all__ = ["Run", "RunDirError", "load_run", "open_run", "run_config", "run_fit"]
 
 
-def fit_options(config: FitConfig, out: Path, *, resume: bool, progress: bool, meta: dict[str, Any]) -> dict[str, Any]:
+def fit_options(config: FitConfig, out: Path, *, resume: bool | Path, progress: bool, meta: dict[str, Any],
+                on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """The hygiene, logging and checkpoint arguments of the training loop, from ``config.train`` and the run
     directory."""
     t = config.train
@@ -49,7 +55,7 @@ def fit_options(config: FitConfig, out: Path, *, resume: bool, progress: bool, m
         "detect_anomaly": t.detect_anomaly, "metrics_csv": out / METRICS_CSV, "metrics_jsonl": out / "metrics.jsonl",
         "tensorboard_dir": out / "tensorboard", "checkpoint_dir": out / CHECKPOINTS,
         "checkpoint_every": t.checkpoint_every, "keep_last": t.keep_last, "resume": resume, "progress": progress,
-        "meta": meta,
+        "meta": meta, "on_start": on_start,
     }
 
 
@@ -59,55 +65,103 @@ def export_weights(flow: Flow, config: FitConfig, path: Path) -> Path:
 
 
 def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: Echo = print,
-            resume: bool = False) -> dict[str, Any]:
+            resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run the fit ``config`` describes, writing the run directory ``out``; return what ``metrics.json`` holds.
 
-    With ``resume``, continue the run in ``out`` from its newest training checkpoint (``out/checkpoints``); the
-    result equals the uninterrupted run's. Launched by ``torchrun`` (``WORLD_SIZE > 1``), the process joins the
-    process group and trains with DDP; only rank 0 writes files and reports (the others return ``{}``).
+    Nothing is written before everything is checked: the settings, the data (loaded), the model (built) and the
+    training options (by the training loop, which then calls back to take the directory). A new run needs ``out``
+    absent or empty, or ``overwrite`` (which clears the old run's checkpoints and results). The directory is locked
+    for the whole run (:mod:`~tractable.app.rundir`): a second fit into it is refused naming this one.
+
+    With ``resume``, continue the run in ``out`` from its newest intact training checkpoint (``out/checkpoints``),
+    after checking that its ``config.toml`` and data still match the checkpoint's; the result equals the
+    uninterrupted run's. A run with no training checkpoint at all starts again from its configuration (with a note).
+    Launched by ``torchrun`` (``WORLD_SIZE > 1``), the process joins the process group and trains with DDP; only rank
+    0 locks and writes files and reports (the others return ``{}``).
+
+    Raises:
+        RunDirError: for a directory in use, or a new run's ``out`` that holds something without ``overwrite``.
+        FingerprintError: when resuming a run whose config.toml or data no longer match its checkpoint.
+        ConfigError, CheckpointError, ValueError: for bad settings, data or checkpoints (before anything is written).
     """
     task = task_for(config)
+    check_settings(config)
+    out = Path(out)
+    if not resume:
+        check_out(out, overwrite=overwrite)
     started = init_distributed(config.train.device)
+    lock: RunLock | None = None
     try:
         ctx = DistContext.current()
-        out = Path(out)
-        if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:  # a fresh run in an old directory: old checkpoints must not be resumed later
-                atomic_write_text(out / CONFIG, config.to_toml())
-                for _, old in list_step_checkpoints(out / CHECKPOINTS):
-                    old.unlink()
-                (out / CHECKPOINTS / BEST).unlink(missing_ok=True)
-        else:
+        if ctx.is_main and resume:  # before reading its checkpoints, which a fit running there may be replacing
+            lock = take(out)
+        restart = resume and not list_step_checkpoints(out / CHECKPOINTS)
+        if restart and ctx.is_main:
+            print(f"tractable: note: {str(out)!r} has no training checkpoint (the run stopped before its first); "
+                  "starting it again from its config.toml", file=sys.stderr, flush=True)
+        if not ctx.is_main:
             echo, progress = (lambda _: None), False
+
+        def take_directory() -> None:  # called by the training loop once every argument is checked
+            nonlocal lock
+            if not ctx.is_main:
+                return
+            if lock is None:
+                lock = claim(out, overwrite=overwrite)
+                atomic_write_text(out / CONFIG, config.to_toml())
+            elif restart:  # a run resumed without a checkpoint starts again: nothing of its earlier attempt remains
+                clear_outputs(out)
+
         seed_everything(config.train.seed)
-        metrics = _fit(task, config, out, progress=progress, echo=echo, resume=resume, main=ctx.is_main)
+        metrics = _fit(task, config, out, progress=progress, echo=echo, resume=resume and not restart,
+                       main=ctx.is_main, on_start=take_directory)
         if ctx.is_main:
             echo(f"run directory: {out}")
     except BaseException:
+        if lock is not None:
+            lock.release()
         if started:
             shutdown_distributed(wait=False)
         raise
+    if lock is not None:
+        lock.release()
     if started:
         shutdown_distributed()
     return metrics
 
 
-def _fit(task: Task, config: FitConfig, out: Path, *, progress: bool, echo: Echo, resume: bool,
-         main: bool) -> dict[str, Any]:
+def _resume_from(config: FitConfig, out: Path, problem: Any, main: bool) -> Path:
+    """The training checkpoint a resumed run continues from (the newest intact one), checked against the run's
+    ``config.toml`` and data."""
+    checkpoints = out / CHECKPOINTS
+    found = newest_intact_checkpoint(checkpoints, map_location=config.train.device, warn=main)
+    if found is None:
+        raise CheckpointError(f"no checkpoint to resume from in {str(checkpoints)!r} (expected step-*.pt files)")
+    path, state = found
+    meta = state.get("meta") if isinstance(state.get("meta"), dict) else {}
+    check_run(config, meta, repr(str(path)), problem=problem,
+              hint="put it back as it was, or start a new run (--resume continues a run unchanged)")
+    return path
+
+
+def _fit(task: Task, config: FitConfig, out: Path, *, progress: bool, echo: Echo, resume: bool, main: bool,
+         on_start: Callable[[], None]) -> dict[str, Any]:
     """Load, build, train; then on rank 0 evaluate, checkpoint, export, write the metrics, report and draw."""
     problem = task.load(config)
     spec = task.spec(problem)
     flow = task.build(config, spec, problem)
-    meta = {"config": config.to_dict(), **spec}
-    history = task.fit(flow, problem, config, **fit_options(config, out, resume=resume, progress=progress, meta=meta))
+    data = data_source(config, problem)
+    meta = {"config": config.to_dict(), **spec, "data": data}
+    start = _resume_from(config, out, problem, main) if resume else False
+    history = task.fit(flow, problem, config, **fit_options(config, out, resume=start, progress=progress, meta=meta,
+                                                            on_start=on_start))
     if not main:
         return {}
     flow.eval()
     metrics = task.evaluate(flow, problem, config)
     metrics.update(task.run_metrics(flow, problem, config, history))
-    save_checkpoint({"model": flow.state_dict(), "config": config.to_dict(), "step": metrics["steps"], **spec},
-                    out / CHECKPOINT)
+    save_checkpoint({"model": flow.state_dict(), "config": config.to_dict(), "step": metrics["steps"], **spec,
+                     "data": data}, out / CHECKPOINT)
     export_weights(flow, config, out / "model.safetensors")
     write_json(metrics, out / METRICS)
     echo(f"{task.describe(config, metrics)}, {metrics['steps']} steps in {history.seconds:.1f}s: "
@@ -156,30 +210,49 @@ def run_config(run_dir: str | Path) -> FitConfig:
     """
     path = Path(run_dir)
     if not path.is_dir():
-        raise RunDirError(f"run directory {str(path)!r} does not exist")
+        raise RunDirError(f"run directory {str(path)!r} does not exist (expected a directory with the {CONFIG} that "
+                          "'tractable fit' writes)")
     if not (path / CONFIG).is_file():
         raise RunDirError(f"{str(path)!r} is not a run directory: it has no {CONFIG} (written by 'tractable fit')")
     return load_config(path / CONFIG)
 
 
-def open_run(run_dir: str | Path) -> Run:
+def open_run(run_dir: str | Path, *, force: bool = False) -> Run:
     """Load the run in ``run_dir``: its configuration and the trained model from ``checkpoint.pt``.
 
+    The checkpoint's configuration and data fingerprint must match ``config.toml`` and the data as it is now
+    (:mod:`~tractable.app.fingerprint`); with ``force`` a mismatch is a warning on stderr and ``config.toml`` is
+    used as it is. Weights that do not fit the model are refused either way.
+
     Raises:
-        RunDirError: if the directory or its ``config.toml`` is missing.
-        CheckpointError: if ``checkpoint.pt`` is missing or unreadable.
+        RunDirError: if the directory or its ``config.toml`` is missing, or a fit is writing the run.
+        CheckpointError: if ``checkpoint.pt`` is missing or unreadable, or its weights do not fit the model.
+        FingerprintError: if ``config.toml`` or the data differ from the checkpoint's (without ``force``).
     """
     path = Path(run_dir)
     config = run_config(path)
+    holder = lock_holder(path)
+    if holder is not None:
+        raise RunDirError(f"run {str(path)!r} is being written by {holder}; wait for it to finish")
+    check_settings(config)
     task = task_for(config)
-    state = load_checkpoint(path / CHECKPOINT, map_location=config.train.device)
-    flow = task.build(config, state)
-    flow.load_state_dict(state["model"])
+    where = path / CHECKPOINT
+    state = load_checkpoint(where, map_location=config.train.device)
+    for problem in check_run(config, state, repr(str(where)), force=force,
+                             hint="put it back as it was, or pass --force to use it as it is now"):
+        print(f"tractable: warning: --force: {problem}", file=sys.stderr, flush=True)
+    try:
+        flow = task.build(config, state)
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint {str(where)!r} does not fit this run: it has no {e}") from None
+    if "model" not in state:
+        raise CheckpointError(f"checkpoint {str(where)!r} holds no 'model'")
+    load_model_state(flow, state["model"], where)
     return Run(path, flow.eval(), task, task.target(config), config)
 
 
-def load_run(run_dir: str | Path) -> tuple[Flow, Any, FitConfig]:
+def load_run(run_dir: str | Path, *, force: bool = False) -> tuple[Flow, Any, FitConfig]:
     """Rebuild the trained flow, its target (an energy or a toy data set, ``None`` for a file or images) and its
-    configuration."""
-    run = open_run(run_dir)
+    configuration (checked as :func:`open_run` does)."""
+    run = open_run(run_dir, force=force)
     return run.flow, run.target, run.config

@@ -3,7 +3,14 @@ likelihood on images), an optional :class:`Validation` and :class:`TrainOptions`
 checkpoints that resume exactly, DDP, metric logging, progress display and evaluation. It knows nothing of
 configuration files, run directories or plots."""
 
-from .checkpoint import CheckpointError, latest_step_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    latest_step_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    newest_intact_checkpoint,
+    save_checkpoint,
+)
 from .distributed import DistContext, init_distributed, initialize_actnorm, shutdown_distributed
 from .evaluation import (
     TOY_TEST_SEED,
@@ -57,9 +64,11 @@ __all__ = [
     "initialize_actnorm",
     "latest_step_checkpoint",
     "load_checkpoint",
+    "load_model_state",
     "load_safetensors",
     "make_adam",
     "make_scheduler",
+    "newest_intact_checkpoint",
     "nll_per_row",
     "read_metrics_csv",
     "save_checkpoint",

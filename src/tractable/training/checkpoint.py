@@ -7,10 +7,13 @@ library version, so it can be loaded safely and checked for compatibility.
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .. import __version__
 from ..utils import atomic_write
@@ -66,6 +69,63 @@ def latest_step_checkpoint(directory: str | Path) -> Path | None:
     """The newest training checkpoint in ``directory``, or ``None``."""
     found = list_step_checkpoints(directory)
     return found[-1][1] if found else None
+
+
+def newest_intact_checkpoint(directory: str | Path, map_location: str | torch.device | None = "cpu",
+                             *, warn: bool = True) -> tuple[Path, dict[str, Any]] | None:
+    """The newest training checkpoint in ``directory`` that loads, as ``(path, state)``; ``None`` if there is none.
+
+    A newer one that is truncated or unreadable (a disk that filled up, a copy cut short) is passed over for the
+    newest intact one that ``keep_last`` kept, with one line on stderr (when ``warn``) naming what was skipped.
+
+    Raises:
+        CheckpointError: if there are training checkpoints but none of them loads (naming the newest's problem).
+    """
+    found = list_step_checkpoints(directory)
+    skipped: list[tuple[Path, CheckpointError]] = []
+    for _, path in reversed(found):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as e:
+            skipped.append((path, e))
+            continue
+        if skipped and warn:
+            names = ", ".join(p.name for p, _ in skipped)
+            print(f"tractable: warning: skipped the unreadable newer checkpoint(s) {names} ({skipped[0][1]}); "
+                  f"resuming from {path.name}", file=sys.stderr, flush=True)
+        return path, state
+    if skipped:
+        others = f" (and {len(skipped) - 1} older ones)" if len(skipped) > 1 else ""
+        raise CheckpointError(f"{skipped[0][1]}{others}; no intact training checkpoint is left to resume from")
+    return None
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str | Path) -> None:
+    """``model.load_state_dict(state)``, a mismatch one :class:`CheckpointError` line naming the missing, unexpected
+    and differently shaped entries (PyTorch's own message spans many lines and starts "Error(s) in loading...").
+    """
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds no model weights (got {type(state).__name__})")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    problems = []
+    if shapes:
+        k = shapes[0]
+        problems.append(f"{len(shapes)} with another shape (first {k!r}: {tuple(state[k].shape)} in the checkpoint, "
+                        f"{tuple(own[k].shape)} in the model)")
+    for what, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            problems.append(f"{len(keys)} {what} (first {keys[0]!r})")
+    if problems:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the {type(model).__name__} built from the "
+                              f"configuration: of its weights, {'; '.join(problems)}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # e.g. a dtype that cannot be copied
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model: {' '.join(first)[:300]}") from None
 
 
 def save_step_checkpoint(state: dict[str, Any], directory: str | Path, step: int, *, keep_last: int) -> Path:

@@ -40,12 +40,17 @@ class TrainOptions:
         metrics_jsonl: the same rows as JSON lines.
         tensorboard_dir: TensorBoard events here, when TensorBoard is installed.
         checkpoint_dir: training checkpoints here every ``checkpoint_every`` steps and at the end, keeping the
-            ``keep_last`` newest (and ``best.pt``, the best validated weights, under a validation).
+            ``keep_last`` newest (and ``best.pt``, the best validated weights, under a validation). When
+            ``checkpoint_every`` exceeds a tenth of the steps, one more is written at step ``ceil(steps / 10)``, so a
+            run killed early can resume whatever its length.
         checkpoint_every: steps between checkpoints.
         keep_last: training checkpoints kept.
-        resume: continue from the newest checkpoint in ``checkpoint_dir`` (bit-identical on the same machine).
+        resume: continue from a training checkpoint (bit-identical on the same machine): ``True`` for the newest
+            intact one in ``checkpoint_dir`` (a newer unreadable one is skipped with a warning), or its path.
         meta: plain values stored in every checkpoint (e.g. the run's configuration).
         callback: called as ``callback(step, row)`` after every step (``step`` counts finished steps, from 1).
+        on_start: called once, with no arguments, after every argument has been checked and before the first file is
+            read or written (an application takes its run directory there, so a rejected fit writes nothing).
 
     Raises:
         ValueError: for a non-positive count, ``lr <= 0``, ``clip < 0`` or an EMA decay outside ``[0, 1)``.
@@ -66,9 +71,10 @@ class TrainOptions:
     checkpoint_dir: str | Path | None = None
     checkpoint_every: int = 1000
     keep_last: int = 3
-    resume: bool = False
+    resume: bool | str | Path = False
     meta: dict[str, Any] | None = None
     callback: Callable[[int, dict[str, float]], None] | None = None
+    on_start: Callable[[], None] | None = None
 
     @classmethod
     def from_keywords(cls, **options: Any) -> TrainOptions:

@@ -26,7 +26,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, latest_step_checkpoint, load_checkpoint, save_step_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    newest_intact_checkpoint,
+    save_step_checkpoint,
+)
 from .distributed import DistContext, initialize_actnorm
 from .hygiene import EMA, NonFiniteError, first_nonfinite_grad, first_nonfinite_layer, make_adam, make_scheduler
 from .metrics_log import MetricsLog
@@ -49,6 +55,14 @@ class StepResult:
     lr: float
     skipped: bool
     aux: Any
+
+
+def early_checkpoint_step(steps: int, every: int) -> int | None:
+    """The step of the extra checkpoint of a run whose ``checkpoint_every`` exceeds a tenth of its steps:
+    ``ceil(steps / 10)``, so that any run can be resumed once a tenth of it is done (``None`` when a regular one
+    comes first)."""
+    tenth = -(-steps // 10)
+    return tenth if every > tenth else None
 
 
 class Trainer:
@@ -95,12 +109,15 @@ class Trainer:
         self.max_bad_steps, self.callback, self.meta = options.max_bad_steps, options.callback, options.meta or {}
         self.checkpoint_dir = Path(options.checkpoint_dir) if options.checkpoint_dir is not None else None
         self.checkpoint_every, self.keep_last = options.checkpoint_every, options.keep_last
+        self.early_checkpoint = early_checkpoint_step(steps, options.checkpoint_every)
         self.step, self.bad_streak, self.skipped, self.first_bad = 0, 0, 0, ""
         self.saved_step, self.seconds_before = -1, 0.0
         self.loop_state: dict[str, Any] = {}
         self.resumed_from: Path | None = None
-        if options.resume:
-            self._resume()
+        if options.on_start is not None:  # every argument is checked: the caller may now write
+            options.on_start()
+        if options.resume is not False:
+            self._resume(None if options.resume is True else Path(options.resume))
         main = self.ctx.is_main
         self.log = MetricsLog(columns, csv_path=options.metrics_csv if main else None,
                               jsonl_path=options.metrics_jsonl if main else None,
@@ -116,16 +133,21 @@ class Trainer:
 
     # -- set-up -------------------------------------------------------------------------------------------------------
 
-    def _resume(self) -> None:
-        if self.checkpoint_dir is None:
-            raise CheckpointError("cannot resume without a checkpoint directory")
-        path = latest_step_checkpoint(self.checkpoint_dir)
-        if path is None:
-            raise CheckpointError(f"no checkpoint to resume from in {str(self.checkpoint_dir)!r} "
-                                  "(expected step-*.pt files)")
-        state = load_checkpoint(path, map_location=self.device)
+    def _resume(self, path: Path | None) -> None:
+        if path is not None:
+            state = load_checkpoint(path, map_location=self.device)
+        else:
+            if self.checkpoint_dir is None:
+                raise CheckpointError("cannot resume without a checkpoint directory")
+            found = newest_intact_checkpoint(self.checkpoint_dir, map_location=self.device, warn=self.ctx.is_main)
+            if found is None:
+                raise CheckpointError(f"no checkpoint to resume from in {str(self.checkpoint_dir)!r} "
+                                      "(expected step-*.pt files)")
+            path, state = found
+        if "model" not in state:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: it holds no 'model'")
+        load_model_state(self.model, state["model"], path)
         try:
-            self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if self.ema is not None and state.get("ema") is not None:
@@ -244,7 +266,8 @@ class Trainer:
         if self.callback is not None:
             self.callback(self.step, row)
         self.bar.update(self.step, shown)
-        if self.checkpoint_dir is not None and self.step % self.checkpoint_every == 0:
+        if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0
+                                                or self.step == self.early_checkpoint):
             self.save(loop_state())
 
     @property

@@ -31,6 +31,7 @@ from ...plots.images import plot_image_fit, plot_image_grid
 from ...targets.images import CIFAR10_FILES, IMAGE_DATASETS, MNIST_FILES, load_images
 from ...training import evaluate_bpd, fit_max_likelihood
 from ...training.evaluation import BPD_BATCH_SIZE  # evaluation batches hold at least this many images
+from .. import preflight
 from ..config import MODEL_NAME, ConfigError, FitConfig
 from ..models import DEQUANTIZER_TABLE, build_image, dequantization
 from .base import TEST, device_of, dtype, parameter_count, place, rename_split
@@ -57,11 +58,9 @@ class ImageSplits:
 
 
 def check_device(config: FitConfig) -> None:
-    """Raise :class:`ConfigError` when the configuration asks for CUDA on a machine without it."""
-    device = config.train.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'train.device' is {device!r} but no CUDA device is available; "
-                          "use --device cpu (the MNIST and CIFAR-10 presets are sized for a GPU)")
+    """Raise :class:`ConfigError` when the configuration's device is not one this machine has
+    (:func:`~tractable.app.preflight.check_device`)."""
+    preflight.check_device(config.train.device)
 
 
 def load_image_data(config: FitConfig) -> ImageSplits:
