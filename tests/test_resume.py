@@ -103,13 +103,12 @@ class _Opaque:
 def test_resume_errors_are_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fit", "ring", "--layers", "2", "--steps", "30", "--batch-size", "32", "--checkpoint-every", "10",
-                 "--eval-samples", "500", "--no-plots", "--quiet", "--out", str(out)]) == 0
+                 "--keep-last", "1", "--eval-samples", "500", "--no-plots", "--quiet", "--out", str(out)]) == 0
     capsys.readouterr()
     latest = out / "checkpoints" / "step-000000030.pt"
     for message, prepare in [
         ("cannot be loaded safely", lambda: latest.write_bytes(latest.read_bytes()[:200])),
         ("cannot be loaded safely", lambda: torch.save({"format_version": 1, "obj": _Opaque()}, latest)),
-        ("no checkpoint to resume from", lambda: [p.unlink() for p in (out / "checkpoints").glob("step-*.pt")]),
         ("--resume continues the run exactly", None),
     ]:
         if prepare is not None:

@@ -82,8 +82,8 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    stale = [p for p in directory.iterdir()
-             if p.name.startswith(_TMP_PREFIX) and p.name.endswith(_TMP_SUFFIX) and p.is_file()]
+    stale = [p for p in directory.iterdir() if p.name.startswith(_TMP_PREFIX) and p.name.endswith(_TMP_SUFFIX)
+             and "." in p.name[len(_TMP_PREFIX):-len(_TMP_SUFFIX)] and p.is_file()]  # .NAME.<random>.tmp
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -54,9 +54,17 @@ def fit_options(config: FitConfig, out: Path, *, resume: bool | Path, progress: 
         "warmup": t.warmup, "lr_final": t.lr_final, "ema": t.ema, "max_bad_steps": t.max_bad_steps,
         "detect_anomaly": t.detect_anomaly, "metrics_csv": out / METRICS_CSV, "metrics_jsonl": out / "metrics.jsonl",
         "tensorboard_dir": out / "tensorboard", "checkpoint_dir": out / CHECKPOINTS,
-        "checkpoint_every": t.checkpoint_every, "keep_last": t.keep_last, "resume": resume, "progress": progress,
-        "meta": meta, "on_start": on_start,
+        "checkpoint_every": t.checkpoint_every, "checkpoint_at": early_checkpoint(t.steps, t.checkpoint_every),
+        "keep_last": t.keep_last, "resume": resume, "progress": progress, "meta": meta, "on_start": on_start,
     }
+
+
+def early_checkpoint(steps: int, every: int) -> tuple[int, ...]:
+    """The extra checkpoint of a run whose ``checkpoint_every`` exceeds a tenth of its steps: at step
+    ``ceil(steps / 10)``, so that any run killed after a tenth of its steps can be resumed (none when a regular
+    checkpoint comes first)."""
+    tenth = -(-steps // 10) if isinstance(steps, int) and steps > 0 else 0
+    return (tenth,) if tenth and every > tenth else ()
 
 
 def export_weights(flow: Flow, config: FitConfig, path: Path) -> Path:
@@ -87,12 +95,12 @@ def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: 
     task = task_for(config)
     check_settings(config)
     out = Path(out)
-    if not resume:
-        check_out(out, overwrite=overwrite)
     started = init_distributed(config.train.device)
     lock: RunLock | None = None
     try:
         ctx = DistContext.current()
+        if ctx.is_main and not resume:
+            check_out(out, overwrite=overwrite)
         if ctx.is_main and resume:  # before reading its checkpoints, which a fit running there may be replacing
             lock = take(out)
         restart = resume and not list_step_checkpoints(out / CHECKPOINTS)

@@ -91,8 +91,9 @@ def newest_intact_checkpoint(directory: str | Path, map_location: str | torch.de
             continue
         if skipped and warn:
             names = ", ".join(p.name for p, _ in skipped)
-            print(f"tractable: warning: skipped the unreadable newer checkpoint(s) {names} ({skipped[0][1]}); "
-                  f"resuming from {path.name}", file=sys.stderr, flush=True)
+            reason = str(skipped[0][1]).split(". ")[0]  # torch's reasons run on for sentences
+            print(f"tractable: warning: skipped {names}, newer but unreadable ({reason}); resuming from the newest "
+                  f"intact checkpoint, {path.name}", file=sys.stderr, flush=True)
         return path, state
     if skipped:
         others = f" (and {len(skipped) - 1} older ones)" if len(skipped) > 1 else ""

@@ -40,10 +40,10 @@ class TrainOptions:
         metrics_jsonl: the same rows as JSON lines.
         tensorboard_dir: TensorBoard events here, when TensorBoard is installed.
         checkpoint_dir: training checkpoints here every ``checkpoint_every`` steps and at the end, keeping the
-            ``keep_last`` newest (and ``best.pt``, the best validated weights, under a validation). When
-            ``checkpoint_every`` exceeds a tenth of the steps, one more is written at step ``ceil(steps / 10)``, so a
-            run killed early can resume whatever its length.
+            ``keep_last`` newest (and ``best.pt``, the best validated weights, under a validation).
         checkpoint_every: steps between checkpoints.
+        checkpoint_at: steps that get a checkpoint besides (e.g. an early one in a run shorter than
+            ``checkpoint_every``, so that it can be resumed once killed).
         keep_last: training checkpoints kept.
         resume: continue from a training checkpoint (bit-identical on the same machine): ``True`` for the newest
             intact one in ``checkpoint_dir`` (a newer unreadable one is skipped with a warning), or its path.
@@ -70,6 +70,7 @@ class TrainOptions:
     tensorboard_dir: str | Path | None = None
     checkpoint_dir: str | Path | None = None
     checkpoint_every: int = 1000
+    checkpoint_at: tuple[int, ...] = ()
     keep_last: int = 3
     resume: bool | str | Path = False
     meta: dict[str, Any] | None = None

@@ -57,14 +57,6 @@ class StepResult:
     aux: Any
 
 
-def early_checkpoint_step(steps: int, every: int) -> int | None:
-    """The step of the extra checkpoint of a run whose ``checkpoint_every`` exceeds a tenth of its steps:
-    ``ceil(steps / 10)``, so that any run can be resumed once a tenth of it is done (``None`` when a regular one
-    comes first)."""
-    tenth = -(-steps // 10)
-    return tenth if every > tenth else None
-
-
 class Trainer:
     """Runs optimisation steps of ``model``'s trainable parameters with the hygiene a long run needs.
 
@@ -109,7 +101,7 @@ class Trainer:
         self.max_bad_steps, self.callback, self.meta = options.max_bad_steps, options.callback, options.meta or {}
         self.checkpoint_dir = Path(options.checkpoint_dir) if options.checkpoint_dir is not None else None
         self.checkpoint_every, self.keep_last = options.checkpoint_every, options.keep_last
-        self.early_checkpoint = early_checkpoint_step(steps, options.checkpoint_every)
+        self.checkpoint_at = frozenset(options.checkpoint_at)
         self.step, self.bad_streak, self.skipped, self.first_bad = 0, 0, 0, ""
         self.saved_step, self.seconds_before = -1, 0.0
         self.loop_state: dict[str, Any] = {}
@@ -267,7 +259,7 @@ class Trainer:
             self.callback(self.step, row)
         self.bar.update(self.step, shown)
         if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0
-                                                or self.step == self.early_checkpoint):
+                                                or self.step in self.checkpoint_at):
             self.save(loop_state())
 
     @property

@@ -1,0 +1,292 @@
+"""Run directories you can trust (issue 11, items 1-5, 9, 10, 12, 13): a rejected command changes nothing, no run is
+silently overwritten or mixed, a run that no longer matches its checkpoint is refused in one line.
+
+Each test states what main (b0dc4fe) did; each asserts the exit status and the one-line message, and that every file
+of the earlier run is byte-identical afterwards (or, where the command legitimately rewrites the run, that the result
+is bit-identical to the uninterrupted run's). The runs are tiny fits (:data:`FIT`, a few seconds)."""
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from run_safety_helpers import FIT, assert_one_line, cli, run, same_model, tree
+
+from tractable.app import load_run
+from tractable.training.checkpoint import list_step_checkpoints
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished run (training checkpoints at steps 20, 30, 40, best.pt, checkpoint.pt), copied by each test."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli(*FIT, "--out", out).returncode == 0
+    return out
+
+
+@pytest.fixture
+def run_dir(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    return out
+
+
+# -- 1: validate everything before touching the disk ---------------------------------------------------------------
+
+
+def test_rejected_fit_writes_nothing(run_dir, tmp_path, capsys):
+    """Main deleted R's step checkpoints and best.pt and rewrote config.toml before "expected steps to be a positive
+    integer" (and before a bad --data file was read); a rejected fit with a new --out left a config.toml behind."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n3,oops\n")
+    before = tree(run_dir)
+    for extra, message in [(["--steps", "0"], "steps"), (["--set", "train.warmup=40"], "warmup"),
+                           (["--eval-samples", "0"], "eval.samples"), (["--batch-size", "0"], "batch_size")]:
+        status, err = run(*FIT, *extra, "--out", run_dir, "--overwrite", capsys=capsys)
+        assert status == 2, err
+        assert_one_line(err, message)
+        assert tree(run_dir) == before
+        status, err = run(*FIT, *extra, "--out", tmp_path / "new" / "run", capsys=capsys)
+        assert status == 2 and not (tmp_path / "new").exists(), err
+    status, err = run("fit", "--data", bad, "--steps", "5", "--out", run_dir, "--overwrite", capsys=capsys)
+    assert status == 2
+    assert_one_line(err, "bad.csv")
+    assert tree(run_dir) == before
+
+
+# -- 2: one run directory, one process -----------------------------------------------------------------------------
+
+
+def test_second_concurrent_fit_is_refused(tmp_path):
+    """Main let two fits into one --out both exit 0, leaving the config and metrics of one with the step checkpoints
+    of the other. Now the second exits 2 naming the first, which finishes intact and resumable."""
+    out = tmp_path / "run"
+    slow = [*FIT, "--steps", "1500", "--checkpoint-every", "500"]
+    first = cli(*slow, "--out", out, wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "config.toml").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, f"the first fit ended too soon: {first.stderr.read()}"
+        second = cli(*FIT, "--out", out)
+        second_overwrite = cli(*FIT, "--out", out, "--overwrite")
+        assert first.poll() is None, "the first fit ended before the second was refused: make it slower"
+        first_status = first.wait(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    for other in (second, second_overwrite):
+        assert other.returncode == 2, other.stderr
+        assert_one_line(other.stderr, "is in use by process", str(first.pid))
+    assert first_status == 0, first.stderr.read()
+    assert [s for s, _ in list_step_checkpoints(out / "checkpoints")] == [500, 1000, 1500]
+    assert "steps = 1500" in (out / "config.toml").read_text()
+    before = tree(out)
+    assert not (out / ".lock").exists()  # released at exit
+    reference = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert cli("fit", "--resume", out).returncode == 0  # the finished run resumes (to its end) unchanged
+    resumed = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    assert {k: v for k, v in tree(out).items() if k != "metrics.json"} == \
+        {k: v for k, v in before.items() if k != "metrics.json"}  # metrics.json: its "seconds" differ
+
+
+def test_lock_of_a_killed_fit_is_stale(run_dir, capsys):
+    """A lock file left by a process that died (SIGKILL) does not block: the operating system dropped its lock."""
+    (run_dir / ".lock").write_text("999999\thost\t2026-01-01 00:00:00 UTC\ttractable fit\n")
+    status, err = run("eval", run_dir, "--out", run_dir.parent / "eval.json", capsys=capsys)
+    assert status == 0, err
+    status, err = run("fit", "--resume", run_dir, capsys=capsys)
+    assert status == 0, err
+    assert not (run_dir / ".lock").exists()
+
+
+# -- 3: --out at a non-empty directory -----------------------------------------------------------------------------
+
+
+def test_out_at_an_existing_run_or_a_users_directory(run_dir, tmp_path, capsys, monkeypatch):
+    """Main silently overwrote both (and deleted the run's step checkpoints)."""
+    before = tree(run_dir)
+    status, err = run(*FIT, "--out", run_dir, capsys=capsys)
+    assert status == 2
+    assert_one_line(err, "already holds a run", "--overwrite", "--resume")
+    assert tree(run_dir) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    status, err = run(*FIT, "--out", mine, capsys=capsys)
+    assert status == 2
+    assert_one_line(err, "not empty", "thesis.tex")
+    assert (mine / "thesis.tex").read_text() == "years of work" and len(tree(mine)) == 1
+    monkeypatch.chdir(tmp_path)  # the default out, runs/checkerboard-nsf2-seed0, follows the same rule
+    assert run(*FIT, capsys=capsys)[0] == 0
+    default = tmp_path / "runs" / "checkerboard-nsf2-seed0"
+    first = tree(default)
+    status, err = run(*FIT, capsys=capsys)
+    assert status == 2
+    assert_one_line(err, "runs/checkerboard-nsf2-seed0", "--overwrite", "--resume", "another --out")
+    assert tree(default) == first
+    (tmp_path / "empty").mkdir()
+    assert run(*FIT, "--out", tmp_path / "empty", capsys=capsys)[0] == 0  # an empty directory is fine
+
+
+def test_overwrite_replaces_the_old_run(run_dir, capsys):
+    status, err = run(*FIT, "--steps", "30", "--out", run_dir, "--overwrite", capsys=capsys)
+    assert status == 0, err
+    assert [s for s, _ in list_step_checkpoints(run_dir / "checkpoints")] == [10, 20, 30]  # step-40 of the old run
+    assert "steps = 30" in (run_dir / "config.toml").read_text()
+
+
+# -- 4 and 5: config.toml, data and checkpoint must agree ----------------------------------------------------------
+
+
+def test_edited_config_is_refused(run_dir, capsys):
+    """Main evaluated a run whose config.toml said another spline bound with exit 0 (a wrong number), and a changed
+    `layers` gave a raw traceback from `sample` and "…loading state_dict for NSF:" from --resume."""
+    config = run_dir / "config.toml"
+    config.write_text(config.read_text().replace("[model]\n", "[model]\nbound = 4.0\n"))
+    before = tree(run_dir)
+    commands = (["eval", run_dir], ["sample", run_dir, "-n", "10"], ["plot", run_dir], ["fit", "--resume", run_dir])
+    for command in commands:
+        status, err = run(*command, capsys=capsys)
+        assert status == 2, command
+        assert_one_line(err, "model.bound = 4.0 (checkpoint: not set)")
+        assert tree(run_dir) == before
+    with pytest.raises(ValueError, match="model.bound"):
+        load_run(run_dir)
+    status, err = run("eval", run_dir, "--force", capsys=capsys)  # --force: a warning, and config.toml as it is
+    assert status == 0 and "warning: --force: config.toml differs" in err
+    config.write_text(config.read_text().replace("layers = 2", "layers = 3"))
+    before = tree(run_dir)
+    status, err = run("sample", run_dir, "-n", "10", "--force", capsys=capsys)  # weights that do not fit: refused
+    assert status == 2 and "Traceback" not in err
+    assert "does not fit the NSF" in err.strip().splitlines()[-1] and len(err.strip().splitlines()) == 2
+    assert tree(run_dir) == before
+
+
+def test_another_runs_checkpoint_is_refused(run_dir, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert run(*FIT, "--layers", "3", "--out", other, capsys=capsys)[0] == 0
+    shutil.copy(other / "checkpoint.pt", run_dir / "checkpoint.pt")
+    before = tree(run_dir)
+    status, err = run("sample", run_dir, "-n", "10", capsys=capsys)
+    assert status == 2
+    assert_one_line(err, "model.layers = 2 (checkpoint: 3)")
+    assert tree(run_dir) == before
+
+
+def test_changed_data_is_refused(tmp_path, capsys):
+    """Main evaluated a changed data file (16.16 nats instead of 4.36) with exit 0, and --resume of the finished run
+    overwrote metrics.json with it."""
+    data = tmp_path / "mut.csv"
+    rows = np.random.default_rng(0).normal(size=(300, 2))
+    np.savetxt(data, rows, delimiter=",", header="a,b", comments="")
+    out = tmp_path / "run"
+    assert run("fit", "--data", data, "--steps", "20", "--layers", "2", "--no-plots", "--quiet", "--out", out,
+               capsys=capsys)[0] == 0
+    with open(data, "a") as f:
+        f.write("100.0,-100.0\n")
+    before = tree(out)
+    for command in (["eval", out], ["fit", "--resume", out], ["plot", out]):
+        status, err = run(*command, capsys=capsys)
+        assert status == 2, command
+        assert_one_line(err, f"the data file {str(data)!r} has changed since the fit")
+        assert tree(out) == before
+    np.savetxt(data, rows[::-1], delimiter=",", header="a,b", comments="")  # same size, other bytes
+    status, err = run("eval", out, capsys=capsys)
+    assert status == 2
+    assert_one_line(err, "the same size but other bytes")
+    status, err = run("eval", out, "--force", "--out", tmp_path / "eval.json", capsys=capsys)
+    assert status == 0 and "warning: --force" in err
+    assert tree(out) == before
+
+
+# -- 9: devices and threads ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "foo"], "'train.device'"), (["--device", "cuda:99"], "'train.device'"),
+    (["--threads", "0"], "--threads"), (["--threads", "-2"], "--threads"),
+], ids=["device-foo", "device-cuda99", "threads-0", "threads-negative"])
+def test_bad_device_or_threads(run_dir, tmp_path, capsys, extra, message):
+    """Main: tracebacks (RuntimeError from torch), after config.toml was written."""
+    before = tree(run_dir)
+    status, err = run(*FIT, *extra, "--out", run_dir, "--overwrite", capsys=capsys)
+    assert status == 2
+    assert_one_line(err, message)
+    assert tree(run_dir) == before
+    status, err = run(*FIT, *extra, "--out", tmp_path / "new", capsys=capsys)
+    assert status == 2 and not (tmp_path / "new").exists()
+
+
+# -- 10: temporary files of killed writes --------------------------------------------------------------------------
+
+
+def test_stale_temporary_files_are_removed(run_dir, tmp_path, capsys):
+    """A SIGKILL during the atomic write of best.pt, checkpoint.pt or metrics.json leaves `.NAME.<random>.tmp`
+    (utils.atomic_write's naming) beside it; main never removed them. They are placed here as the kill leaves them."""
+    stale = [run_dir / "checkpoints" / ".best.pt.k2j3x9.tmp", run_dir / ".checkpoint.pt.a8d7q1.tmp",
+             run_dir / ".metrics.json.zz01ab.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    user = run_dir / ".notes.tmp"  # not of atomic_write's shape: kept
+    user.write_text("mine")
+    status, err = run("fit", "--resume", run_dir, capsys=capsys)
+    assert status == 0, err
+    assert not any(p.exists() for p in stale) and user.exists()
+    folder = tmp_path / "results"
+    folder.mkdir()
+    status, err = run("eval", run_dir, "--out", folder, capsys=capsys)  # a directory as --out: one line, no .tmp
+    assert status == 2
+    assert_one_line(err, "expected --out to be a JSON file")
+    assert tree(tmp_path) == {f"run/{k}": v for k, v in tree(run_dir).items()}
+
+
+# -- 12: a truncated newest checkpoint -----------------------------------------------------------------------------
+
+
+def test_truncated_newest_checkpoint_falls_back(run_dir, capsys):
+    """Main: "cannot be loaded safely" (exit 2) although --keep-last kept step 30 intact. Now the resume continues
+    from step 30 with one warning and ends bit-identical to the uninterrupted run."""
+    before = tree(run_dir)
+    newest = run_dir / "checkpoints" / "step-000000040.pt"
+    newest.write_bytes(newest.read_bytes()[:300])
+    (run_dir / "checkpoint.pt").rename(run_dir / "final.pt")  # as if killed before the end
+    status, err = run("fit", "--resume", run_dir, capsys=capsys)
+    assert status == 0, err
+    assert_one_line(err, "warning: skipped step-000000040.pt", "resuming from", "step-000000030.pt")
+    assert same_model(run_dir / "checkpoint.pt", run_dir / "final.pt")
+    after = tree(run_dir)
+    for name in ("metrics.csv", "metrics.jsonl", "config.toml", "checkpoints/step-000000030.pt", "model.safetensors"):
+        assert after[name] == before[name], name
+    assert same_model(newest, run_dir / "final.pt")  # step 40 written again, whole
+
+
+# -- 13: a checkpoint before the end of any run, and --resume without one -------------------------------------------
+
+
+def test_short_runs_checkpoint_early_and_resume_without_checkpoint_restarts(run_dir, tmp_path, capsys):
+    """Main wrote the first checkpoint at checkpoint_every = 1000 steps, so a 40-step run killed before its end had
+    none, and --resume said "no checkpoint to resume from" although config.toml was there."""
+    out = tmp_path / "short"
+    short = [a for a in FIT if a not in ("--checkpoint-every", "10")]
+    assert run(*short, "--out", out, capsys=capsys)[0] == 0
+    assert [s for s, _ in list_step_checkpoints(out / "checkpoints")] == [4, 40]  # ceil(40 / 10), and the end
+    final = tmp_path / "final.pt"
+    shutil.move(out / "checkpoint.pt", final)  # killed after step 4: resume from the early checkpoint
+    (out / "checkpoints" / "step-000000040.pt").unlink()
+    assert run("fit", "--resume", out, capsys=capsys)[0] == 0
+    assert same_model(out / "checkpoint.pt", final)
+    before = tree(run_dir)
+    shutil.rmtree(run_dir / "checkpoints")  # killed before any checkpoint: config.toml and the logs remain
+    for name in ("checkpoint.pt", "model.safetensors", "metrics.json"):
+        (run_dir / name).unlink()
+    status, err = run("fit", "--resume", run_dir, capsys=capsys)
+    assert status == 0
+    assert_one_line(err, "note:", "no training checkpoint", "starting it again")
+    after = tree(run_dir)
+    same = ["config.toml", "metrics.csv", "metrics.jsonl", "model.safetensors", "checkpoint.pt", "checkpoints/best.pt"]
+    assert {k: after[k] for k in same} == {k: before[k] for k in same}  # the run again, bit for bit
+    assert sorted(k for k in after if k.startswith("checkpoints/")) == \
+        sorted(k for k in before if k.startswith("checkpoints/"))
