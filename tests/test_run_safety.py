@@ -77,7 +77,7 @@ def test_second_concurrent_fit_is_refused(tmp_path, capsys):
     assert "steps = 1000" in (out / "config.toml").read_text() and not (out / ".lock").exists()
     before = tree(out)
     shutil.copy(out / "checkpoint.pt", tmp_path / "final.pt")
-    status, err = run("fit", "--resume", out, "--quiet", capsys=capsys)  # the finished run resumes (to its end) unchanged
+    status, err = run("fit", "--resume", out, "--quiet", capsys=capsys)  # the finished run resumes unchanged
     assert status == 0, err
     after = tree(out)
     for name in ("config.toml", "metrics.csv", "model.safetensors", "checkpoints/step-000001000.pt"):

@@ -31,9 +31,9 @@ from ...plots.images import plot_image_fit, plot_image_grid
 from ...targets.images import CIFAR10_FILES, IMAGE_DATASETS, MNIST_FILES, load_images
 from ...training import evaluate_bpd, fit_max_likelihood
 from ...training.evaluation import BPD_BATCH_SIZE  # evaluation batches hold at least this many images
-from .. import preflight
 from ..config import MODEL_NAME, ConfigError, FitConfig
 from ..models import DEQUANTIZER_TABLE, build_image, dequantization
+from ..preflight import check_device as check_device_name
 from .base import TEST, device_of, dtype, parameter_count, place, rename_split
 
 #: The image data set that ships with scikit-learn (the others are read from ``data.data_dir``).
@@ -60,7 +60,7 @@ class ImageSplits:
 def check_device(config: FitConfig) -> None:
     """Raise :class:`ConfigError` when the configuration's device is not one this machine has
     (:func:`~tractable.app.preflight.check_device`)."""
-    preflight.check_device(config.train.device)
+    check_device_name(config.train.device)
 
 
 def load_image_data(config: FitConfig) -> ImageSplits:
