@@ -5,6 +5,7 @@ Each test states what main (b0dc4fe) did; each asserts the exit status and the o
 of the earlier run is byte-identical afterwards (or, where the command legitimately rewrites the run, that the result
 is bit-identical to the uninterrupted run's). The runs are tiny fits (:data:`FIT`, a few seconds)."""
 
+import os
 import shutil
 
 import numpy as np
@@ -85,8 +86,23 @@ def test_second_concurrent_fit_is_refused(tmp_path, capsys):
     assert same_model(out / "checkpoint.pt", tmp_path / "final.pt")
 
 
-def test_lock_of_a_killed_fit_is_stale(run_dir, capsys):
-    """A lock file left by a process that died (SIGKILL) does not block: the operating system dropped its lock."""
+def test_lock_blocks_until_its_process_dies(run_dir, capsys):
+    """While a process holds the run (here this one), --resume, eval and sample are refused naming it; a lock file
+    left by a process that died (SIGKILL) does not block, since the operating system dropped its lock."""
+    from tractable.app.rundir import RunLock  # new in this change: imported here so that main fails this test only
+
+    before = tree(run_dir)
+    lock = RunLock.acquire(run_dir, "tractable fit --out run")
+    try:
+        for command, message in [(["fit", "--resume", run_dir], "is in use by process"),
+                                 (["eval", run_dir], "is being written by process"),
+                                 (["sample", run_dir, "-n", "5"], "is being written by process")]:
+            status, err = run(*command, capsys=capsys)
+            assert status == 2
+            assert_one_line(err, message, f"process {os.getpid()} on", "tractable fit --out run")
+    finally:
+        lock.release()
+    assert tree(run_dir) == before
     (run_dir / ".lock").write_text("999999\thost\t2026-01-01 00:00:00 UTC\ttractable fit\n")
     status, err = run("eval", run_dir, "--out", run_dir.parent / "eval.json", capsys=capsys)
     assert status == 0, err

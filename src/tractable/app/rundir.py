@@ -26,8 +26,10 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks through fcn
 LOCK = ".lock"
 CONFIG = "config.toml"
 #: What a fit writes into its run directory besides the metric logs it rewrites anyway: cleared by ``--overwrite``
-#: (and when ``--resume`` restarts a run that has no checkpoint), so no file of the old run outlives its config.
-RUN_OUTPUTS = ("checkpoint.pt", "model.safetensors", "metrics.json", "eval.json")
+#: (and when ``--resume`` restarts a run that has no checkpoint), so no file of the old run outlives its config
+#: (the figures too: a new run with ``--no-plots`` would otherwise sit beside the old run's pictures).
+RUN_OUTPUTS = ("checkpoint.pt", "model.safetensors", "metrics.json", "eval.json", "densities.png", "samples.png",
+               "layers.png", "layers.gif", "data.png", "training.png")
 #: Tries (and seconds between them) to take a lock that a probe of :func:`lock_holder` holds for an instant.
 _TRIES, _PAUSE = 10, 0.02
 
@@ -75,11 +77,11 @@ class RunLock:
         self.path, self.fd = path, fd
 
     @classmethod
-    def acquire(cls, directory: str | Path, command: str) -> RunLock:
+    def acquire(cls, directory: str | Path, command: str, hint: str = "") -> RunLock:
         """Lock ``directory`` (which must exist) for this process.
 
         Raises:
-            RunDirError: if another live process holds it (naming that process).
+            RunDirError: if another live process holds it (naming that process; ``hint`` ends the line).
         """
         path = Path(directory) / LOCK
         if fcntl is None:  # pragma: no cover
@@ -92,7 +94,7 @@ class RunLock:
                 os.close(fd)
                 if attempt == _TRIES - 1:
                     raise RunDirError(f"run directory {str(directory)!r} is in use by {_describe(path)}; wait for it "
-                                      "to finish or choose another --out") from None
+                                      f"to finish{hint}") from None
                 time.sleep(_PAUSE)
                 continue
             try:  # the previous holder unlinks the file on release: a lock on that unlinked file is no lock
@@ -173,7 +175,7 @@ def claim(out: Path, *, overwrite: bool) -> RunLock:
     """
     created = make_dirs(out)
     try:
-        lock = RunLock.acquire(out, command_line())
+        lock = RunLock.acquire(out, command_line(), " or choose another --out")
     except BaseException:
         for d in reversed(created):
             try:
@@ -207,11 +209,13 @@ def take(out: Path) -> RunLock:
 
 def clear_outputs(out: Path) -> None:
     """Delete what a run wrote that would outlive a new run in ``out``: its checkpoints (training, best, final), the
-    exported weights and its metrics and evaluation files (``metrics.csv`` and the figures are rewritten anyway)."""
-    checkpoints = out / "checkpoints"
-    if checkpoints.is_dir():
-        for p in checkpoints.iterdir():
-            if p.is_file() and p.suffix == ".pt":
-                p.unlink()
+    exported weights, its metrics and evaluation files, figures and TensorBoard events (``metrics.csv`` and
+    ``metrics.jsonl`` are rewritten anyway)."""
+    for folder, keep in ((out / "checkpoints", lambda p: p.suffix == ".pt"),
+                         (out / "tensorboard", lambda p: p.name.startswith("events.out.tfevents."))):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.is_file() and keep(p):
+                    p.unlink()
     for name in RUN_OUTPUTS:
         (out / name).unlink(missing_ok=True)
