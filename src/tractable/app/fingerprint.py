@@ -107,17 +107,18 @@ def data_changes(config: FitConfig, recorded: Mapping[str, Any] | None, problem:
     if sorted(then_files) != sorted(now_files):
         return (f"the run was fitted to {', '.join(sorted(then_files)) or 'generated data'}, its config.toml now names "
                 f"{', '.join(sorted(now_files)) or 'generated data'}")
-    for name, path in now_files.items():
+    for key, path in now_files.items():
         if not path.is_file():
             continue
-        then = then_files[name]
+        then = then_files[key]
+        name = repr(key) + ("" if path.is_absolute() else " (relative to the current directory)")
         size = path.stat().st_size
         if size != then.get("bytes"):
-            return f"the data file {name!r} has changed since the fit: {size} bytes now, {then.get('bytes')} then"
+            return f"the data file {name} has changed since the fit: {size} bytes now, {then.get('bytes')} then"
         digest = sha256_file(path)
         if digest != then.get("sha256"):
-            return (f"the data file {name!r} has changed since the fit: the same size but other bytes (SHA-256 "
-                    f"{digest[:12]}… now, {str(then.get('sha256'))[:12]}… then)")
+            return (f"the data file {name} has changed since the fit: the same size but other bytes (SHA-256 "
+                    f"{digest[:12]}... now, {str(then.get('sha256'))[:12]}... then)")
     rows = _rows(problem) if problem is not None else None
     if rows is not None and recorded.get("rows") is not None and rows != recorded["rows"]:
         return f"the data of the run has {rows} rows now, {recorded['rows']} at the fit"
