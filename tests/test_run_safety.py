@@ -40,14 +40,16 @@ def test_rejected_fit_writes_nothing(run_dir, tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n3,oops\n")
     before = tree(run_dir)
+    status, err = run(*FIT, "--steps", "0", "--out", run_dir, capsys=capsys)  # the issue's own reproduction
+    assert status == 2 and tree(run_dir) == before, err
     for extra, message in [(["--steps", "0"], "steps"), (["--set", "train.warmup=40"], "warmup"),
                            (["--eval-samples", "0"], "eval.samples"), (["--batch-size", "0"], "batch_size")]:
+        status, err = run(*FIT, *extra, "--out", tmp_path / "new" / "run", capsys=capsys)
+        assert status == 2 and not (tmp_path / "new").exists(), err
         status, err = run(*FIT, *extra, "--out", run_dir, "--overwrite", capsys=capsys)
         assert status == 2, err
         assert_one_line(err, message)
         assert tree(run_dir) == before
-        status, err = run(*FIT, *extra, "--out", tmp_path / "new" / "run", capsys=capsys)
-        assert status == 2 and not (tmp_path / "new").exists(), err
     status, err = run("fit", "--data", bad, "--steps", "5", "--out", run_dir, "--overwrite", capsys=capsys)
     assert status == 2
     assert_one_line(err, "bad.csv")
@@ -221,12 +223,13 @@ def test_changed_data_is_refused(tmp_path, capsys):
 def test_bad_device_or_threads(run_dir, tmp_path, capsys, extra, message):
     """Main: tracebacks (RuntimeError from torch), after config.toml was written."""
     before = tree(run_dir)
+    status, err = run(*FIT, *extra, "--out", tmp_path / "new", capsys=capsys)
+    assert status == 2 and not (tmp_path / "new").exists()
+    assert_one_line(err, message)
     status, err = run(*FIT, *extra, "--out", run_dir, "--overwrite", capsys=capsys)
     assert status == 2
     assert_one_line(err, message)
     assert tree(run_dir) == before
-    status, err = run(*FIT, *extra, "--out", tmp_path / "new", capsys=capsys)
-    assert status == 2 and not (tmp_path / "new").exists()
 
 
 # -- 10: temporary files of killed writes --------------------------------------------------------------------------
