@@ -150,8 +150,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config key, e.g. --set model.layers=32 or --set 'model.hidden=[32, 48]' "
                      "(a TOML value; repeatable)")
     run.add_argument("--resume", default=None, metavar="RUN_DIR",
-                     help="continue the run in RUN_DIR from its config.toml and newest checkpoint (bit-identical "
-                     "on the same machine); no other settings apply")
+                     help="continue the run in RUN_DIR from its config.toml and newest intact checkpoint "
+                     "(bit-identical on the same machine; a run without one starts again); refused if config.toml or "
+                     "the data no longer match the checkpoint; no other settings apply")
     run.add_argument("--checkpoint-every", type=int, default=None,
                      help="steps between training checkpoints in OUT/checkpoints (default 1000)")
     run.add_argument("--keep-last", type=int, default=None, help="training checkpoints kept (default 3)")

@@ -5,6 +5,10 @@ A run directory holds ``config.toml`` (the resolved settings, enough to repeat t
 ``model.safetensors``, the training checkpoints in ``checkpoints/`` and the figures. :func:`run_fit` runs every kind
 of fit the same way through its :class:`~tractable.app.tasks.base.Task`; :func:`open_run` rebuilds the trained model
 for ``tractable eval``, ``sample`` and ``plot`` and for :func:`load_run`.
+
+A fit writes nothing until everything it was given has been checked, then holds the directory's lock until it exits
+(:mod:`~tractable.app.rundir`); every checkpoint records the configuration and the data's fingerprint, which
+:func:`open_run` and ``--resume`` compare with ``config.toml`` and the data (:mod:`~tractable.app.fingerprint`).
 """
 
 from __future__ import annotations
