@@ -29,6 +29,8 @@ from .tasks.base import TEST, check_split
 UINT8_LEVELS = 256
 #: ``tractable sample`` draws this many vectors (images) per pass: multiples of 16, see :func:`sample_chunks`.
 SAMPLE_CHUNK, IMAGE_CHUNK, MIN_CHUNK = 65_536, 256, 16
+#: ``tractable eval --samples`` of an energy or data run: the standard errors need two draws (rows).
+MIN_EVAL_SAMPLES = 2
 #: The figure of ``tractable sample`` pictures at most this many points (images): the first ones drawn.
 FIGURE_POINTS, FIGURE_IMAGES = 100_000, 100
 
@@ -233,6 +235,9 @@ def evaluate_run(run_dir: str | Path, *, samples: int | None = None, split: str 
         _check_count(samples, "--samples")
     check_split(split)
     run = open_run(run_dir)
+    if samples is not None and samples < MIN_EVAL_SAMPLES and run.kind != "image":
+        raise ValueError(f"expected --samples >= {MIN_EVAL_SAMPLES} for the {run.kind} run {run.name!r} (a standard "
+                         f"error needs two draws), got {samples}")
     problem = run.task.load(run.config)
     metrics = run.task.evaluate(run.flow, problem, run.config, split=split, samples=samples, seed=seed)
     metrics.update(split=split, seed=seed, target=run.name, flow=run.config.model_name,

@@ -18,6 +18,7 @@ from .. import __version__
 from ..flow import Flow
 from ..training import (
     DistContext,
+    collective_failure,
     init_distributed,
     load_checkpoint,
     save_checkpoint,
@@ -67,7 +68,7 @@ def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: 
     process group and trains with DDP; only rank 0 writes files and reports (the others return ``{}``).
     """
     task = task_for(config)
-    started = init_distributed(config.train.device)
+    started = init_distributed(config.train.device, timeout=config.train.timeout)
     try:
         ctx = DistContext.current()
         out = Path(out)
@@ -84,9 +85,12 @@ def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: 
         metrics = _fit(task, config, out, progress=progress, echo=echo, resume=resume, main=ctx.is_main)
         if ctx.is_main:
             echo(f"run directory: {out}")
-    except BaseException:
+    except BaseException as e:
+        lost = collective_failure(e, config.train.timeout) if started else None  # another rank stopped or left
         if started:
             shutdown_distributed(wait=False)
+        if lost is not None:
+            raise lost from None  # one line, not the backend's traceback
         raise
     if started:
         shutdown_distributed()

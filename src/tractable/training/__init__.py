@@ -4,7 +4,14 @@ checkpoints that resume exactly, DDP, metric logging, progress display and evalu
 configuration files, run directories or plots."""
 
 from .checkpoint import CheckpointError, latest_step_checkpoint, load_checkpoint, save_checkpoint
-from .distributed import DistContext, init_distributed, initialize_actnorm, shutdown_distributed
+from .distributed import (
+    CollectiveError,
+    DistContext,
+    collective_failure,
+    init_distributed,
+    initialize_actnorm,
+    shutdown_distributed,
+)
 from .evaluation import (
     TOY_TEST_SEED,
     evaluate_bpd,
@@ -32,6 +39,7 @@ __all__ = [
     "ML_COLUMNS",
     "TOY_TEST_SEED",
     "CheckpointError",
+    "CollectiveError",
     "DistContext",
     "FitHistory",
     "LikelihoodLoss",
@@ -44,6 +52,7 @@ __all__ = [
     "TrainOptions",
     "Trainer",
     "Validation",
+    "collective_failure",
     "evaluate_bpd",
     "evaluate_conditional_toy",
     "evaluate_nll",
