@@ -83,6 +83,26 @@ def test_sample_draws_in_chunks_and_gives_the_samples_of_one_pass(ring_run, tmp_
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_chunked_samples_take_their_rows_of_a_per_sample_context(tmp_path, monkeypatch):
+    """A ``(n, C)`` context is cut with the chunks: each sample keeps its own context row, as in one pass."""
+    run_dir = tmp_path / "mixture"
+    assert main(["fit", "gaussian_mixture", "--conditional", "--layers", "1", "--hidden", "8", "--set",
+                 "data.train_size=500", "--set", "data.val_size=100", "--set", "data.test_size=100", "--out",
+                 str(run_dir), *TINY]) == 0
+    n = 100
+    contexts = np.eye(3)[np.arange(n) % 3]
+    np.save(tmp_path / "c.npy", contexts)
+    run = open_run(run_dir)
+    torch.manual_seed(0)
+    whole = run.flow.sample(n, torch.as_tensor(contexts, dtype=torch.float32)).numpy()
+    monkeypatch.setattr(commands, "SAMPLE_CHUNK", 32)
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(run_dir), "-n", str(n), "--context", str(tmp_path / "c.npy"), "--out", str(out),
+                 "--no-figure"]) == 0
+    np.testing.assert_array_equal(np.load(out), whole)
+    assert commands.sample_chunks(n, 32) == [32, 32, 36] and commands.sample_chunks(5, 32) == [5]
+
+
 def _peak_rss_mb(run, n, tmp_path):
     """The peak resident memory (MB) of a child process that runs ``tractable sample RUN -n N``."""
     code = ("import resource, sys; from tractable.cli import main; "
