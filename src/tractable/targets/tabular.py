@@ -273,7 +273,8 @@ def split(
         start = max([n + 1] + [math.floor((min_rows - 0.5) / f) for f in fractions if f > 0])
         needed = next((m for m in range(start, start + 1000) if all(
             size >= min_rows for size, f in zip(_sizes(m, fractions), fractions) if f > 0)), start)
-        raise ValueError(f"{n} rows are too few to split as {tuple(fractions)}: expected at least {needed} rows, "
+        raise ValueError(f"{n} {'row is' if n == 1 else 'rows are'} too few to split as {tuple(fractions)}: expected "
+                         f"at least {needed} rows, "
                          f"so that each split gets {min_rows} or more (got {tuple(sizes)})")
     first, sizes = sizes[0], sizes[1:]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
