@@ -175,10 +175,11 @@ def _sandbox():
 
 
 @SETTINGS
-@given(content=csv_texts(), suffix=st.sampled_from([".csv", ".tsv", ".txt", ".npy"]), options=OPTIONS)
-def test_fuzz_csv_files(content, suffix, options, capsys):
+@given(content=csv_texts(), stem=st.sampled_from(["data", "odd\nname", "a\tb", "é ü", 'q"uote', "back\\slash"]),
+       suffix=st.sampled_from([".csv", ".tsv", ".txt", ".npy"]), options=OPTIONS)
+def test_fuzz_csv_files(content, stem, suffix, options, capsys):
     with _sandbox() as sandbox:
-        path = sandbox / f"data{suffix}"
+        path = sandbox / f"{stem}{suffix}"
         path.write_bytes(content)
         argv = ["fit", "--data", str(path), *TINY, *options, "--out", str(sandbox / "run")]
         _check(*_run(argv, sandbox, capsys), argv)

@@ -167,19 +167,19 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             batch = _BatchUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             UnicodeError, MemoryError, OverflowError) as e:
-        raise ValueError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{str(path)!r}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
-        raise ValueError(f"{path}: expected a CIFAR-10 batch, a dict with b'data' and b'labels', got {keys}")
+        raise ValueError(f"{str(path)!r}: expected a CIFAR-10 batch, a dict with b'data' and b'labels', got {keys}")
     try:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (ValueError, TypeError, OverflowError) as e:
-        raise ValueError(f"{path}: expected uint8 data and integer labels ({e})") from None
+        raise ValueError(f"{str(path)!r}: expected uint8 data and integer labels ({e})") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{path}: expected data of shape (N, 3072), got {data.shape}")
+        raise ValueError(f"{str(path)!r}: expected data of shape (N, 3072), got {data.shape}")
     if labels.shape != (len(data),):
-        raise ValueError(f"{path}: expected {len(data)} labels, got shape {labels.shape}")
+        raise ValueError(f"{str(path)!r}: expected {len(data)} labels, got shape {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels
 
 
