@@ -175,7 +175,8 @@ def _sandbox():
 
 
 @SETTINGS
-@given(content=csv_texts(), stem=st.sampled_from(["data", "odd\nname", "a\tb", "é ü", 'q"uote', "back\\slash"]),
+@given(content=csv_texts(), stem=st.sampled_from(["data", "odd\nname", "a\tb", "é ü", 'q"uote', "back\\slash",
+                                                        "\udcffbytes"]),
        suffix=st.sampled_from([".csv", ".tsv", ".txt", ".npy"]), options=OPTIONS)
 def test_fuzz_csv_files(content, stem, suffix, options, capsys):
     with _sandbox() as sandbox:

@@ -315,6 +315,16 @@ def test_a_newline_in_the_data_path_writes_valid_toml(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "run")]) == 0
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="file names of arbitrary bytes")
+def test_a_data_path_of_undecodable_bytes_is_one_clear_line(tmp_path, capsys):
+    """Found probing odd file names: on main ``'utf-8' codec can't encode character '\\udcff' ...: surrogates not
+    allowed`` (writing config.toml); now the key and the name are named."""
+    name = os.fsdecode(bytes(tmp_path / "x") + b"\xff.csv")
+    _csv(Path(name), ["x", "y"], _rows(60, 2))
+    code, err = _fit_table(name, capsys)
+    assert code == 2 and "config key 'data.path' expects UTF-8 text" in _one_line(err)
+
+
 def test_checkpoint_errors_never_advise_loading_unsafely(ring_run, tmp_path, capsys):
     """On main the message relayed torch's 'Re-running `torch.load` with `weights_only` set to `False` will likely
     succeed'."""

@@ -206,7 +206,17 @@ def _coerce(value: Any, kind: type, key: str) -> Any:
         raise ConfigError(f"config key {key!r} expects {kind.__name__}, got {type(value).__name__} {value!r}")
     if kind is float and not math.isfinite(value):
         raise ConfigError(f"config key {key!r} expects a finite number, got {value!r}")
+    if kind is str and not _is_utf8(value):  # undecodable bytes of a file name: config.toml cannot record them
+        raise ConfigError(f"config key {key!r} expects UTF-8 text, got {value!r} (rename the file)")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
