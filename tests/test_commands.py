@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from pictures import check_picture
 
 from tractable.app import load_config, resolve
 from tractable.app.config import ConfigError, merge, read_toml
@@ -49,7 +50,7 @@ def test_sample_writes_npy_and_figure(energy_run, tmp_path):
     assert main(["sample", str(energy_run), "-n", "300"]) == 0
     x = np.load(energy_run / "samples.npy")
     assert x.shape == (300, 2) and x.dtype == np.float32 and np.isfinite(x).all()
-    assert (energy_run / "samples-scatter.png").stat().st_size > 1000
+    check_picture(energy_run / "samples-scatter.png", min_size=(600, 300))
     out = tmp_path / "again.npy"
     assert main(["sample", str(energy_run), "-n", "300", "--out", str(out), "--no-figure"]) == 0
     np.testing.assert_array_equal(np.load(out), x)  # the same seed draws the same samples
@@ -138,7 +139,7 @@ def test_eval_energy_exact_kl(energy_run):
 def test_plot_energy_and_data(energy_run, data_run, tmp_path):
     assert main(["plot", str(energy_run), "--out", str(tmp_path / "e"), "--no-gif"]) == 0
     for name in ("densities.png", "samples.png", "layers.png", "training.png"):
-        assert (tmp_path / "e" / name).stat().st_size > 1000, name
+        check_picture(tmp_path / "e" / name)
     assert not (tmp_path / "e" / "layers.gif").exists()
     assert main(["plot", str(data_run), "--out", str(tmp_path / "d")]) == 0
     assert {p.name for p in (tmp_path / "d").iterdir()} == {"densities.png", "samples.png", "training.png"}

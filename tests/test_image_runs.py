@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from pictures import check_picture
 
 from tractable.app import load_config, resolve
 from tractable.app.presets import build_preset, count_parameters, image_format, preset_info, read_preset
@@ -42,11 +43,13 @@ def test_fit_digits_writes_bits_per_dim(digits_run):
     assert m["iw_samples"] == 2 and m["steps"] == 6 and m["layers"] == 2 and m["architecture"] == "2c"
     assert m["train_rows"] + m["val_rows"] == 1500 and m["test_rows"] == 297 and m["shape"] == [1, 8, 8]
     assert 0 < m["dequantizer_parameters"] < m["parameters"]
-    # bits/dim of 17-level data: below the uniform model's log2(17) after a few steps is not guaranteed, but the
-    # figures are finite, positive, and the NLL in nats is the same bound as test_bpd
-    assert 0 < m["test_bpd"] < 10 and 0 < m["test_bpd_iw"] < 10
+    # bits/dim of 17-level data: the uniform model scores log2(17) = 4.087; these 6 steps reach 3.43 (IW 3.42,
+    # measured), so 3.6 is a real margin below uniform, and the NLL in nats is the same bound as test_bpd
+    assert 0 < m["test_bpd"] < 3.6 and 0 < m["test_bpd_iw"] < 3.6
     assert m["test_nll"] == pytest.approx(m["test_bpd"] * 64 * np.log(2), rel=1e-9)
-    for name in ("samples.png", "data.png", "training.png", "checkpoint.pt", "model.safetensors", "metrics.csv"):
+    for name in ("samples.png", "data.png", "training.png"):
+        check_picture(digits_run / name)
+    for name in ("checkpoint.pt", "model.safetensors", "metrics.csv"):
         assert (digits_run / name).stat().st_size > 100, name
     config = load_config(digits_run / "config.toml")
     assert config.model["architecture"] == "2c" and config.eval.iw_samples == 2 and config.model["hidden"] == 8
@@ -70,7 +73,7 @@ def test_sample_writes_images_and_a_grid(digits_run, tmp_path):
     assert main(["sample", str(digits_run), "-n", "10", "--temperature", "0.5", "--out", str(out)]) == 0
     x = np.load(out)
     assert x.shape == (10, 1, 8, 8) and x.dtype == np.uint8 and x.max() <= 16
-    assert (tmp_path / "s-grid.png").stat().st_size > 100
+    check_picture(tmp_path / "s-grid.png")
     again = tmp_path / "again.npy"
     assert main(["sample", str(digits_run), "-n", "10", "--temperature", "0.5", "--out", str(again),
                  "--no-figure"]) == 0

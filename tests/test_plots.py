@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from pictures import check_picture
 
 from tractable import PlanarFlow, get_target, plots
 from tractable.plots._common import _select_panels
 
-PNG = b"\x89PNG\r\n\x1a\n"
-GIF = b"GIF89a"
+PNG, GIF = "PNG", "GIF"
 
 
-def _is(path: Path, signature: bytes) -> bool:
-    return path.is_file() and path.stat().st_size > 100 and path.read_bytes()[: len(signature)] == signature
+def _is(path: Path, kind: str) -> bool:
+    """The picture is a ``kind`` file with content (:func:`pictures.check_picture` asserts what it checks)."""
+    return check_picture(path, kind=kind) == Path(path)
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,18 @@ def test_rejects_3d_target(flow, tmp_path):
     target3 = GaussianMixtureEnergy(locs=((0.0, 0.0, 0.0),), scales=(1.0,), weights=(1.0,))
     with pytest.raises(ValueError, match="expected a target of 2 features.*3"):
         plots.plot_samples(flow, target3, tmp_path / "x.png", n=10)
+
+
+def test_check_picture_rejects_a_blank_or_small_figure(tmp_path):
+    """The figure checks above look at pixels: an empty canvas or a thumbnail fails them (a size check did not)."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(4, 3))
+    fig.savefig(tmp_path / "blank.png")
+    plt.close(fig)
+    assert (tmp_path / "blank.png").stat().st_size > 100
+    with pytest.raises(AssertionError, match="blank"):
+        check_picture(tmp_path / "blank.png")
+    path = plots.plot_training(METRICS, tmp_path / "training.png")
+    with pytest.raises(AssertionError):
+        check_picture(path, min_size=(5000, 5000))

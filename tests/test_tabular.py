@@ -82,7 +82,8 @@ def test_non_finite_cells_are_located(tmp_path):
                                          r"row 1 column 2 \(nan\), row 3 column 0 \(inf\)"):
         load_table(tmp_path / "x.npy")
     (tmp_path / "m.csv").write_text("x,y\n1,2\n3,\n5,nan\n")
-    with pytest.raises(ValueError, match=r"2 non-finite or missing cells .*row 1 column 1 \(nan\), row 2 column 1"):
+    # a CSV names the file's lines (the header is line 1), an array its rows
+    with pytest.raises(ValueError, match=r"2 non-finite or missing cells .*line 3 column 1 \(nan\), line 4 column 1"):
         load_table(tmp_path / "m.csv")
 
 
@@ -134,8 +135,13 @@ def test_split_is_reproducible_disjoint_and_aligned():
         split(x, (0.8, 0.3))
     with pytest.raises(ValueError, match="same number of rows"):
         split((x, c[:10]))
-    with pytest.raises(ValueError, match="first split would be empty"):
+    with pytest.raises(ValueError, match=r"1 row is too few to split as \(0.2, 0.8\): expected at least 3 rows"):
         split(x[:1], (0.2, 0.8))
+    with pytest.raises(ValueError, match=r"2 rows are too few .* at least 6 rows, so that each split gets 1 or more"):
+        split(x[:2])
+    with pytest.raises(ValueError, match=r"at least 15 rows, so that each split gets 2 or more"):
+        split(x[:14], min_rows=2)
+    assert [len(part) for part in split(x[:6])] == [4, 1, 1] and len(split(x[:3], (0.5, 0.5, 0.0))[2]) == 0
 
 
 def test_standardizer_uses_the_training_split_only():

@@ -279,6 +279,8 @@ def _list(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv`` and run the command; errors print one line and return 2 (1 for an operating-system
     error such as a full disk or a run directory that cannot be written)."""
+    for stream in (sys.stdout, sys.stderr):  # a console that cannot show "‖" or "±" gets escapes, not an error
+        getattr(stream, "reconfigure", lambda **_: None)(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

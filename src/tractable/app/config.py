@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from ..training.distributed import COLLECTIVE_TIMEOUT
 from ..training.options import TrainOptions
 
 if sys.version_info >= (3, 11):
@@ -52,6 +53,7 @@ class TrainConfig:
     finite is skipped, and ``max_bad_steps`` of them in a row stop the run; ``detect_anomaly`` turns on autograd's
     anomaly detection (slow). Checkpoints: a training checkpoint every ``checkpoint_every`` steps (and at the end)
     in the run's ``checkpoints/`` directory, the ``keep_last`` newest kept (plus ``best.pt`` for validated fits).
+    Under ``torchrun``, a collective that waits ``timeout`` minutes for another rank ends every rank with one line.
     The defaults are the energies' (reverse KL); the data and image tasks override what differs.
     """
 
@@ -73,6 +75,7 @@ class TrainConfig:
     detect_anomaly: bool = _LIBRARY.detect_anomaly
     checkpoint_every: int = _LIBRARY.checkpoint_every
     keep_last: int = _LIBRARY.keep_last
+    timeout: float = COLLECTIVE_TIMEOUT
 
 
 @dataclass
@@ -203,7 +206,17 @@ def _coerce(value: Any, kind: type, key: str) -> Any:
         raise ConfigError(f"config key {key!r} expects {kind.__name__}, got {type(value).__name__} {value!r}")
     if kind is float and not math.isfinite(value):
         raise ConfigError(f"config key {key!r} expects a finite number, got {value!r}")
+    if kind is str and not _is_utf8(value):  # undecodable bytes of a file name: config.toml cannot record them
+        raise ConfigError(f"config key {key!r} expects UTF-8 text, got {value!r} (rename the file)")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
@@ -256,13 +269,17 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, str):  # a basic string: control characters (a newline in a path) as escapes, as TOML requires
+        return '"' + "".join(_TOML_ESCAPES.get(ch, f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
+                             for ch in v) + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")

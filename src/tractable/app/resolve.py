@@ -57,6 +57,14 @@ def _defaults(task: Task, user_model: Mapping[str, Any]) -> dict[str, Any]:
     return defaults
 
 
+def _fit_warmup(defaults: dict[str, Any], train: Any) -> None:
+    """A task's default warmup, which the user never set, is cut to fit the user's ``train.steps`` (a warmup the user
+    gives is checked as given)."""
+    table, steps = defaults.get("train", {}), train.get("steps") if isinstance(train, dict) else None
+    if isinstance(steps, int) and not isinstance(steps, bool) and "warmup" in table and "warmup" not in train:
+        table["warmup"] = max(0, min(table["warmup"], steps - 1))
+
+
 def resolve(user: Mapping[str, Any], *, options: Mapping[str, Any] | None = None,
             sets: Iterable[tuple[str, Any]] = ()) -> FitConfig:
     """The resolved configuration: the task's defaults under ``user`` (a file's tables), ``options`` (dotted keys of
@@ -87,7 +95,9 @@ def resolve(user: Mapping[str, Any], *, options: Mapping[str, Any] | None = None
     model = data.get("model", {})
     if not isinstance(model, dict):
         raise ConfigError(f"config section 'model' expects a table, got {model!r}")
-    config = FitConfig.from_dict(merge(_defaults(task, model), data))
+    defaults = _defaults(task, model)
+    _fit_warmup(defaults, data.get("train"))
+    config = FitConfig.from_dict(merge(defaults, data))
     config.model = check_model(config.model, images=task.images, target=config.target)
     return config
 

@@ -24,6 +24,7 @@ from ..flow import Flow
 from ..training import (
     CheckpointError,
     DistContext,
+    collective_failure,
     init_distributed,
     load_checkpoint,
     load_model_state,
@@ -99,7 +100,7 @@ def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: 
     task = task_for(config)
     check_settings(config)
     out = Path(out)
-    started = init_distributed(config.train.device)
+    started = init_distributed(config.train.device, timeout=config.train.timeout)
     lock: RunLock | None = None
     try:
         ctx = DistContext.current()
@@ -129,11 +130,14 @@ def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: 
                        main=ctx.is_main, on_start=take_directory)
         if ctx.is_main:
             echo(f"run directory: {out}")
-    except BaseException:
+    except BaseException as e:
+        lost = collective_failure(e, config.train.timeout) if started else None  # another rank stopped or left
         if lock is not None:
             lock.release()
         if started:
             shutdown_distributed(wait=False)
+        if lost is not None:
+            raise lost from None  # one line, not the backend's traceback
         raise
     if lock is not None:
         lock.release()

@@ -20,6 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+try:  # numpy >= 2 (numpy.core is a deprecated alias there)
+    from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+    from numpy.core.numeric import _frombuffer
+
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -114,11 +121,74 @@ def load_mnist(directory: str | Path) -> ImageData:
     return ImageData("mnist", arrays["train"][0], arrays["test"][0], 256, arrays["train"][1], arrays["test"][1])
 
 
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as Python 3 pickles ``bytes`` at protocol 2, for Latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refused _codecs.encode({type(text).__name__}, {encoding!r}); expected latin1")
+    return text.encode("latin1")
+
+
+#: The only globals a CIFAR-10 batch may name: the numpy array and dtype reconstructors (NumPy 1 and 2 spellings;
+#: ``_frombuffer`` for protocol 5) and Latin-1 ``bytes`` of protocol 2. Dicts, lists, strings, bytes and numbers
+#: are pickle opcodes and need no global.
+CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what :data:`CIFAR_GLOBALS` admits, so a batch cannot run code (a plain
+    ``pickle.load`` calls any global a file names, e.g. ``os.system`` through ``__reduce__``)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refused the global {module}.{name}") from None
+
+
+def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The images ``(N, 3, 32, 32)`` (``uint8``) and labels ``(N,)`` of one CIFAR-10 python batch, read with an
+    unpickler that admits only numpy arrays, dicts, lists, strings and numbers.
+
+    Raises:
+        ValueError: naming the file, for a file that is not such a pickle (naming a refused global, e.g.
+            ``os.system``), or a batch without ``data`` ``(N, 3072)`` and ``N`` ``labels``.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            UnicodeError, MemoryError, OverflowError) as e:
+        raise ValueError(f"{str(path)!r}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"{str(path)!r}: expected a CIFAR-10 batch, a dict with b'data' and b'labels', got {keys}")
+    try:
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"{str(path)!r}: expected uint8 data and integer labels ({e})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{str(path)!r}: expected data of shape (N, 3072), got {data.shape}")
+    if labels.shape != (len(data),):
+        raise ValueError(f"{str(path)!r}: expected {len(data)} labels, got shape {labels.shape}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
 def load_cifar10(directory: str | Path) -> ImageData:
     """CIFAR-10 from the python pickle batches (``data_batch_1..5``, ``test_batch``): 256 levels, ``(N, 3, 32, 32)``.
 
     ``directory`` may be the ``cifar-10-batches-py`` folder itself or the folder that holds it. The batches are
-    pickles: load only files you trust.
+    pickles, read by :func:`read_cifar_batch`, which refuses every global but numpy's array reconstructors: a
+    tampered batch is an error, not code that runs.
     """
     directory = Path(directory)
     if (directory / "cifar-10-batches-py").is_dir():
@@ -134,13 +204,9 @@ def load_cifar10(directory: str | Path) -> ImageData:
                     f"missing {name} in {directory}; expected the CIFAR-10 python batches {', '.join(expected)} "
                     "(nothing is downloaded: place them there yourself)"
                 )
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            data = np.asarray(batch[b"data"], dtype=np.uint8)
-            if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-                raise ValueError(f"{path}: expected data of shape (N, 3072), got {data.shape}")
-            xs.append(data.reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+            x, y = read_cifar_batch(path)
+            xs.append(x)
+            ys.append(y)
         out[split] = (torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
     return ImageData("cifar10", out["train"][0], out["test"][0], 256, out["train"][1], out["test"][1])
 
@@ -165,5 +231,6 @@ __all__ = [
     "load_digits",
     "load_images",
     "load_mnist",
+    "read_cifar_batch",
     "read_idx",
 ]

@@ -26,6 +26,7 @@ from torch import Tensor
 from ..transforms.elementwise import StandardizeTransform
 
 _SHOWN = 5  # how many bad cells an error message lists
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
 
 
 @dataclass
@@ -60,8 +61,18 @@ def _split_line(line: str, delimiter: str | None) -> list[str]:
     return [cell.strip() for cell in next(csv.reader(io.StringIO(line), delimiter=delimiter))]
 
 
-def _read_csv(path: Path, delimiter: str | None) -> tuple[np.ndarray, list[str] | None]:
-    lines = [(i + 1, line) for i, line in enumerate(path.read_text().splitlines()) if line.strip()]
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, a leading byte-order mark dropped (spreadsheets write one)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason}); expected a CSV of "
+                         "numbers") from None
+
+
+def _read_csv(path: Path, delimiter: str | None) -> tuple[np.ndarray, list[str] | None, np.ndarray]:
+    """The numbers, the header (if any) and the file's line number of every data row."""
+    lines = [(i + 1, line) for i, line in enumerate(_read_text(path).splitlines()) if line.strip()]
     if not lines:
         raise ValueError(f"file {str(path)!r} is empty; expected a header and/or rows of numbers")
     if delimiter is None:
@@ -70,6 +81,10 @@ def _read_csv(path: Path, delimiter: str | None) -> tuple[np.ndarray, list[str] 
     header = None
     if any(cell and not _is_number(cell) for cell in first):
         header, lines = first, lines[1:]
+        duplicates = sorted({name for name in header if header.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"file {str(path)!r} names the columns {duplicates} more than once in its header; "
+                             "expected unique column names")
         if not lines:
             raise ValueError(f"file {str(path)!r} has a header but no data rows")
     width = len(header) if header is not None else len(_split_line(lines[0][1], delimiter))
@@ -91,18 +106,52 @@ def _read_csv(path: Path, delimiter: str | None) -> tuple[np.ndarray, list[str] 
                 raise ValueError(
                     f"file {str(path)!r} line {line_no} (data row {r}) column {c}: expected a number, got {cell!r}"
                 ) from None
-    return data, header
+    return data, header, np.array([n for n, _ in lines])
 
 
-def _check_finite(data: np.ndarray, path: Path) -> None:
+def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        magic = f.read(len(NPY_MAGIC))
+    if magic != NPY_MAGIC:
+        raise ValueError(f"file {str(path)!r} is not a .npy file (it does not begin with the .npy magic bytes); "
+                         "expected an array saved by numpy.save (a CSV file should end in .csv)")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        reason = "it holds Python objects" if "pickled" in str(e) else str(e)
+        raise ValueError(f"file {str(path)!r} is not a readable numeric .npy array: {reason}") from None
+    if data.ndim != 2:
+        raise ValueError(f"expected a 2D array (rows, columns) in {str(path)!r}, got shape {data.shape}")
+    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
+        raise ValueError(f"expected a float or integer array in {str(path)!r}, got dtype {data.dtype}")
+    return data.astype(np.float64)
+
+
+def _place(lines: np.ndarray | None, r: int) -> str:
+    """Where data row ``r`` is in its file: the line of a CSV, the row of an array."""
+    return f"line {lines[r]}" if lines is not None else f"row {r}"
+
+
+def _check_finite(data: np.ndarray, path: Path, lines: np.ndarray | None, dtype: torch.dtype) -> None:
+    """Every cell finite, and representable in ``dtype`` (``1e39`` overflows float32 to infinity)."""
     bad = ~np.isfinite(data)
     if bad.any():
         rows, cols = np.nonzero(bad)
-        shown = ", ".join(f"row {r} column {c} ({data[r, c]})" for r, c in zip(rows[:_SHOWN], cols[:_SHOWN]))
+        shown = ", ".join(f"{_place(lines, r)} column {c} ({data[r, c]})" for r, c in zip(rows[:_SHOWN], cols[:_SHOWN]))
         more = f" and {len(rows) - _SHOWN} more" if len(rows) > _SHOWN else ""
         raise ValueError(
             f"file {str(path)!r} has {len(rows)} non-finite or missing cells in {len(np.unique(rows))} rows, "
             f"columns {np.unique(cols).tolist()}: {shown}{more}; expected finite numbers (drop or impute them)"
+        )
+    largest = torch.finfo(dtype).max
+    over = np.abs(data) > largest
+    if over.any():
+        rows, cols = np.nonzero(over)
+        r, c = rows[0], cols[0]
+        raise ValueError(
+            f"file {str(path)!r} {_place(lines, r)} column {c}: {float(data[r, c])!r} overflows {str(dtype)[6:]} "
+            f"(largest {largest:.4g}; {len(rows)} cell{'s' if len(rows) > 1 else ''} in all); expected values within "
+            "range (rescale the column, or train in float64: --set train.dtype=float64)"
         )
 
 
@@ -150,32 +199,30 @@ def load_table(
         delimiter: the CSV delimiter (default: detected).
         dtype: the floating dtype of the returned tensors.
 
+    A CSV is read as UTF-8 (a leading byte-order mark is dropped); its header names must be unique. A ``.npy`` file
+    must be an array saved by ``numpy.save`` (nothing is unpickled).
+
     Raises:
-        ValueError: naming the file, for a missing file, an unsupported extension, a non-2D array, a non-numeric
-            cell, rows of unequal length, NaN/inf/missing cells (with their rows and columns) or bad context columns.
+        ValueError: naming the file, for a missing file, an unsupported extension, a file that is not what its
+            extension says, a non-2D array, a non-numeric cell, rows of unequal length, duplicate header names,
+            NaN/inf/missing cells or values that overflow ``dtype`` (with their lines of a CSV, rows of an array, and
+            columns) or bad context columns.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"data file {str(path)!r} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
     suffix = path.suffix.lower()
     header: list[str] | None = None
+    lines: np.ndarray | None = None
     if suffix == ".npy":
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise ValueError(f"file {str(path)!r} is not a readable numeric .npy array: {e}") from None
-        if data.ndim != 2:
-            raise ValueError(f"expected a 2D array (rows, columns) in {str(path)!r}, got shape {data.shape}")
-        if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
-            raise ValueError(f"expected a float or integer array in {str(path)!r}, got dtype {data.dtype}")
-        data = data.astype(np.float64)
+        data = _read_npy(path)
     elif suffix in (".csv", ".txt", ".tsv"):
-        data, header = _read_csv(path, "\t" if suffix == ".tsv" and delimiter is None else delimiter)
+        data, header, lines = _read_csv(path, "\t" if suffix == ".tsv" and delimiter is None else delimiter)
     else:
         raise ValueError(f"unsupported data file extension {suffix!r} for {str(path)!r}; expected .npy or .csv")
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise ValueError(f"expected at least one row and one column in {str(path)!r}, got shape {data.shape}")
-    _check_finite(data, path)
+    _check_finite(data, path, lines, dtype)
     ctx_idx = _resolve_columns(context_columns, data.shape[1], header, path) if context_columns else []
     feat_idx = [c for c in range(data.shape[1]) if c not in ctx_idx]
     features = torch.as_tensor(data[:, feat_idx], dtype=dtype)
@@ -190,6 +237,7 @@ def split(
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     *,
     seed: int = 0,
+    min_rows: int = 1,
 ) -> list[Any]:
     """Shuffle rows reproducibly and cut them into splits (train, validation, test by default).
 
@@ -199,6 +247,11 @@ def split(
         fractions: the share of rows in each split; non-negative and summing to 1. Every split but the first gets
             ``round(fraction · rows)`` rows, the first the rest.
         seed: seeds the permutation (a ``torch.Generator``; the same seed gives the same splits).
+        min_rows: the fewest rows a split of positive fraction may get.
+
+    Raises:
+        ValueError: for arrays of different lengths, bad fractions, or too few rows for every split of positive
+            fraction to get ``min_rows`` (the message says how many are needed).
 
     Returns:
         One entry per split: a tensor when ``arrays`` is one tensor, else a tuple aligned with ``arrays``.
@@ -214,10 +267,16 @@ def split(
             raise ValueError(f"expected arrays with the same number of rows, got {[tuple(a.shape) for a in present]}")
     if not fractions or any(not f >= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"expected non-negative fractions summing to 1, got {tuple(fractions)}")
-    sizes = [round(f * n) for f in fractions[1:]]
-    first = n - sum(sizes)
-    if first < 1:
-        raise ValueError(f"the first split would be empty: {n} rows split as {tuple(fractions)}")
+    sizes = _sizes(n, fractions)
+    if any(size < min_rows for size, f in zip(sizes, fractions) if f > 0):
+        # round(f·m) >= min_rows needs about f·m >= min_rows - 0.5: start there, then step to the exact count
+        start = max([n + 1] + [math.floor((min_rows - 0.5) / f) for f in fractions if f > 0])
+        needed = next((m for m in range(start, start + 1000) if all(
+            size >= min_rows for size, f in zip(_sizes(m, fractions), fractions) if f > 0)), start)
+        raise ValueError(f"{n} {'row is' if n == 1 else 'rows are'} too few to split as {tuple(fractions)}: expected "
+                         f"at least {needed} rows, "
+                         f"so that each split gets {min_rows} or more (got {tuple(sizes)})")
+    first, sizes = sizes[0], sizes[1:]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     out, start = [], 0
     for size in [first, *sizes]:
@@ -227,6 +286,12 @@ def split(
                       for a in items)
         out.append(parts[0] if single else parts)
     return out
+
+
+def _sizes(n: int, fractions: Sequence[float]) -> list[int]:
+    """The rows of each split: ``round(fraction · n)`` for all but the first, which gets the rest."""
+    rest = [round(f * n) for f in fractions[1:]]
+    return [n - sum(rest), *rest]
 
 
 class Standardizer:

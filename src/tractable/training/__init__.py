@@ -11,7 +11,14 @@ from .checkpoint import (
     newest_intact_checkpoint,
     save_checkpoint,
 )
-from .distributed import DistContext, init_distributed, initialize_actnorm, shutdown_distributed
+from .distributed import (
+    CollectiveError,
+    DistContext,
+    collective_failure,
+    init_distributed,
+    initialize_actnorm,
+    shutdown_distributed,
+)
 from .evaluation import (
     TOY_TEST_SEED,
     evaluate_bpd,
@@ -39,6 +46,7 @@ __all__ = [
     "ML_COLUMNS",
     "TOY_TEST_SEED",
     "CheckpointError",
+    "CollectiveError",
     "DistContext",
     "FitHistory",
     "LikelihoodLoss",
@@ -51,6 +59,7 @@ __all__ = [
     "TrainOptions",
     "Trainer",
     "Validation",
+    "collective_failure",
     "evaluate_bpd",
     "evaluate_conditional_toy",
     "evaluate_nll",

@@ -40,12 +40,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds; all mean "unreadable"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded safely (weights_only): {first}") from None
+        reason = _reason(e)
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded safely (weights_only): {reason}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} has format {found!r}, expected {FORMAT_VERSION}")
     return state
+
+
+#: Sentences of torch's errors that advise an unsafe step (loading with ``weights_only=False``): never relayed.
+_UNSAFE_ADVICE = re.compile(r"weights_only|re-?running|trusted source|trust the source|can still be loaded|"
+                            r"documentation|arbitrary code", re.IGNORECASE)
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong, in at most two sentences of ``error``'s message, without its advice to load unsafely.
+
+    Example:
+        >>> _reason(RuntimeError("Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+        ...                      "`False` will likely succeed.\\n\\nTrying to load unsupported GLOBAL posix.system."))
+        'Weights only load failed. Trying to load unsupported GLOBAL posix.system.'
+    """
+    sentences = (part.strip() for part in re.split(r"(?<=[.!?])\s+|\n+", str(error)))
+    kept = [part for part in sentences if part and not _UNSAFE_ADVICE.search(part)][:2]
+    text = " ".join(kept)
+    return text if len(text) >= 20 else f"{type(error).__name__}: {text}".rstrip(": ")
 
 
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")

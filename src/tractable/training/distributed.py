@@ -9,10 +9,12 @@ and only rank 0 writes files and shows progress.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -21,6 +23,14 @@ from torch import Tensor, nn
 
 from ..transforms.normalization import ActNorm
 from ..utils import evaluating
+
+#: Minutes a collective waits for the other ranks before it fails (``train.timeout``); PyTorch's own default is 30
+#: (10 for NCCL), half an hour of a stopped run holding every other process.
+COLLECTIVE_TIMEOUT = 5.0
+
+
+class CollectiveError(TimeoutError):
+    """A collective operation failed because another rank stopped, hangs past the timeout, or has left the group."""
 
 
 @dataclass(frozen=True)
@@ -73,19 +83,51 @@ class DistContext:
         return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
-def init_distributed(device: str = "cpu") -> bool:
+def init_distributed(device: str = "cpu", *, timeout: float = COLLECTIVE_TIMEOUT) -> bool:
     """Join the process group that ``torchrun`` describes in the environment; ``False`` when not launched so.
 
-    The backend is NCCL for a CUDA ``device`` (each process then uses ``cuda:LOCAL_RANK``) and gloo otherwise.
-    Returns whether this call initialised the group (and :func:`shutdown_distributed` should end it).
+    The backend is NCCL for a CUDA ``device`` (each process then uses ``cuda:LOCAL_RANK``) and gloo otherwise. A
+    collective that waits more than ``timeout`` minutes for another rank fails (:func:`collective_failure` turns the
+    backend's error into one line). Returns whether this call initialised the group (and
+    :func:`shutdown_distributed` should end it).
+
+    Raises:
+        ValueError: for a ``timeout`` that is not a positive finite number of minutes.
     """
+    number = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+    if not (number and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"expected train.timeout to be a positive number of minutes, got {timeout!r}")
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
         return False
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout))
     return True
+
+
+#: Fragments of the backends' messages for a collective that timed out or lost a peer (gloo's and NCCL's wording).
+_LOST_PEER = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "connection refused",
+              "nccl communicator was aborted", "by peer")
+
+
+def collective_failure(error: BaseException, timeout: float) -> CollectiveError | None:
+    """The one-line :class:`CollectiveError` for a backend's error about a stopped or departed rank, else ``None``.
+
+    Example:
+        >>> collective_failure(RuntimeError("[gloo] Timed out waiting 3000ms for recv operation"), 0.05).args[0][:40]
+        'a collective operation failed after wait'
+        >>> collective_failure(ValueError("bad value"), 5) is None
+        True
+    """
+    if not isinstance(error, RuntimeError) or isinstance(error, NotImplementedError):
+        return None
+    text = str(error).lower()
+    if not any(fragment in text for fragment in _LOST_PEER):
+        return None
+    rank = f"rank {dist.get_rank()}: " if dist.is_available() and dist.is_initialized() else ""
+    return CollectiveError(f"{rank}a collective operation failed after waiting up to {timeout:g} minutes "
+                           "(train.timeout) for another rank, which stopped, hangs or has exited")
 
 
 def shutdown_distributed(*, wait: bool = True) -> None:
