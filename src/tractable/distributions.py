@@ -256,7 +256,7 @@ class TorchBase(Distribution):
         # a buffer, so the flow's dtype and device checks read it in O(1) and it follows .to() like the rest
         self.register_buffer("_zero", torch.zeros((), dtype=ref.dtype, device=ref.device))
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module's signature
+    def _apply(self, fn, recurse=True):
         # .to()/.double()/.cuda() reach the distribution's tensors (cached ones included), so the base follows the flow
         def move(obj: object) -> None:
             for key, value in vars(obj).items():

@@ -295,8 +295,8 @@ class FlowDistribution(TorchDistribution):
 
 def _kl_flow(p: TorchDistribution, q: TorchDistribution) -> Tensor:
     raise NotImplementedError(
-        "the KL divergence of a flow has no closed form; use flow.kl(other, n), a Monte Carlo estimate of KL(flow‖other) "
-        "from n samples of the flow"
+        "the KL divergence of a flow has no closed form; use flow.kl(other, n), a Monte Carlo estimate of "
+        "KL(flow‖other) from n samples of the flow"
     )
 
 
