@@ -75,9 +75,13 @@ def _psis_numpy(log_w: np.ndarray) -> tuple[np.ndarray, float]:
     s = len(log_w)
     x = log_w - log_w.max()
     order = np.argsort(x)
-    cutoff = max(x[order[-math.ceil(min(s / 5, 3 * math.sqrt(s))) - 1]], math.log(np.finfo(float).tiny))
+    m = math.ceil(min(s / 5, 3 * math.sqrt(s)))
+    cutoff = max(x[order[-m - 1]], math.log(np.finfo(float).tiny))
     tail = np.flatnonzero(x > cutoff)
-    k = math.inf
+    # Fewer than 5 weights above the cutoff: too few samples (k = inf, as ArviZ), or, with a tail of 5 or more, the
+    # largest weights are tied (constant weights: q = p up to rounding), a bounded tail; ArviZ says inf there too,
+    # which would read as "unusable" for a perfect fit, so 0 is reported.
+    k = math.inf if m <= 4 else 0.0
     if len(tail) > 4:
         tail = tail[np.argsort(x[tail])]
         exceed = np.exp(x[tail]) - math.exp(cutoff)
@@ -118,7 +122,7 @@ def psis(log_w: Tensor, *, backend: str = "tractable") -> PSIS:
 
     Returns:
         The smoothed normalized log-weights (float64, on ``log_w``'s device) and ``k̂`` (``inf`` when the tail holds
-        fewer than 5 weights, e.g. for fewer than about 25 samples).
+        fewer than 5 weights, i.e. for fewer than 25 samples; 0 when the largest weights are tied, as for ``q = p``).
     """
     if log_w.dim() != 1 or log_w.numel() < 2:
         raise ValueError(f"expected at least two log-weights in a 1-D tensor, got shape {tuple(log_w.shape)}")
