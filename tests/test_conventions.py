@@ -30,7 +30,7 @@ def planar_flow(features: int = 2, base: object = None) -> Flow:
     return Flow(Inverse(Planar(features, layers=2)), base if base is not None else StandardNormal(features))
 
 
-# -- item 3: conventions ------------------------------------------------------------------------------------------------
+# -- item 3: conventions -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("shape", "expected"), [(3, (3, 2)), ((3,), (3, 2)), ((2, 3), (2, 3, 2)),
@@ -134,7 +134,7 @@ def test_what_has_no_closed_form_says_what_to_use(call: object, instead: str) ->
         call(planar_flow()())
 
 
-# -- item 4: errors that teach ------------------------------------------------------------------------------------------
+# -- item 4: errors that teach -----------------------------------------------------------------------------------------
 
 
 def test_dtype_mismatch_names_both_dtypes_and_the_fix() -> None:
