@@ -58,10 +58,10 @@ def _gpd_fit(x: np.ndarray) -> tuple[float, float]:
         weights = 1 / np.exp(profile - profile[:, None]).sum(axis=1)
     keep = weights >= 10 * np.finfo(float).eps  # negligible weights only add rounding
     b, weights = b[keep], weights[keep] / weights[keep].sum()
-    b_post = float(np.sum(b * weights))
-    k_post = float(np.log1p(-b_post * x).mean())
-    sigma = -k_post / b_post
-    return (n * k_post + 10 * 0.5) / (n + 10), sigma
+    b_post = np.sum(b * weights)
+    k_post = np.log1p(-b_post * x).mean()
+    sigma = float(-k_post / b_post)
+    return float((n * k_post + 10 * 0.5) / (n + 10)), sigma
 
 
 def _gpd_quantiles(p: np.ndarray, k: float, sigma: float) -> np.ndarray:
@@ -78,18 +78,22 @@ def _psis_numpy(log_w: np.ndarray) -> tuple[np.ndarray, float]:
     m = math.ceil(min(s / 5, 3 * math.sqrt(s)))
     cutoff = max(x[order[-m - 1]], math.log(np.finfo(float).tiny))
     tail = np.flatnonzero(x > cutoff)
-    # Fewer than 5 weights above the cutoff: too few samples (k = inf, as ArviZ), or, with a tail of 5 or more, the
-    # largest weights are tied (constant weights: q = p up to rounding), a bounded tail; ArviZ says inf there too,
-    # which would read as "unusable" for a perfect fit, so 0 is reported.
+    # Fewer than 5 weights above the cutoff: too few samples (k = inf, as ArviZ). Otherwise, the largest weights may
+    # be tied: equal up to the rounding of the log-densities (spread < 1e-6 nats; constant weights, q = p), a bounded
+    # tail. ArviZ then says inf (or fits the rounding noise into NaN weights), which would read as "unusable" for a
+    # perfect fit; 0 is reported and nothing smoothed.
     k = math.inf if m <= 4 else 0.0
-    if len(tail) > 4:
+    if len(tail) > 4 and x[tail].max() - cutoff > 1e-6:
         tail = tail[np.argsort(x[tail])]
         exceed = np.exp(x[tail]) - math.exp(cutoff)
-        k, sigma = _gpd_fit(exceed)
-        if math.isfinite(k) and sigma > 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k, sigma = _gpd_fit(exceed)
+        if math.isfinite(k) and math.isfinite(sigma) and sigma > 0:
             probs = np.arange(0.5, len(tail)) / len(tail)
             x[tail] = np.log(_gpd_quantiles(probs, k, sigma) + math.exp(cutoff))
             x[x > 0] = 0  # truncate at the largest raw weight
+        elif not math.isfinite(k):
+            k = math.inf
     x -= np.logaddexp.reduce(x)
     return x, float(k)
 

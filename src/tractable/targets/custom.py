@@ -71,6 +71,16 @@ class CallableTarget(Energy):
         return f"CallableTarget({self.name}, features={self.features})"
 
 
+def _dtype_of(dist: torch.distributions.Distribution) -> torch.dtype | None:
+    """The floating dtype of a distribution's parameters (of the wrapped one for ``Independent`` and the like)."""
+    for value in vars(dist).values():
+        if isinstance(value, Tensor) and value.is_floating_point():
+            return value.dtype
+        if isinstance(value, torch.distributions.Distribution) and (inner := _dtype_of(value)) is not None:
+            return inner
+    return None
+
+
 class DistributionTarget(Energy):
     """A ``torch.distributions.Distribution`` over vectors as a target; normalized, so ``log Z = 0``.
 
@@ -92,8 +102,7 @@ class DistributionTarget(Energy):
                              f"{kind} of batch shape {tuple(dist.batch_shape)} and event shape "
                              f"{tuple(dist.event_shape)}{hint}")
         self.dist, self.features, self.name = dist, int(dist.event_shape[0]), name or kind
-        mean = next((v for v in vars(dist).values() if isinstance(v, Tensor) and v.is_floating_point()), None)
-        self._dtype = mean.dtype if mean is not None else None
+        self._dtype = _dtype_of(dist)
 
     def log_prob(self, z: Tensor) -> Tensor:
         if z.dim() < 2 or z.shape[-1] != self.features:
