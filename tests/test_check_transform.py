@@ -168,3 +168,15 @@ def test_a_bounded_domain() -> None:
     check_transform(Sigmoid01(), domain=(0.0, 1.0))
     with pytest.raises(AssertionError, match="non-finite output"):
         check_transform(Sigmoid01())  # inputs outside (0, 1)
+
+
+@pytest.mark.parametrize("module", ["tractable.transforms.maps", "tractable.testing", "tractable.diagnostics",
+                                    "tractable.targets.custom", "tractable.flow", "tractable.distributions"])
+def test_the_examples_of_the_new_api_run(module: str) -> None:
+    """The docstring examples of issue 12's API (a custom ElementwiseMap under check_transform, PSIS, custom targets,
+    the torch conventions) run as written."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result
