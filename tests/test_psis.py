@@ -71,7 +71,8 @@ def test_pareto_k_tells_a_good_fit_from_a_bad_one() -> None:
     assert close["pareto_k"] < K_RELIABLE < wide["pareto_k"], (close["pareto_k"], wide["pareto_k"])
     assert evaluate_reverse(flow, lambda x: -0.5 * (x**2).sum(-1), 20_000)["pareto_k"] < K_RELIABLE
     assert psis(torch.zeros(100, dtype=torch.float64)).k == 0.0 and psis(torch.zeros(20)).k == math.inf
-    assert "reliable" in pareto_k_reading(close["pareto_k"], 20_000)
+    assert pareto_k_reading(close["pareto_k"], 20_000).endswith("< 0.70: importance weights reliable")
+    assert "< 0.67" in pareto_k_reading(0.5, 1000)  # the sample-size threshold 1 − 1/log₁₀ S of Vehtari et al.
     assert "unreliable" in pareto_k_reading(0.8) and "not usable" in pareto_k_reading(1.3)
     assert pareto_k_reading(None) == "Pareto k̂ unavailable"
 

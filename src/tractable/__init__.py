@@ -16,7 +16,7 @@ __version__ = "0.2.0"
 
 #: submodule -> the public names it provides.
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "diagnostics": ("pareto_k", "pareto_k_reading", "psis", "psis_expectation"),
+    "diagnostics": ("pareto_k", "pareto_k_reading", "psis", "psis_expectation", "reverse_summary"),
     "dequantization": ("UniformDequantization", "VariationalDequantization", "bits_per_dim", "unit_bits_per_dim"),
     "distributions": (
         "DiagonalGaussian", "Distribution", "GaussianMixture", "StandardLogistic", "StandardNormal", "TorchBase",

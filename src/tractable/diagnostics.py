@@ -28,7 +28,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,11 +159,32 @@ def pareto_k_reading(k: float | None, samples: int | None = None) -> str:
         return "Pareto k̂ unavailable"
     limit = min(K_RELIABLE, 1 - 1 / math.log10(samples)) if samples and samples > 10 else K_RELIABLE
     if k < limit:
-        return f"Pareto k̂ = {k:.2f} < {limit:.2f}: the importance weights are reliable, q fits p well"
+        return f"Pareto k̂ = {k:.2f} < {limit:.2f}: importance weights reliable"
     if k < 1:
-        return (f"Pareto k̂ = {k:.2f} ≥ {limit:.2f}: unreliable, q misses part of p (fit longer, or a more flexible "
-                "flow)")
-    return f"Pareto k̂ = {k:.2f} ≥ 1: importance sampling from q is not usable, q misses much of p"
+        return (f"Pareto k̂ = {k:.2f} ≥ {limit:.2f}: importance weights unreliable, q misses part of p (fit longer, "
+                "or a more flexible flow)")
+    return f"Pareto k̂ = {k:.2f} ≥ 1: importance weights not usable, q misses much of p"
+
+
+def reverse_summary(metrics: Mapping[str, Any]) -> str:
+    """One line of :func:`~tractable.objectives.evaluate_reverse`'s figures for a person: the exact KL where ``log Z``
+    is known (else the ELBO), ESS, the Pareto k̂ with its reading, and ``log Ẑ``.
+
+    Example:
+        >>> line = reverse_summary({"kl": None, "kl_stderr": None, "elbo": -3.2, "elbo_stderr": 0.01, "ess": 0.9,
+        ...                         "pareto_k": 0.31, "log_z_estimate": -3.1, "log_z": None, "samples": 1000})
+        >>> line.split(";")[0]
+        'ELBO = -3.2000 ± 0.0100 nats, ESS = 0.900, Pareto k̂ = 0.31 < 0.67: importance weights reliable'
+    """
+    m = metrics
+    if m.get("kl") is not None:
+        head = f"KL(q‖p) = {m['kl']:.4f} ± {m['kl_stderr']:.4f} nats"
+    else:
+        head = f"ELBO = {m['elbo']:.4f} ± {m['elbo_stderr']:.4f} nats"
+    samples = m.get("samples", m.get("eval_samples"))
+    log_z = f" (log Z = {m['log_z']:.4f})" if m.get("log_z") is not None else ""
+    return (f"{head}, ESS = {m['ess']:.3f}, {pareto_k_reading(m.get('pareto_k'), samples)}; "
+            f"log Ẑ = {m['log_z_estimate']:.4f}{log_z}" + (f", {samples:,} samples" if samples else ""))
 
 
 @dataclass
@@ -228,4 +249,7 @@ def psis_expectation(flow: Flow, target: Any, fn: Callable[[Tensor], Tensor] | N
     return PSISExpectation(value, result.k, float(1 / (w * w).sum() / n), n)
 
 
-__all__ = ["K_RELIABLE", "PSIS", "PSISExpectation", "pareto_k", "pareto_k_reading", "psis", "psis_expectation"]
+__all__ = [
+    "K_RELIABLE", "PSIS", "PSISExpectation", "pareto_k", "pareto_k_reading", "psis", "psis_expectation",
+    "reverse_summary",
+]
