@@ -42,7 +42,8 @@ class Distribution(nn.Module):
 
     def _reference(self) -> Tensor:
         """A tensor whose dtype and device the samples take."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _reference(), a tensor of the samples' dtype "
+                                  "and device (e.g. a zero buffer)")
 
     def _check(self, x: Tensor) -> None:
         k = len(self.event_shape)
@@ -56,14 +57,15 @@ class Distribution(nn.Module):
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Log-density of each event in ``x``; shape ``x.shape[:-len(event_shape)]``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement log_prob(x, context=None)")
 
     def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
         """Samples of batch shape ``shape`` (an int ``n`` or a shape), reparameterized, at temperature ``T``.
 
         The latent's spread around its mean is scaled by ``T`` (``T = 1``: the distribution itself).
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement sample(shape, context=None, *, "
+                                  "temperature=1.0)")
 
     def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``n`` reparameterized samples and their log-densities."""

@@ -48,8 +48,9 @@ def _convert(dtype: torch.dtype, what: str) -> str:
 def check_like(t: Tensor, ref: Tensor, name: str = "input", what: str = "x") -> None:
     """Raise a one-line ``ValueError`` naming both sides and the fix unless ``t`` has ``ref``'s dtype and device."""
     if t.dtype != ref.dtype:
-        raise ValueError(f"expected {name} of dtype {ref.dtype} (the flow's), got {t.dtype}; convert the flow with "
-                         f"{_convert(t.dtype, 'flow')} or the {name} with {_convert(ref.dtype, what)}")
+        fix = f"convert the flow with {_convert(t.dtype, 'flow')} or " if t.is_floating_point() else "convert "
+        raise ValueError(f"expected {name} of dtype {ref.dtype} (the flow's), got {t.dtype}; {fix}the {name} with "
+                         f"{_convert(ref.dtype, what)}")
     if t.device != ref.device:
         raise ValueError(f"expected {name} on {ref.device} (the flow's device), got {name} on {t.device}; move the "
                          f"flow with flow.to('{t.device}') or the {name} with {what}.to('{ref.device}')")

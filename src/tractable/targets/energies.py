@@ -52,7 +52,8 @@ class Energy:
 
     def energy(self, z: Tensor) -> Tensor:
         """The energy ``U(z)`` of each row (shape ``(batch,)``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement energy(z) -> U(z) of shape (batch,); or pass "
+                                  "a plain function x -> log p(x) as the target (tractable.targets.as_target)")
 
     def log_prob(self, z: Tensor) -> Tensor:
         """The unnormalized log-density ``-U(z)``."""

@@ -31,11 +31,13 @@ class Transform(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map ``x`` to ``y``; return ``(y, log|det dy/dx|)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x, context=None) -> (y, ladj)")
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map ``y`` back to ``x``; return ``(x, log|det dx/dy|)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement inverse(y, context=None) -> (x, ladj); a "
+                                  "layer with only one analytic direction may solve the other numerically "
+                                  "(transforms.numerics)")
 
     @property
     def inv(self) -> Transform:
@@ -136,11 +138,11 @@ class LayerStack(Transform):
 
     def run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         """The forward outputs after each map (each of ``x``'s shape) and the total ladj (batch shape)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement run(x) -> (outputs, ladj)")
 
     def run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
         """The inverse outputs after each map, last map first, and the total ladj of the inverse."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement run_inverse(y) -> (outputs, ladj)")
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         steps, ladj = self.run(x)
