@@ -12,8 +12,9 @@ it in :class:`TorchBase` (``Flow`` does so itself).
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -217,6 +218,19 @@ class GaussianMixture(Distribution):
         return f"features={self.event_shape[0]}, components={self.loc.shape[0]}"
 
 
+def map_tensors(dist: torch.distributions.Distribution,
+                fn: Callable[[Tensor], Tensor]) -> torch.distributions.Distribution:
+    """A copy of a ``torch.distributions`` object with ``fn`` applied to every tensor it holds (its parameters, cached
+    values and those of the distributions it wraps): ``fn = lambda t: t.to(device)`` moves it."""
+    out = copy.copy(dist)
+    for key, value in vars(dist).items():
+        if isinstance(value, Tensor):
+            setattr(out, key, fn(value))
+        elif isinstance(value, torch.distributions.Distribution):
+            setattr(out, key, map_tensors(value, fn))
+    return out
+
+
 class TorchBase(Distribution):
     """A ``torch.distributions.Distribution`` as a base: e.g. ``MultivariateNormal(loc, cov)`` or
     ``Independent(Normal(loc, scale), 1)``.
@@ -260,14 +274,7 @@ class TorchBase(Distribution):
 
     def _apply(self, fn, recurse=True):
         # .to()/.double()/.cuda() reach the distribution's tensors (cached ones included), so the base follows the flow
-        def move(obj: object) -> None:
-            for key, value in vars(obj).items():
-                if isinstance(value, Tensor):
-                    setattr(obj, key, fn(value))
-                elif isinstance(value, torch.distributions.Distribution):
-                    move(value)
-
-        move(self.dist)
+        self.dist = map_tensors(self.dist, fn)
         return super()._apply(fn, recurse)
 
     def _reference(self) -> Tensor:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..distributions import map_tensors
 from .energies import Energy
 
 
@@ -71,12 +72,12 @@ class CallableTarget(Energy):
         return f"CallableTarget({self.name}, features={self.features})"
 
 
-def _dtype_of(dist: torch.distributions.Distribution) -> torch.dtype | None:
-    """The floating dtype of a distribution's parameters (of the wrapped one for ``Independent`` and the like)."""
+def _reference_of(dist: torch.distributions.Distribution) -> Tensor | None:
+    """A floating parameter of a distribution (of the wrapped one for ``Independent`` and the like)."""
     for value in vars(dist).values():
         if isinstance(value, Tensor) and value.is_floating_point():
-            return value.dtype
-        if isinstance(value, torch.distributions.Distribution) and (inner := _dtype_of(value)) is not None:
+            return value
+        if isinstance(value, torch.distributions.Distribution) and (inner := _reference_of(value)) is not None:
             return inner
     return None
 
@@ -84,8 +85,9 @@ def _dtype_of(dist: torch.distributions.Distribution) -> torch.dtype | None:
 class DistributionTarget(Energy):
     """A ``torch.distributions.Distribution`` over vectors as a target; normalized, so ``log Z = 0``.
 
-    Points are evaluated in the distribution's own dtype and device when they differ (a float32 distribution as the
-    target of a float64 flow works; the result comes back in the points' dtype).
+    Points are evaluated in the distribution's own dtype when they differ (a float32 distribution as the target of a
+    float64 flow works; the result comes back in the points' dtype), and on the points' device (a copy of the
+    distribution is moved there once).
 
     Args:
         dist: a distribution of batch shape ``()`` and event shape ``(features,)`` (wrap a batch of scalars as
@@ -102,15 +104,22 @@ class DistributionTarget(Energy):
                              f"{kind} of batch shape {tuple(dist.batch_shape)} and event shape "
                              f"{tuple(dist.event_shape)}{hint}")
         self.dist, self.features, self.name = dist, int(dist.event_shape[0]), name or kind
-        self._dtype = _dtype_of(dist)
+        ref = _reference_of(dist)
+        self._dtype, self._device = (ref.dtype, ref.device) if ref is not None else (None, None)
+        self._moved: dict[torch.device, torch.distributions.Distribution] = {}
 
     def log_prob(self, z: Tensor) -> Tensor:
         if z.dim() < 2 or z.shape[-1] != self.features:
             raise ValueError(f"target {self.name!r} expects points of shape (batch, {self.features}), got "
                              f"{tuple(z.shape)}")
+        dist = self.dist
+        if self._device is not None and z.device != self._device:  # a copy on the points' device, made once
+            if z.device not in self._moved:
+                self._moved[z.device] = map_tensors(self.dist, lambda t: t.to(z.device))
+            dist = self._moved[z.device]
         if self._dtype is not None and z.dtype != self._dtype:
-            return self.dist.log_prob(z.to(self._dtype)).to(z.dtype)
-        return self.dist.log_prob(z)
+            return dist.log_prob(z.to(self._dtype)).to(z.dtype)
+        return dist.log_prob(z)
 
     def energy(self, z: Tensor) -> Tensor:
         return -self.log_prob(z)
