@@ -2,7 +2,9 @@
 flowjax-style.
 
 ``TRANSFORMS`` maps a name to a constructor returning a float64 transform whose parameters were moved away from their
-(near-identity) initialisation, so the checks are not passed trivially by the identity. Constructors draw from the
+(near-identity) initialisation (``randomised``, from :mod:`tractable.testing`), so the checks are not passed trivially
+by the identity. The checks themselves are :mod:`tractable.testing`'s, which users run on their own transforms with
+``check_transform``. Constructors draw from the
 global RNG: seed it first for a reproducible instance. To put a new transform under the suite, add an entry here.
 
 ``AT_INIT`` holds the transforms that are designed to start near the identity, constructed as a user would.
@@ -24,18 +26,11 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from tractable import Compose, Inverse, Planar, Radial, Sylvester, Transform
+from tractable.testing import features_of, randomised  # the suite's helpers live in the library, for users too
 
-
-def randomised(t: Transform, scale: float = 0.7) -> Transform:
-    """``t`` in float64 with Gaussian noise of standard deviation ``scale`` added to every parameter."""
-    t = t.double()
-    with torch.no_grad():
-        for p in t.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return t
+__all__ = ["AT_INIT", "CONDITIONAL", "DOMAINS", "IMAGES", "NUMERICAL", "SIGNED", "TRANSFORMS", "features_of",
+           "randomised"]
 
 
 TRANSFORMS: dict[str, Callable[[], Transform]] = {
@@ -60,22 +55,6 @@ AT_INIT: dict[str, Callable[[], Transform]] = {
     "sylvester-orthogonal": lambda: Sylvester(3, layers=4, hidden=2),
     "sylvester-householder": lambda: Sylvester(3, layers=4, variant="householder"),
 }
-
-
-def features_of(t: Transform) -> int:
-    """The input dimension of a transform of this suite (of a chain: of its first layer that declares one)."""
-    if isinstance(getattr(t, "features", None), int):
-        return int(t.features)  # type: ignore[arg-type]
-    if isinstance(getattr(getattr(t, "split", None), "features", None), int):  # a vector coupling: its split's
-        return int(t.split.features)  # type: ignore[union-attr]
-    children = list(t.transforms) if isinstance(t, Compose) else [getattr(t, "transform", None)]
-    for child in children:
-        if isinstance(child, Transform):
-            try:
-                return features_of(child)
-            except ValueError:
-                continue
-    raise ValueError(f"cannot tell the number of features of {type(t).__name__}: no layer has a `features` int")
 
 
 CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {}

@@ -16,9 +16,11 @@ __version__ = "0.2.0"
 
 #: submodule -> the public names it provides.
 _EXPORTS: dict[str, tuple[str, ...]] = {
+    "diagnostics": ("pareto_k", "pareto_k_reading", "psis", "psis_expectation", "reverse_summary"),
     "dequantization": ("UniformDequantization", "VariationalDequantization", "bits_per_dim", "unit_bits_per_dim"),
     "distributions": (
-        "DiagonalGaussian", "Distribution", "GaussianMixture", "StandardLogistic", "StandardNormal", "make_base",
+        "DiagonalGaussian", "Distribution", "GaussianMixture", "StandardLogistic", "StandardNormal", "TorchBase",
+        "as_base", "make_base",
     ),
     "flow": ("Flow", "FlowDistribution"),
     "models": (
@@ -27,9 +29,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "objectives": ("annealing", "ess_fraction", "evaluate_reverse", "forward_kl", "log_z_estimate", "reverse_kl"),
     "targets": (
-        "DATASETS", "Energy", "GaussianMixtureEnergy", "ImageData", "Ring", "Standardizer", "TARGETS", "U1", "U2",
-        "U3", "U4", "get_dataset", "get_target", "load_cifar10", "load_digits", "load_images", "load_mnist",
-        "load_table",
+        "DATASETS", "CallableTarget", "DistributionTarget", "Energy", "GaussianMixtureEnergy", "ImageData", "Ring",
+        "Standardizer", "TARGETS", "U1", "U2", "U3", "U4", "as_target", "get_dataset", "get_target", "load_cifar10",
+        "load_digits", "load_images", "load_mnist", "load_table",
     ),
     "training": (
         "TrainOptions", "Trainer", "evaluate_bpd", "evaluate_nll", "fit", "fit_max_likelihood", "fit_reverse_kl",

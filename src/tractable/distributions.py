@@ -5,12 +5,16 @@ Every distribution has an ``event_shape`` and the methods ``log_prob(x, context=
 reparameterized (the pathwise gradient flows to the parameters), as reverse-KL fitting needs. They accept ``context``
 and ignore it. The ``temperature`` ``T`` scales the spread of the draw around the mean (``μ + T·σ·ε``; Glow §5), so
 ``T < 1`` gives the "typical" samples of the papers' figures.
+
+Any ``torch.distributions.Distribution`` with ``rsample`` and ``log_prob`` serves as a base too: :func:`as_base` wraps
+it in :class:`TorchBase` (``Flow`` does so itself).
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +43,8 @@ class Distribution(nn.Module):
 
     def _reference(self) -> Tensor:
         """A tensor whose dtype and device the samples take."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _reference(), a tensor of the samples' dtype "
+                                  "and device (e.g. a zero buffer)")
 
     def _check(self, x: Tensor) -> None:
         k = len(self.event_shape)
@@ -53,14 +58,15 @@ class Distribution(nn.Module):
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Log-density of each event in ``x``; shape ``x.shape[:-len(event_shape)]``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement log_prob(x, context=None)")
 
     def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
         """Samples of batch shape ``shape`` (an int ``n`` or a shape), reparameterized, at temperature ``T``.
 
         The latent's spread around its mean is scaled by ``T`` (``T = 1``: the distribution itself).
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement sample(shape, context=None, *, "
+                                  "temperature=1.0)")
 
     def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``n`` reparameterized samples and their log-densities."""
@@ -210,6 +216,102 @@ class GaussianMixture(Distribution):
 
     def extra_repr(self) -> str:
         return f"features={self.event_shape[0]}, components={self.loc.shape[0]}"
+
+
+def map_tensors(dist: torch.distributions.Distribution,
+                fn: Callable[[Tensor], Tensor]) -> torch.distributions.Distribution:
+    """A copy of a ``torch.distributions`` object with ``fn`` applied to every tensor it holds (its parameters, cached
+    values and those of the distributions it wraps): ``fn = lambda t: t.to(device)`` moves it."""
+    out = copy.copy(dist)
+    for key, value in vars(dist).items():
+        if isinstance(value, Tensor):
+            setattr(out, key, fn(value))
+        elif isinstance(value, torch.distributions.Distribution):
+            setattr(out, key, map_tensors(value, fn))
+    return out
+
+
+class TorchBase(Distribution):
+    """A ``torch.distributions.Distribution`` as a base: e.g. ``MultivariateNormal(loc, cov)`` or
+    ``Independent(Normal(loc, scale), 1)``.
+
+    Its parameters are fixed (not trained; use :class:`DiagonalGaussian` for a learnable base) and not in the
+    ``state_dict``; ``.to()``, ``.double()`` and ``.float()`` move and convert them with the flow. A temperature
+    ``T ≠ 1`` needs the distribution's ``mean``: ``μ + T·(z − μ)``.
+
+    Args:
+        dist: the distribution; reparameterized (``has_rsample``), with a batch shape ``()`` and an event shape of
+            at least one dimension.
+
+    Example:
+        >>> import torch
+        >>> from torch.distributions import MultivariateNormal
+        >>> from tractable import Flow, Planar, Inverse
+        >>> flow = Flow(Inverse(Planar(2)), MultivariateNormal(torch.zeros(2), torch.eye(2)))
+        >>> tuple(flow.sample((3,)).shape), type(flow.base).__name__
+        ((3, 2), 'TorchBase')
+    """
+
+    def __init__(self, dist: torch.distributions.Distribution):
+        super().__init__()
+        name = type(dist).__name__
+        if not dist.has_rsample:
+            raise ValueError(f"expected a reparameterized base (has_rsample), got {name}, which has none")
+        if dist.batch_shape != torch.Size() or not dist.event_shape:
+            hint = (f"; wrap it as Independent({name}(...), {len(dist.batch_shape)})"
+                    if dist.batch_shape and not dist.event_shape else "")
+            raise ValueError(f"expected a base of batch shape () and a non-empty event shape, got {name} of batch "
+                             f"shape {tuple(dist.batch_shape)} and event shape {tuple(dist.event_shape)}{hint}")
+        self.dist = dist
+        self.event_shape = tuple(dist.event_shape)
+        try:  # a tensor of the samples' dtype and device, without drawing from the run's random stream
+            ref = dist.mean
+        except NotImplementedError:
+            with torch.random.fork_rng(devices=[]):
+                ref = dist.sample()
+        # a buffer, so the flow's dtype and device checks read it in O(1) and it follows .to() like the rest
+        self.register_buffer("_zero", torch.zeros((), dtype=ref.dtype, device=ref.device))
+
+    def _apply(self, fn, recurse=True):
+        # .to()/.double()/.cuda() reach the distribution's tensors (cached ones included), so the base follows the flow
+        self.dist = map_tensors(self.dist, fn)
+        return super()._apply(fn, recurse)
+
+    def _reference(self) -> Tensor:
+        return self._zero
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        self._check(x)
+        return self.dist.log_prob(x)
+
+    def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        batch = _batch(shape, temperature)
+        z = self.dist.rsample(torch.Size(batch))
+        if temperature == 1:
+            return z
+        try:
+            mean = self.dist.mean
+        except NotImplementedError:
+            raise ValueError(f"a temperature needs the base's mean; {type(self.dist).__name__} has none") from None
+        return mean + temperature * (z - mean)
+
+    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z = self.dist.rsample(torch.Size((n,)))
+        return z, self.dist.log_prob(z)
+
+    def extra_repr(self) -> str:
+        return repr(self.dist)
+
+
+def as_base(base: Distribution | torch.distributions.Distribution) -> Distribution:
+    """``base`` as a tractable :class:`Distribution`: itself, or a ``torch.distributions`` one wrapped in
+    :class:`TorchBase`."""
+    if isinstance(base, Distribution):
+        return base
+    if isinstance(base, torch.distributions.Distribution):
+        return TorchBase(base)
+    raise TypeError(f"expected a tractable Distribution or a torch.distributions.Distribution as base, got "
+                    f"{type(base).__name__}")
 
 
 BASES = {"normal": StandardNormal, "diagonal": DiagonalGaussian, "mixture": GaussianMixture}

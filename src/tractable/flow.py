@@ -2,30 +2,73 @@
 
 The transform's ``forward`` is the normalizing direction (data ``x`` -> latent ``z``), so
 ``log p(x) = log p_z(z) + log|det ∂z/∂x|`` and sampling runs the transform's ``inverse``.
+
+A flow follows ``torch.distributions``' conventions where they apply: ``sample(sample_shape)`` and ``rsample`` take an
+int, a tuple or a ``torch.Size``; any reparameterized ``torch.distributions`` base is accepted; ``flow(context)``
+returns the (conditional) distribution as a :class:`FlowDistribution`, as in zuko. What has no closed form (entropy,
+KL divergence, mean) is estimated by Monte Carlo on request: :meth:`Flow.entropy`, :meth:`Flow.kl`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+import operator
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution as TorchDistribution
-from torch.distributions import constraints
+from torch.distributions import constraints, register_kl
 
-from .distributions import Distribution
-from .transforms.base import Transform
+from .distributions import Distribution, as_base
+from .transforms.base import Compose, Transform, checked_result
+
+SampleShape = int | Sequence[int] | torch.Size
+
+#: The conversion method of a module and a tensor to each floating dtype, for the messages.
+_CONVERT = {torch.float64: "double()", torch.float32: "float()", torch.float16: "half()", torch.bfloat16: "bfloat16()"}
+
+
+def sample_shape_of(shape: SampleShape) -> tuple[int, ...]:
+    """A sample shape as a tuple: ``n`` -> ``(n,)``; a tuple, list or ``torch.Size`` as it is (``()``: one draw)."""
+    try:
+        dims = (operator.index(shape),) if not isinstance(shape, Sequence) else tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"expected a sample shape (an int, a tuple or a torch.Size), got {shape!r}") from None
+    if isinstance(shape, bool) or any(s < 0 for s in dims):
+        raise ValueError(f"expected a sample shape of non-negative ints, got {shape!r}")
+    return dims
+
+
+def _convert(dtype: torch.dtype, what: str) -> str:
+    return f"{what}.{_CONVERT[dtype]}" if dtype in _CONVERT else f"{what}.to({dtype})"
+
+
+def check_like(t: Tensor, ref: Tensor, name: str = "input", what: str = "x") -> None:
+    """Raise a one-line ``ValueError`` naming both sides and the fix unless ``t`` has ``ref``'s dtype and device."""
+    if t.dtype != ref.dtype:
+        fix = f"convert the flow with {_convert(t.dtype, 'flow')} or " if t.is_floating_point() else "convert "
+        raise ValueError(f"expected {name} of dtype {ref.dtype} (the flow's), got {t.dtype}; {fix}the {name} with "
+                         f"{_convert(ref.dtype, what)}")
+    if t.device != ref.device:
+        raise ValueError(f"expected {name} on {ref.device} (the flow's device), got {name} on {t.device}; move the "
+                         f"flow with flow.to('{t.device}') or the {name} with {what}.to('{ref.device}')")
 
 
 class Flow(nn.Module):
     """A normalizing flow: ``x = T⁻¹(z)``, ``z ~ base``, with ``T`` the transform's forward (normalizing) map.
 
     Args:
-        transform: the transform; its ``forward`` maps data to latent.
-        base: the base distribution of the latent.
-        validate: check input shapes and reject NaN inputs with a clear ``ValueError`` (one host synchronisation per
-            call on an accelerator; turn off in tight loops once the pipeline is trusted).
+        transform: the transform, or a list of transforms (composed in order, first applied first to data); its
+            ``forward`` maps data to latent.
+        base: the base distribution of the latent: a tractable :class:`~tractable.distributions.Distribution` or any
+            ``torch.distributions.Distribution`` with ``rsample`` and ``log_prob`` (e.g. ``MultivariateNormal``,
+            ``Independent(Normal(loc, scale), 1)``), which is wrapped in
+            :class:`~tractable.distributions.TorchBase` (fixed parameters).
+        validate: check the input's shape, dtype and device and reject NaN with a clear ``ValueError`` (one host
+            synchronisation per call on an accelerator; turn off in tight loops once the pipeline is trusted). The
+            transform's return contract is checked always (it costs a few attribute reads).
 
     Example:
         >>> import torch
@@ -34,25 +77,36 @@ class Flow(nn.Module):
         >>> x, log_q = flow.sample_and_log_prob(4)
         >>> bool(torch.allclose(flow.log_prob(x), log_q, atol=1e-4))
         True
+        >>> tuple(flow.sample((2, 3)).shape), tuple(flow().sample((5,)).shape)
+        ((2, 3, 2), (5, 2))
 
     References:
         Normalizing Flows for Probabilistic Modeling and Inference (Papamakarios et al., 2021), arXiv:1912.02762.
     """
 
-    def __init__(self, transform: Transform, base: Distribution, *, validate: bool = True):
+    def __init__(self, transform: Transform | Sequence[Transform], base: Distribution | TorchDistribution, *,
+                 validate: bool = True):
         super().__init__()
+        if isinstance(transform, (list, tuple)):
+            transform = Compose(*transform)
         if not isinstance(transform, Transform):
-            raise TypeError(f"expected a Transform, got {type(transform).__name__}")
-        if not isinstance(base, Distribution):
-            raise TypeError(f"expected a tractable Distribution as base, got {type(base).__name__}")
-        self.transform, self.base, self.validate = transform, base, validate
+            raise TypeError(f"expected a Transform (or a list of them), got {type(transform).__name__}")
+        self.transform, self.base, self.validate = transform, as_base(base), validate
 
     @property
     def event_shape(self) -> tuple[int, ...]:
         """The shape of one event (one data point)."""
         return self.base.event_shape
 
-    def _check_input(self, x: Tensor) -> None:
+    def _reference(self) -> Tensor | None:
+        """A tensor of the flow's dtype and device (the base's; else the first floating parameter or buffer)."""
+        try:
+            return self.base._reference()
+        except NotImplementedError:
+            tensors = (*self.parameters(), *self.buffers())
+            return next((t for t in tensors if t.is_floating_point()), None)
+
+    def _check_input(self, x: Tensor, context: Tensor | None = None) -> None:
         if not self.validate:
             return
         k = len(self.event_shape)
@@ -61,6 +115,11 @@ class Flow(nn.Module):
                 f"expected input of shape (batch, {', '.join(map(str, self.event_shape))}), "
                 f"got input of shape {tuple(x.shape)}"
             )
+        ref = self._reference()
+        if ref is not None:
+            check_like(x, ref)
+            if context is not None:
+                check_like(context, ref, "context", "context")
         if torch.isnan(x).any():
             bad = int(torch.isnan(x).flatten(1).any(1).sum()) if x.dim() > 1 else 1
             raise ValueError(f"input contains NaN ({bad} of {x.shape[0]} rows); expected finite values")
@@ -68,6 +127,8 @@ class Flow(nn.Module):
     def _context_for(self, n: int, context: Tensor | None) -> Tensor | None:
         if context is None:
             return None
+        if self.validate and (ref := self._reference()) is not None:
+            check_like(context, ref, "context", "context")
         if context.dim() == 1:
             context = context.unsqueeze(0)
         if context.shape[0] == 1 and n != 1:
@@ -78,44 +139,96 @@ class Flow(nn.Module):
             )
         return context
 
+    def forward(self, context: Tensor | None = None) -> FlowDistribution:
+        """The flow as a ``torch.distributions.Distribution``, conditioned on ``context`` when given (zuko's
+        ``flow(c)``): ``flow().sample((n,))``, ``flow(c).log_prob(x)``, ``flow().rsample()``.
+
+        For log-densities of data call :meth:`log_prob` (``flow(x)`` does not evaluate ``x``).
+        """
+        return FlowDistribution(self, context)
+
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of each row of ``x`` (shape ``(batch,)``)."""
-        self._check_input(x)
-        z, ladj = self.transform(x, context)
+        self._check_input(x, context)
+        z, ladj = checked_result(self.transform(x, context), self.transform, "forward",
+                                 batch_shape=x.shape[: x.dim() - len(self.event_shape)])
         return self.base.log_prob(z, context) + ladj
 
-    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``n`` reparameterized samples and their exact log-densities from one pass (for reverse KL).
+    def sample_and_log_prob(self, sample_shape: SampleShape, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterized samples of batch shape ``sample_shape`` (an int ``n`` or a shape) and their exact
+        log-densities, from one pass (for reverse KL).
 
-        ``context`` is one context (broadcast to all samples) or ``n`` contexts, one per sample.
+        ``context`` is one context (broadcast to all samples) or one per sample.
         """
+        shape = sample_shape_of(sample_shape)
+        n = math.prod(shape)
         context = self._context_for(n, context)
         z, log_pz = self.base.sample_and_log_prob(n, context)
-        x, ladj = self.transform.inverse(z, context)
-        return x, log_pz - ladj
+        x, ladj = checked_result(self.transform.inverse(z, context), self.transform, "inverse", batch_shape=(n,))
+        if shape == (n,):
+            return x, log_pz - ladj
+        return x.reshape(*shape, *self.event_shape), (log_pz - ladj).reshape(shape)
 
-    def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
-        """``n`` reparameterized samples (gradients flow to the parameters)."""
-        return self.sample_and_log_prob(n, context)[0]
+    def rsample(self, sample_shape: SampleShape = (), context: Tensor | None = None) -> Tensor:
+        """Reparameterized samples of batch shape ``sample_shape`` (gradients flow to the parameters); ``()``: one
+        event."""
+        return self.sample_and_log_prob(sample_shape, context)[0]
 
     @torch.no_grad()
-    def sample(self, n: int, context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
-        """``n`` samples without gradient tracking, the latent drawn at ``temperature`` ``T``.
+    def sample(self, sample_shape: SampleShape = (), context: Tensor | None = None, *,
+               temperature: float = 1.0) -> Tensor:
+        """Samples of batch shape ``sample_shape`` (``n``, ``(n,)``, ``(a, b)`` or a ``torch.Size``; ``()``: one
+        event) without gradient tracking, the latent drawn at ``temperature`` ``T``.
 
         ``T`` scales the latent's spread around the base's mean (``z = T·ε`` for a standard normal; Glow §5):
         ``T = 1`` samples the flow itself, ``T < 1`` its more typical regions.
         """
+        shape = sample_shape_of(sample_shape)
+        n = math.prod(shape)
         context = self._context_for(n, context)
         z = self.base.sample(n, context, temperature=temperature)
-        return self.transform.inverse(z, context)[0]
+        x, _ = checked_result(self.transform.inverse(z, context), self.transform, "inverse", batch_shape=(n,))
+        return x if shape == (n,) else x.reshape(*shape, *self.event_shape)
 
     def distribution(self, context: Tensor | None = None) -> FlowDistribution:
-        """A ``torch.distributions.Distribution`` view of this flow (for code that expects one)."""
+        """A ``torch.distributions.Distribution`` view of this flow (the same as ``flow(context)``)."""
         return FlowDistribution(self, context)
+
+    def entropy(self, n: int = 10_000, context: Tensor | None = None) -> Tensor:
+        """A Monte Carlo estimate of the entropy ``H(q) = −E_q[log q(x)]`` from ``n`` reparameterized samples
+        (differentiable; its standard error is ``std(log q)/√n``)."""
+        return -self.sample_and_log_prob(n, context)[1].mean()
+
+    def kl(self, other: Any, n: int = 10_000, context: Tensor | None = None) -> Tensor:
+        """A Monte Carlo estimate of ``KL(q‖p) = E_q[log q(x) − log p(x)]`` from ``n`` reparameterized samples of
+        this flow ``q``.
+
+        ``other`` is anything with ``log_prob(x)``: another flow (given the same ``context``), a
+        ``torch.distributions.Distribution`` or a :class:`FlowDistribution`, or an unnormalized target (then the
+        estimate is ``KL − log Z``).
+        """
+        x, log_q = self.sample_and_log_prob(n, context)
+        log_p = other.log_prob(x, context) if isinstance(other, Flow) else other.log_prob(x)
+        if not isinstance(log_p, Tensor) or log_p.shape != log_q.shape:
+            shape = tuple(log_p.shape) if isinstance(log_p, Tensor) else type(log_p).__name__
+            raise ValueError(f"expected other.log_prob of shape {tuple(log_q.shape)} (one value per sample), got "
+                             f"{shape}")
+        return (log_q - log_p).mean()
+
+
+def _no_closed_form(what: str, instead: str) -> NotImplementedError:
+    return NotImplementedError(f"a flow's {what} has no closed form; {instead}")
 
 
 class FlowDistribution(TorchDistribution):
-    """A ``torch.distributions.Distribution`` backed by a :class:`Flow` (event shape = the flow's event shape)."""
+    """A ``torch.distributions.Distribution`` backed by a :class:`Flow` (event shape = the flow's event shape, batch
+    shape ``()``); ``flow(context)`` returns one.
+
+    ``context`` is one context (broadcast to every sample) or one per row. ``sample``, ``rsample`` and
+    ``rsample_and_log_prob`` take ``torch.distributions``' ``sample_shape`` (or an int). What has no closed form —
+    ``entropy()``, ``mean``, ``variance``, ``cdf``, ``kl_divergence`` — raises ``NotImplementedError`` naming the Monte
+    Carlo estimate to use instead (:meth:`Flow.entropy`, :meth:`Flow.kl`, sample moments).
+    """
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
@@ -127,14 +240,68 @@ class FlowDistribution(TorchDistribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         k = len(self.event_shape)
+        if value.dim() < k or tuple(value.shape[value.dim() - k :]) != tuple(self.event_shape):
+            raise ValueError(f"expected a value of shape (..., {', '.join(map(str, self.event_shape))}), got a value "
+                             f"of shape {tuple(value.shape)}")
         batch = value.shape[: value.dim() - k]
         flat = value.reshape(-1, *self.event_shape)
         return self.flow.log_prob(flat, self.context).reshape(batch)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
-        n = math.prod(sample_shape)
-        return self.flow.rsample(n, self.context).reshape(*sample_shape, *self.event_shape)
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:  # noqa: B008
+        return self.flow.rsample(sample_shape, self.context)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+    def sample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:  # noqa: B008
         with torch.no_grad():
             return self.rsample(sample_shape)
+
+    def rsample_and_log_prob(self, sample_shape: SampleShape = torch.Size()) -> tuple[Tensor, Tensor]:  # noqa: B008
+        """Samples and their log-densities from one pass (as zuko's)."""
+        return self.flow.sample_and_log_prob(sample_shape, self.context)
+
+    def entropy(self) -> Tensor:
+        raise _no_closed_form("entropy", "use flow.entropy(n), a Monte Carlo estimate from n samples")
+
+    @property
+    def mean(self) -> Tensor:
+        raise _no_closed_form("mean", "estimate it from samples, e.g. flow.sample(n).mean(0)")
+
+    @property
+    def mode(self) -> Tensor:
+        raise _no_closed_form("mode", "search it with gradient ascent on flow.log_prob, or take the best of "
+                                      "flow.sample(n) by flow.log_prob")
+
+    @property
+    def variance(self) -> Tensor:
+        raise _no_closed_form("variance", "estimate it from samples, e.g. flow.sample(n).var(0)")
+
+    @property
+    def stddev(self) -> Tensor:
+        raise _no_closed_form("standard deviation", "estimate it from samples, e.g. flow.sample(n).std(0)")
+
+    def cdf(self, value: Tensor) -> Tensor:
+        raise _no_closed_form("CDF", "estimate it from samples, e.g. (flow.sample(n) <= value).all(-1).float().mean()")
+
+    def icdf(self, value: Tensor) -> Tensor:
+        raise _no_closed_form("inverse CDF", "use sample quantiles, e.g. flow.sample(n).quantile(q, dim=0)")
+
+    def enumerate_support(self, expand: bool = True) -> Tensor:
+        raise NotImplementedError("a flow is a continuous distribution; it has no support to enumerate")
+
+    def expand(self, batch_shape: SampleShape, _instance: Any = None) -> FlowDistribution:
+        raise NotImplementedError(
+            "a FlowDistribution has batch shape () and cannot be expanded; draw a batch with sample((n,)), or give "
+            "one context per row: flow(context).log_prob(x)"
+        )
+
+
+def _kl_flow(p: TorchDistribution, q: TorchDistribution) -> Tensor:
+    raise NotImplementedError(
+        "the KL divergence of a flow has no closed form; use flow.kl(other, n), a Monte Carlo estimate of "
+        "KL(flow‖other) from n samples of the flow"
+    )
+
+
+# Registered for both argument orders and the pair, so torch's dispatch finds an unambiguous, explanatory match.
+register_kl(FlowDistribution, TorchDistribution)(_kl_flow)
+register_kl(TorchDistribution, FlowDistribution)(_kl_flow)
+register_kl(FlowDistribution, FlowDistribution)(_kl_flow)

@@ -3,18 +3,26 @@
 Formulas (docs/architecture.md, "Reference formulas"): for an unnormalized target ``p̃ = exp(-U)`` with normalizer ``Z``,
 ``KL(q‖p) = E_q[log q(x) + U(x)] + log Z ≥ 0``; with importance weights ``w = p̃/q``,
 ``ESS = (Σw)² / Σw²`` and ``log Ẑ = logsumexp(log p̃ - log q) - log N``.
+
+The target of every reverse-KL function is anything :func:`~tractable.targets.custom.as_target` accepts: an
+:class:`~tractable.targets.energies.Energy`, a ``torch.distributions.Distribution``, an object with ``log_prob`` or a
+plain function ``x -> log p̃(x)``; its ``log_prob`` must return shape ``(batch,)`` (checked on every batch).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from .diagnostics import psis
 from .flow import Flow
+from .targets.custom import as_target, check_log_prob
 from .targets.energies import Energy
+from .utils import NonFiniteError
 
 
 def annealing(step: int, steps: int) -> float:
@@ -36,14 +44,33 @@ class ReverseKL:
         return (self.log_p - self.log_q).detach()
 
 
-def reverse_kl(flow: Flow, target: Energy, n: int, *, beta: float = 1.0, context: Tensor | None = None) -> ReverseKL:
+def target_for(flow: Flow, target: Any) -> Energy:
+    """``target`` as an :class:`Energy` for ``flow``: a plain function takes the flow's number of features; a target
+    of another dimension is refused in one line."""
+    features = flow.event_shape[0] if len(flow.event_shape) == 1 else None
+    energy = as_target(target)
+    if energy.features is not None and (energy.features,) != tuple(flow.event_shape):
+        raise ValueError(f"target {energy.name!r} has {energy.features} features, but the flow's events have shape "
+                         f"{tuple(flow.event_shape)}; build the flow with {energy.features} features")
+    if energy.features is None and features is not None:
+        energy.features = features  # a plain function: its dimension is the flow's
+    return energy
+
+
+def reverse_kl(flow: Flow, target: Any, n: int, *, beta: float = 1.0, context: Tensor | None = None) -> ReverseKL:
     """The reparameterized reverse-KL loss ``E_q[log q(x) - β log p̃(x)]`` estimated with ``n`` samples.
 
     With ``β = 1`` its value plus ``log Z`` estimates ``KL(q‖p)``; ``β < 1`` anneals the target (Rezende & Mohamed
-    2015, §6.1) so the flow spreads over all modes before the energy takes full effect.
+    2015, §6.1) so the flow spreads over all modes before the energy takes full effect. ``target`` is an ``Energy``,
+    a ``torch.distributions.Distribution``, an object with ``log_prob`` or a function ``x -> log p̃(x)``.
+
+    Raises:
+        ValueError: when the target's dimension is not the flow's, or its ``log_prob`` is not of shape ``(n,)``.
     """
+    target = target_for(flow, target)
     x, log_q = flow.sample_and_log_prob(n, context)
     log_p = target.log_prob(x)
+    check_log_prob(target, log_p, n)  # a (n, 1) result would broadcast into an (n, n) loss without a word
     return ReverseKL((log_q - beta * log_p).mean(), log_q, log_p)
 
 
@@ -65,28 +92,59 @@ def log_z_estimate(log_w: Tensor) -> float:
     return float(torch.logsumexp(log_w, 0) - math.log(log_w.numel()))
 
 
+def _diverged(log_q: Tensor, log_p: Tensor, n: int) -> str:
+    bad_q, bad_p = int((~torch.isfinite(log_q)).sum()), int(torch.isnan(log_p).sum() + (log_p == math.inf).sum())
+    return (f"the fit diverged: non-finite log q in {bad_q} and NaN or +inf target log-density in {bad_p} of {n} "
+            "samples of the flow; train again with a smaller learning rate (--lr), --clip or --warmup")
+
+
 @torch.no_grad()
-def evaluate_reverse(flow: Flow, target: Energy, n: int = 100_000, *, batch_size: int = 50_000) -> dict[str, float]:
+def evaluate_reverse(flow: Flow, target: Any, n: int = 100_000, *, batch_size: int = 50_000) -> dict[str, Any]:
     """Diagnostics of a variational fit from ``n`` fresh samples.
 
-    Returns a dict with ``kl`` (exact ``KL(q‖p)`` in nats when ``target.log_z`` is known, else NaN) and its Monte
-    Carlo standard error ``kl_stderr``, ``ess`` (fraction), ``log_z_estimate``, ``log_z`` (reference or NaN),
-    ``elbo`` (``E_q[log p̃ - log q]``) and ``samples``.
+    Returns a dict with
+
+    - ``kl``: the exact ``KL(q‖p)`` in nats and ``kl_stderr`` its Monte Carlo standard error, where the target's
+      ``log Z`` is known; both ``None`` (and ``log_z`` too) where it is not — then ``elbo`` and ``elbo_stderr`` (the
+      same standard error) are what there is;
+    - ``ess``: the effective sample size of the importance weights as a fraction of ``n``;
+    - ``pareto_k``: the Pareto k̂ of the importance weights (PSIS, :mod:`tractable.diagnostics`); below 0.7 the fit
+      and importance sampling from it are reliable (``pareto_k_reading(k)`` says it in words);
+    - ``log_z_estimate`` (``logsumexp(log w) − log n``), ``log_z``, ``elbo`` (``E_q[log p̃ − log q]``) and
+      ``samples``.
+
+    Samples where the target density is zero (``log p̃ = −inf``) count with weight 0; then ``kl`` is ``inf``.
+
+    Raises:
+        NonFiniteError: when a sample's log-weight is NaN or ``+inf`` (a diverged flow), or none is finite; the
+            message says so and what to try.
+        ValueError: when the target does not fit the flow (dimension, ``log_prob``'s shape).
     """
-    log_w = torch.cat(
-        [reverse_kl(flow, target, min(batch_size, n - i)).log_w for i in range(0, n, batch_size)]
-    ).double()
-    finite = torch.isfinite(log_w)
-    if not bool(finite.all()):
-        raise FloatingPointError(f"{int((~finite).sum())} of {n} samples have a non-finite log-weight")
+    target = target_for(flow, target)
+    log_qs, log_ps = [], []
+    for i in range(0, n, batch_size):
+        out = reverse_kl(flow, target, min(batch_size, n - i))
+        log_qs.append(out.log_q.double())
+        log_ps.append(out.log_p.double())
+    log_q, log_p = torch.cat(log_qs), torch.cat(log_ps)
+    log_w = log_p - log_q
+    if bool(torch.isnan(log_w).any() | (log_w == math.inf).any() | ~torch.isfinite(log_q).any()):
+        raise NonFiniteError(f"evaluation of the fit to {target.name!r}: {_diverged(log_q, log_p, n)}")
+    if not bool(torch.isfinite(log_w).any()):
+        raise NonFiniteError(f"evaluation of the fit to {target.name!r}: none of the {n} samples has a positive "
+                             "target density; the flow's mass lies outside the target's support")
     log_z = target.log_z
     elbo = float(log_w.mean())
+    stderr = float(log_w.std() / math.sqrt(n)) if n > 1 and math.isfinite(elbo) else math.nan
+    k = psis(log_w).k if n >= 2 else math.nan
     return {
-        "kl": (log_z - elbo) if log_z is not None else math.nan,
-        "kl_stderr": float(log_w.std() / math.sqrt(n)),
+        "kl": (log_z - elbo) if log_z is not None else None,
+        "kl_stderr": stderr if log_z is not None else None,
         "ess": ess_fraction(log_w),
+        "pareto_k": k,
         "log_z_estimate": log_z_estimate(log_w),
-        "log_z": log_z if log_z is not None else math.nan,
+        "log_z": log_z,
         "elbo": elbo,
+        "elbo_stderr": stderr,
         "samples": n,
     }

@@ -27,6 +27,12 @@ __all__ = ["atomic_write", "atomic_write_text", "evaluating", "json_safe", "remo
 _TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"
 
 
+class NonFiniteError(FloatingPointError):
+    """A NaN or infinity where a finite number was needed (a training step, an evaluation); the message names the
+    step or the evaluation, the quantity and what to try. Training and evaluation raise this one class, so a caller
+    (the command line) reports either in one line."""
+
+
 def _fsync_directory(directory: Path) -> None:
     """Make a rename in ``directory`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
     try:

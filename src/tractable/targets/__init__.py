@@ -1,5 +1,6 @@
 """What a flow is fitted to: unnormalized energies (reverse KL), toy 2D data and users' tables (maximum likelihood)."""
 
+from .custom import CallableTarget, DistributionTarget, as_target, check_log_prob
 from .energies import TARGETS, U1, U2, U3, U4, Energy, GaussianMixtureEnergy, Ring, get_target
 from .images import IMAGE_DATASETS, ImageData, load_cifar10, load_digits, load_images, load_mnist, read_idx
 from .quadrature import entropy_integral_2d, grid_entropy, grid_log_z, log_integral_2d
@@ -29,7 +30,9 @@ __all__ = [
     "U2",
     "U3",
     "U4",
+    "CallableTarget",
     "Checkerboard",
+    "DistributionTarget",
     "EightGaussians",
     "Energy",
     "GaussianMixtureData",
@@ -45,6 +48,8 @@ __all__ = [
     "ToyDataset",
     "TwoMoons",
     "TwoSpirals",
+    "as_target",
+    "check_log_prob",
     "entropy_integral_2d",
     "get_dataset",
     "get_target",

@@ -39,8 +39,10 @@ def _wall(z1: Tensor) -> Tensor:
 class Energy:
     """An unnormalized density ``exp(-U(z))`` on ``R^features``.
 
-    Subclasses implement :meth:`energy`. ``box`` is the square ``[lo, hi]²`` used for pictures and quadrature; it
-    must hold all but a negligible part of the mass.
+    Subclasses implement :meth:`energy` (shape ``(batch,)``) and set ``features``; ``box`` is the square ``[lo, hi]²``
+    used for pictures and ``quadrature_box`` the one of the quadrature of ``log Z`` in 2D; together they must hold all
+    but a negligible part of the mass. A target need not be an ``Energy``: a plain function ``x -> log p̃(x)`` or a
+    ``torch.distributions.Distribution`` works wherever one is expected (:func:`~tractable.targets.custom.as_target`).
     """
 
     name: str = "energy"
@@ -50,7 +52,8 @@ class Energy:
 
     def energy(self, z: Tensor) -> Tensor:
         """The energy ``U(z)`` of each row (shape ``(batch,)``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement energy(z) -> U(z) of shape (batch,); or pass "
+                                  "a plain function x -> log p(x) as the target (tractable.targets.as_target)")
 
     def log_prob(self, z: Tensor) -> Tensor:
         """The unnormalized log-density ``-U(z)``."""
@@ -65,7 +68,10 @@ class Energy:
         """``log ∫ exp(-U)``: analytic, or by grid quadrature in 2D (cached), or ``None`` when unknown."""
         if self.features != 2:
             return None
-        return grid_log_z(self.name, self.energy, self.quadrature_box)
+        # the cache is keyed by name; a user's energy that kept the default name is keyed by its identity too, so two
+        # of them do not share one log Z
+        key = self.name if self.name != Energy.name else f"{type(self).__qualname__}:{id(self)}"
+        return grid_log_z(key, self.energy, self.quadrature_box)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

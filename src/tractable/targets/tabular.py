@@ -307,7 +307,7 @@ class Standardizer:
         std: the column standard deviations (positive).
 
     Example:
-        >>> import torch
+        >>> import math, torch
         >>> train = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
         >>> s = Standardizer.fit(train)
         >>> s.transform(train).tolist()

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-
-class NonFiniteError(FloatingPointError):
-    """Training met a NaN or infinity; the message names the step and the quantity (and the layer where known)."""
+# Defined at the bottom layer (evaluations in the mathematics raise it too) and provided here as always.
+from ..utils import NonFiniteError  # noqa: F401
 
 
 def seed_everything(seed: int) -> None:

@@ -61,7 +61,7 @@ class Loss(Protocol):
         """The loss's resumable state (plain values and tensors), stored in every training checkpoint."""
 
 
-@dataclass
+@dataclass(repr=False)
 class FitHistory:
     """What a fit produced.
 
@@ -82,6 +82,13 @@ class FitHistory:
     best_step: int | None = None
     best_val_nll: float = math.nan
     stopped_early: bool = False
+
+    def __repr__(self) -> str:  # a summary: the dataclass's repr would print every row of a long fit
+        last = self.rows[-1] if self.rows else {}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "step" and isinstance(v, float))
+        best = f", best_step={self.best_step}, best_val_nll={self.best_val_nll:.4g}" if self.best_step else ""
+        return (f"FitHistory({len(self.rows)} rows, last step {last.get('step', '-')}: {shown or '-'}; "
+                f"seconds={self.seconds:.1f}, skipped={self.skipped}{best})")
 
     def final(self, key: str, last: int = 100) -> float:
         """The mean of ``key`` over the last ``last`` steps (NaN if never recorded)."""

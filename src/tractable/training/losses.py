@@ -27,8 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from ..flow import Flow
-from ..objectives import ReverseKL, annealing, ess_fraction, reverse_kl
+from ..objectives import ReverseKL, annealing, ess_fraction, reverse_kl, target_for
+from ..targets.custom import as_target
 from ..targets.energies import Energy
+from ..utils import evaluating
 from .metrics_log import row_columns
 from .options import check_positive_int
 from .rng import SEED_STRIDE
@@ -54,7 +56,9 @@ class ReverseKLLoss:
     rank draws its own samples, so a step uses ``world_size × batch_size`` of them.
 
     Args:
-        target: the unnormalized target density.
+        target: the unnormalized target density: an :class:`~tractable.targets.energies.Energy`, a
+            ``torch.distributions.Distribution``, an object with ``log_prob`` or a function ``x -> log p̃(x)``
+            (:func:`~tractable.targets.custom.as_target`).
         batch_size: samples per step (per process).
         anneal: fraction of the steps over which ``β`` rises from 0.01 to 1.
 
@@ -66,18 +70,24 @@ class ReverseKLLoss:
     #: fraction of the batch, and the inverse temperature ``β``.
     columns: tuple[str, ...] = ("kl", "ess", "beta")
 
-    def __init__(self, target: Energy, *, batch_size: int = 512, anneal: float = 0.5):
+    def __init__(self, target: Any, *, batch_size: int = 512, anneal: float = 0.5):
         check_positive_int("batch_size", batch_size)
         if not 0 <= anneal <= 1:
             raise ValueError(f"expected 0 <= anneal <= 1, got anneal={anneal}")
-        self.target, self.batch_size, self.anneal = target, batch_size, anneal
-        self.desc = f"fit {target.name}"
+        self.target, self.batch_size, self.anneal = as_target(target), batch_size, anneal
+        self.desc = f"fit {self.target.name}"
         self.flow: Flow | None = None
         self.anneal_steps = 0
         self.module: nn.Module | None = None
 
     def check(self, model: nn.Module) -> None:
-        """Nothing to check: the samples come from the model."""
+        """The target fits the model: its dimension, and ``log_prob`` of shape ``(batch,)`` on two probe samples
+        (drawn in eval mode, without gradients and outside the run's random stream), before any step or file."""
+        self.target = target_for(model, self.target)
+        ref = next((p for p in model.parameters()), None)
+        devices = [ref.device] if ref is not None and ref.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), evaluating(model):
+            reverse_kl(model, self.target, 2)
 
     def prepare(self, model: nn.Module, trainer: Trainer) -> None:
         self.flow, self.anneal_steps = model, round(self.anneal * trainer.steps)

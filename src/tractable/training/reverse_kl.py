@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..flow import Flow
-from ..targets.energies import Energy
 from .loop import FitHistory, fit
 from .losses import ReverseKLLoss
 from .options import TrainOptions, check_positive_int
@@ -24,7 +23,7 @@ __all__ = ["fit_reverse_kl"]
 
 def fit_reverse_kl(
     flow: Flow,
-    target: Energy,
+    target: Any,
     *,
     steps: int = 10_000,
     batch_size: int = 512,
@@ -40,7 +39,9 @@ def fit_reverse_kl(
 
     Args:
         flow: the flow to train (its ``sample_and_log_prob`` must be reparameterized).
-        target: the unnormalized target density.
+        target: the unnormalized target density: an :class:`~tractable.targets.energies.Energy`, a
+            ``torch.distributions.Distribution``, an object with ``log_prob`` or a function ``x -> log p̃(x)`` of
+            points ``(batch, features)`` returning ``(batch,)`` (its shape is checked before the first step).
         steps: number of Adam steps.
         batch_size: samples per step (per process).
         lr: peak learning rate.
@@ -53,6 +54,7 @@ def fit_reverse_kl(
         ``ema`` is on, and is left in eval mode.
 
     Raises:
+        ValueError: when the target does not fit the flow (its dimension, or ``log_prob`` not of shape ``(batch,)``).
         NonFiniteError: after ``max_bad_steps`` non-finite steps in a row, naming the step, the quantity and the first
             layer whose output was not finite.
     """

@@ -31,11 +31,13 @@ class Transform(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map ``x`` to ``y``; return ``(y, log|det dy/dx|)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x, context=None) -> (y, ladj)")
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map ``y`` back to ``x``; return ``(x, log|det dx/dy|)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement inverse(y, context=None) -> (x, ladj); a "
+                                  "layer with only one analytic direction may solve the other numerically "
+                                  "(transforms.numerics)")
 
     @property
     def inv(self) -> Transform:
@@ -63,18 +65,25 @@ class Compose(Transform):
         self.transforms = nn.ModuleList(transforms)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, total = self.transforms[0](x, context)
-        for t in self.transforms[1:]:
-            x, ladj = t(x, context)
+        # each layer's result is checked (a few attribute reads) so a broken custom layer is named, not a broadcast
+        x, total = checked_result(self.transforms[0](x, context), self.transforms[0], "forward", where=self._at(0))
+        for i, t in enumerate(self.transforms[1:], 1):
+            x, ladj = checked_result(t(x, context), t, "forward", where=self._at(i))
             total = total + ladj
         return x, total
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y, total = self.transforms[-1].inverse(y, context)
-        for t in reversed(self.transforms[:-1]):
-            y, ladj = t.inverse(y, context)
+        last = len(self.transforms) - 1
+        y, total = checked_result(self.transforms[-1].inverse(y, context), self.transforms[-1], "inverse",
+                                  where=self._at(last))
+        for i in range(last - 1, -1, -1):
+            t = self.transforms[i]
+            y, ladj = checked_result(t.inverse(y, context), t, "inverse", where=self._at(i))
             total = total + ladj
         return y, total
+
+    def _at(self, i: int) -> str:
+        return f"layer {i} of Compose"
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -129,11 +138,11 @@ class LayerStack(Transform):
 
     def run(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         """The forward outputs after each map (each of ``x``'s shape) and the total ladj (batch shape)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement run(x) -> (outputs, ladj)")
 
     def run_inverse(self, y: Tensor) -> tuple[list[Tensor], Tensor]:
         """The inverse outputs after each map, last map first, and the total ladj of the inverse."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement run_inverse(y) -> (outputs, ladj)")
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         steps, ladj = self.run(x)
@@ -145,6 +154,41 @@ class LayerStack(Transform):
 
     def extra_repr(self) -> str:
         return f"features={self.features}, layers={self.layers}"
+
+
+def _describe(out: object) -> str:
+    if isinstance(out, Tensor):
+        return f"a single tensor of shape {tuple(out.shape)}"
+    if isinstance(out, (tuple, list)):
+        kinds = ", ".join(type(o).__name__ for o in out)
+        return f"a {type(out).__name__} of {len(out)} items ({kinds})"
+    return f"a {type(out).__name__}"
+
+
+def checked_result(out: object, transform: nn.Module, direction: str, *, batch_shape: tuple[int, ...] | None = None,
+                   where: str | None = None) -> tuple[Tensor, Tensor]:
+    """``out``, the result of ``transform.<direction>``, if it keeps the contract; else an error naming the transform.
+
+    The contract (docs/architecture.md): a pair ``(y, ladj)`` of tensors whose ``ladj`` has the batch shape, the
+    event dimensions summed: ``batch_shape`` when the caller knows it (a ``Flow``), otherwise fewer dimensions than
+    ``y``. The check reads a few attributes, so it runs on every call.
+
+    Raises:
+        TypeError: when ``out`` is not a pair of tensors (e.g. a transform returned only ``y``).
+        ValueError: when ``ladj`` has the wrong shape (e.g. a per-element log-determinant of ``y``'s shape).
+    """
+    if type(out) is tuple and len(out) == 2 and isinstance(out[0], Tensor) and isinstance(out[1], Tensor):
+        y, ladj = out
+        if ladj.shape == batch_shape if batch_shape is not None else ladj.dim() < y.dim():
+            return out
+        name = f"{type(transform).__name__}.{direction}" + (f" ({where})" if where else "")
+        expected = f"shape {tuple(batch_shape)}" if batch_shape is not None else "the batch shape"
+        raise ValueError(
+            f"{name} returned a log-determinant of shape {tuple(ladj.shape)} for an output of shape {tuple(y.shape)}; "
+            f"expected {expected}, one value per row with the event dimensions summed (e.g. ladj.sum(-1))"
+        )
+    name = f"{type(transform).__name__}.{direction}" + (f" ({where})" if where else "")
+    raise TypeError(f"{name} must return (y, logdet), a pair of tensors; got {_describe(out)}")
 
 
 def check_features(x: Tensor, features: int, name: str = "input") -> None:

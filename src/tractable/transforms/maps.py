@@ -28,25 +28,62 @@ def params_axis(theta: Tensor) -> int:
 
 
 class ElementwiseMap(nn.Module):
-    """A family of increasing scalar maps, parameterized by ``params`` unconstrained numbers per element.
+    """A family of increasing scalar maps, parameterized by ``params`` unconstrained numbers per element: the piece a
+    :class:`~tractable.transforms.coupling.Coupling` or a
+    :class:`~tractable.transforms.autoregressive.MaskedAutoregressive` layer applies to the entries it transforms.
 
-    ``x`` has any shape ``S`` (``(B, D)`` for vectors, ``(B, C, H, W)`` for images) and ``theta`` the shape
-    ``S + (params,)``: the parameters of each element on the last axis, in any memory layout (a view of a
-    conditioner's output). A map is an ``nn.Module`` so that it may hold parameters of its own (a learned bound).
+    The contract of a subclass:
+
+    - ``params``: a class attribute, the number of parameters per element; the conditioner outputs that many numbers
+      for every transformed entry.
+    - :meth:`forward` ``(x, theta) -> (y, log dy/dx)`` and :meth:`inverse` ``(y, theta) -> (x, log dx/dy)``, both
+      elementwise: ``x`` has any shape ``S`` (``(B, D)`` for vectors, ``(B, C, H, W)`` for images), ``theta`` the shape
+      ``S + (params,)`` (each element's parameters on the last axis, in any memory layout: a view of a conditioner's
+      output) and the log-derivatives have the shape ``S`` — *not* summed; the layer sums them.
+    - Any real ``theta`` must give an increasing (so invertible) map: constrain inside (``exp``, ``softplus``,
+      ``tanh`` bounds), never expect the conditioner to.
+    - :meth:`identity`: the ``theta`` of the identity map, shape ``(params,)``; the conditioners start with a zero last
+      layer and this bias, so a new layer is the identity.
+
+    A map is an ``nn.Module`` so that it may hold parameters of its own (a learned bound).
+
+    Example:
+        A map of your own — the sinh-arcsinh of Jones & Pewsey (2009), ``y = sinh(e^a·asinh(x) − b)``, two parameters
+        — in a coupling layer, checked against the contract by :func:`tractable.testing.check_transform`:
+
+        >>> import torch
+        >>> from tractable import Coupling, ElementwiseMap, VectorSplit, mlp_conditioner
+        >>> from tractable.testing import check_transform, randomised
+        >>> class SinhArcsinhMap(ElementwiseMap):
+        ...     params = 2  # theta = (a, b); a = log tail weight, b = skew; identity at 0
+        ...     def forward(self, x, theta):
+        ...         a, b = theta.unbind(-1)
+        ...         u = torch.exp(a) * torch.asinh(x) - b
+        ...         return torch.sinh(u), torch.log(torch.cosh(u)) + a - 0.5 * torch.log1p(x * x)
+        ...     def inverse(self, y, theta):
+        ...         a, b = theta.unbind(-1)
+        ...         v = (torch.asinh(y) + b) * torch.exp(-a)
+        ...         return torch.sinh(v), torch.log(torch.cosh(v)) - a - 0.5 * torch.log1p(y * y)
+        >>> split = VectorSplit(torch.tensor([True, False, True, False]))
+        >>> layer = Coupling(split, SinhArcsinhMap(), mlp_conditioner(split, SinhArcsinhMap(), hidden=8))
+        >>> check_transform(randomised(layer, 0.3), features=4)
     """
 
     params: int = 0
 
     def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        """``(y, log dy/dx)``: the map of each element of ``x`` and its elementwise log-derivative (shape ``S``)."""
-        raise NotImplementedError
+        """``(y, log dy/dx)``: the map of each element of ``x`` under its parameters ``theta[..., :]`` and its
+        elementwise log-derivative, both of ``x``'s shape ``S`` (``theta``: ``S + (params,)``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x, theta) -> (y, log dy/dx)")
 
     def inverse(self, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        """``(x, log dx/dy)``: the inverse of :meth:`forward` at the same ``theta``, elementwise."""
-        raise NotImplementedError
+        """``(x, log dx/dy)``: the inverse of :meth:`forward` at the same ``theta``, elementwise (so ``log dx/dy`` is
+        minus the forward log-derivative at ``x``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement inverse(y, theta) -> (x, log dx/dy)")
 
     def identity(self) -> Tensor:
-        """Unconstrained parameters (shape ``(params,)``) for which the map is the identity."""
+        """Unconstrained parameters (shape ``(params,)``) for which the map is the identity (zeros by default;
+        override when zero is not the identity, as for a spline's widths)."""
         return torch.zeros(self.params)
 
 
