@@ -7,7 +7,7 @@ A configuration has a ``target`` and six tables:
   ``[model.dequantizer]`` table of keyword arguments of :class:`~tractable.dequantization.VariationalDequantization`.
   The task checks these against the constructor's signature (:mod:`tractable.app.models`), since which keys exist
   depends on the model.
-* ``[train]``, ``[data]``, ``[eval]``, ``[output]``: the typed sections below.
+* ``[train]``, ``[data]``, ``[energy]``, ``[eval]``, ``[output]``: the typed sections below.
 
 A key that is absent means the constructor's or the task's default, defined once, where it is used. A run's resolved
 configuration is written into its directory as ``config.toml`` and is enough to repeat the run.
@@ -101,6 +101,20 @@ class DataConfig:
 
 
 @dataclass
+class EnergyConfig:
+    """A user's own unnormalized log-density, fitted by reverse KL (``tractable fit --energy SOURCE --features D``).
+
+    ``source`` is ``module:function`` (imported as Python imports it, the current directory first) or
+    ``path/to/file.py:function``; the function maps a ``(batch, features)`` tensor to ``(batch,)`` unnormalized
+    log-densities (:mod:`tractable.app.tasks.user_energy`). The module must be importable again wherever the run is
+    evaluated, sampled, plotted or resumed.
+    """
+
+    source: str = ""
+    features: int = 0
+
+
+@dataclass
 class EvalConfig:
     """Final diagnostics: ``samples`` fresh draws for exact KL, ESS and log Ẑ (energies); ``iw_samples`` importance
     samples of the bits/dim bound ``test_bpd_iw`` (images)."""
@@ -121,7 +135,8 @@ class OutputConfig:
 
 
 #: The typed sections of a configuration (``[model]`` is free-form: its keys depend on the model).
-SECTIONS: dict[str, type] = {"train": TrainConfig, "data": DataConfig, "eval": EvalConfig, "output": OutputConfig}
+SECTIONS: dict[str, type] = {"train": TrainConfig, "data": DataConfig, "energy": EnergyConfig, "eval": EvalConfig,
+                             "output": OutputConfig}
 #: The key of ``[model]`` that names the model.
 MODEL_NAME = "name"
 
@@ -134,6 +149,7 @@ class FitConfig:
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -144,8 +160,17 @@ class FitConfig:
 
     @property
     def name(self) -> str:
-        """The target's name, or the data file's name."""
-        return self.target or Path(self.data.path).name
+        """The target's name, the user's energy (``module:function``) or the data file's name."""
+        return self.target or self.energy.source or Path(self.data.path).name
+
+    @property
+    def stem(self) -> str:
+        """A short name for the default run directory: the target, the energy's function or the data file's stem."""
+        if self.target:
+            return self.target
+        if self.energy.source:
+            return self.energy.source.rsplit(":", 1)[-1]
+        return Path(self.data.path).stem
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "model": copy.deepcopy(self.model),

@@ -46,7 +46,7 @@ def fit(*, target: str | None = None, config_file: str | None = None, preset: st
     torch.set_num_threads(threads if threads is not None else DEFAULT_THREADS)
     if out is None:
         layers = config.model.get("layers") or ""
-        out = f"runs/{config.target or Path(config.data.path).stem}-{config.model_name}{layers}-seed{config.train.seed}"
+        out = f"runs/{config.stem}-{config.model_name}{layers}-seed{config.train.seed}"
     return run_fit(config, out, progress=progress)
 
 
