@@ -77,13 +77,15 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """Data for maximum-likelihood fits (ignored when the target is an energy).
+    """Data for maximum-likelihood fits (an energy takes none of these keys).
 
     A toy data set is sampled reproducibly: ``train_size``/``val_size``/``test_size`` rows. A user's file (``path``:
     ``.npy`` or ``.csv``) is split with ``val_fraction``/``test_fraction``; ``context_columns`` (comma-separated
     indices or header names) become the context of a conditional flow. ``conditional`` conditions a labelled toy data
     set (gaussian_mixture) on its one-hot label. ``standardize`` prepends the exact affine map fitted on the training
-    split to the flow, so every density is reported in the data's own units. Images: ``data_dir`` holds the MNIST
+    split to the flow, so every density is reported in the data's own units; with ``whiten`` that map is the
+    full-covariance one (mean and Cholesky factor of the training covariance: the flow starts as the fitted Gaussian),
+    the default for a ``--data`` file. Images: ``data_dir`` holds the MNIST
     IDX files or CIFAR-10 python batches (the digits ship with scikit-learn), and ``val_fraction`` of the training
     images validate.
     """
@@ -92,6 +94,7 @@ class DataConfig:
     context_columns: str = ""
     conditional: bool = False
     standardize: bool = True
+    whiten: bool = False
     train_size: int = 100_000
     val_size: int = 10_000
     test_size: int = 100_000

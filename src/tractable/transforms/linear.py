@@ -212,3 +212,72 @@ class LULinear(LUTransform):
 
 
 __all__ = ["LU_INITS", "LULinear", "LUTransform", "Permutation", "RandomPermutation", "ReversePermutation"]
+
+
+class WhitenTransform(Transform):
+    """The fixed affine map ``x ↦ L⁻¹(x − μ)`` (forward) with ``L`` lower triangular, ``ladj = −Σ log L_ii``.
+
+    With ``μ`` the mean and ``L Lᵀ = Σ`` the Cholesky factor of the covariance of a table's training rows
+    (:meth:`fit`), the output has zero mean and identity covariance on those rows: a flow on a standard-normal base
+    behind it starts as the full-covariance Gaussian fitted by maximum likelihood, and its layers only need to learn
+    what the Gaussian misses. ``μ`` and ``L`` are float64 buffers (saved in ``state_dict``), cast to the input's dtype
+    in each call; the inverse is one matrix product, the forward one triangular solve. Analytic both ways.
+
+    Args:
+        mean: ``μ``, one per feature.
+        cholesky: ``L``, ``(D, D)`` lower triangular with a positive diagonal.
+
+    Example:
+        >>> import torch
+        >>> from tractable.transforms.linear import WhitenTransform
+        >>> x = torch.randn(500, 3, dtype=torch.float64) @ torch.tensor([[2.0, 0, 0], [1, 1, 0], [0, 3, 1]]).double()
+        >>> z, ladj = WhitenTransform.fit(x)(x)
+        >>> bool(torch.allclose(torch.cov(z.T, correction=0), torch.eye(3, dtype=torch.float64), atol=1e-8))
+        True
+    """
+
+    def __init__(self, mean: Sequence[float] | Tensor, cholesky: Sequence[Sequence[float]] | Tensor):
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float64).clone()
+        chol = torch.as_tensor(cholesky, dtype=torch.float64).clone()
+        d = mean_t.numel()
+        if mean_t.dim() != 1 or chol.shape != (d, d):
+            raise ValueError(f"expected a mean of shape (D,) and a Cholesky factor of shape (D, D), got "
+                             f"{tuple(mean_t.shape)} and {tuple(chol.shape)}")
+        if not bool((torch.diagonal(chol) > 0).all()) or not bool(torch.equal(chol, chol.tril())):
+            raise ValueError("expected a lower-triangular Cholesky factor with a positive diagonal")
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("cholesky", chol)
+        self.features = d
+
+    @classmethod
+    def fit(cls, train: Tensor) -> WhitenTransform:
+        """The whitening of ``train`` ``(rows, D)``: its mean and the Cholesky factor of its (population) covariance,
+        in float64.
+
+        Raises:
+            ValueError: for fewer rows than two, or a singular covariance (collinear or constant columns, or no more
+                rows than columns), saying so.
+        """
+        if train.dim() != 2 or train.shape[0] < 2:
+            raise ValueError(f"expected a training array of shape (rows >= 2, D), got {tuple(train.shape)}")
+        x = train.detach().double()
+        cov = torch.atleast_2d(torch.cov(x.T, correction=0))
+        chol, info = torch.linalg.cholesky_ex(cov)
+        if int(info) != 0:
+            raise ValueError(f"the covariance of the {x.shape[0]} training rows × {x.shape[1]} columns is singular "
+                             "(collinear or constant columns, or too few rows); whitening needs it invertible")
+        return cls(x.mean(0), chol)
+
+    def _ladj(self, x: Tensor) -> Tensor:
+        return (-torch.log(torch.diagonal(self.cholesky)).sum()).to(x).expand(x.shape[:-1])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_features(x, self.features)
+        centred = (x - self.mean.to(x)).unsqueeze(-1)
+        z = torch.linalg.solve_triangular(self.cholesky.to(x), centred, upper=False).squeeze(-1)
+        return z, self._ladj(x)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_features(z, self.features)
+        return z @ self.cholesky.to(z).T + self.mean.to(z), -self._ladj(z)

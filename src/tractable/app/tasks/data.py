@@ -31,6 +31,7 @@ from ...targets.toy import GaussianMixtureData, ToyDataset, get_dataset, sample_
 from ...training import evaluate_conditional_toy, evaluate_nll, evaluate_toy, fit_max_likelihood
 from ...transforms.base import Compose
 from ...transforms.elementwise import StandardizeTransform
+from ...transforms.linear import WhitenTransform
 from ..config import MODEL_NAME, ConfigError, DataConfig, FitConfig
 from ..models import build_vector
 from .base import PLOT_FEATURES, TEST, device_of, dtype, parameter_count, place, rename_split
@@ -147,7 +148,9 @@ def sized_for_rows(train_rows: int) -> dict[str, Any]:
     """The defaults for a table with ``train_rows`` training rows (nested tables; see :data:`SIZES`).
 
     ``batch_size = min(512, train_rows)``, ``eval_every = clamp(train_rows // 10, 10, 250)``, ``patience = 10``,
-    and the model's ``layers``/``hidden``/``bins`` from :data:`SIZES`.
+    the model's ``layers``/``hidden``/``bins`` from :data:`SIZES`, and ``data.whiten``: the flow starts as the
+    full-covariance Gaussian, so that early stopping keeps at least what a covariance matrix explains (on wine the
+    per-column standardization ended above the Gaussian's test NLL for two seeds of three).
 
     Example:
         >>> sized_for_rows(142)["train"], sized_for_rows(142)["model"]
@@ -156,7 +159,7 @@ def sized_for_rows(train_rows: int) -> dict[str, Any]:
     model = next(settings for limit, settings in SIZES if train_rows < limit)
     train = {"batch_size": max(1, min(BATCH, train_rows)), "eval_every": min(250, max(10, train_rows // 10)),
              "patience": PATIENCE}
-    return {"train": train, "model": dict(model)}
+    return {"train": train, "model": dict(model), "data": {"whiten": True}}
 
 
 def _on(x: Tensor | None, device: torch.device | str) -> Tensor | None:
@@ -239,7 +242,16 @@ class DataTask:
     def build(self, config: FitConfig, spec: Mapping[str, Any], problem: DataSplits | None = None) -> Flow:
         features = int(spec["features"])
         flow = place(build_vector(config.model, features, int(spec["context_features"])), config)
-        if config.data.standardize:
+        if config.data.standardize and config.data.whiten:
+            if problem is not None:
+                try:
+                    standardize = WhitenTransform.fit(problem.train)
+                except ValueError as e:
+                    raise ConfigError(f"{e}; fit without it: --set data.whiten=false") from None
+            else:  # a placeholder for the fitted values a checkpoint holds
+                standardize = WhitenTransform([0.0] * features, torch.eye(features, dtype=torch.float64))
+            flow.transform = Compose(standardize.to(config.train.device), flow.transform)
+        elif config.data.standardize:
             if problem is not None:
                 standardize = Standardizer.fit(problem.train).as_transform().to(config.train.device)
             else:  # a placeholder for the fitted values a checkpoint holds

@@ -62,8 +62,8 @@ class EnergyTask:
         out = {
             "train.eval_every": no_validation, "train.patience": no_validation + " to stop on",
             **{f"data.{key}": "the target is a density, not data" for key in (
-                "path", "context_columns", "conditional", "standardize", "train_size", "val_size", "test_size",
-                "val_fraction", "test_fraction", "data_dir")},
+                "path", "context_columns", "conditional", "standardize", "whiten", "train_size", "val_size",
+                "test_size", "val_fraction", "test_fraction", "data_dir")},
             "eval.iw_samples": "it is the importance samples of the image bits/dim bound",
             "output.grid": "it is the image sample grid", "output.temperature": "it is the image sample grid's",
         }

@@ -130,8 +130,8 @@ class ImageTask:
             "eval.samples": "it is the fresh samples of a reverse-KL evaluation (images use --iw-samples)",
             "output.gif": "the layer animation is drawn for energies",
             **{f"data.{key}": "it applies to tables and toy data sets" for key in (
-                "path", "context_columns", "conditional", "standardize", "train_size", "val_size", "test_size",
-                "test_fraction")},
+                "path", "context_columns", "conditional", "standardize", "whiten", "train_size", "val_size",
+                "test_size", "test_fraction")},
             **{f"energy.{key}": "it applies to --energy" for key in ("source", "features")},
         }
 
