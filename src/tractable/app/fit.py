@@ -36,9 +36,9 @@ def fit(*, target: str | None = None, config_file: str | None = None, preset: st
     if preset is not None and config_file is not None:
         raise ConfigError(f"--preset and --config are exclusive; got --preset {preset} --config {config_file}")
     options = dict(options or {})
-    if target is None and config_file is None and preset is None and "data.path" not in options:
-        raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE or "
-                          "--config FILE")
+    if target is None and config_file is None and preset is None and not {"data.path", "energy.source"} & set(options):
+        raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE, "
+                          "--energy MODULE:FUNCTION or --config FILE")
     user = preset_tables(preset)[0] if preset is not None else read_toml(config_file) if config_file else {}
     if target is not None:
         options = {"target": target, **options}

@@ -27,6 +27,8 @@ from .config import MODEL_NAME, ConfigError, FitConfig, merge, read_toml, set_ke
 from .legacy import is_legacy, renamed, translate
 from .models import DEQUANTIZER_TABLE, accepted, check_model, dequantization
 from .tasks import Task, task_of
+from .tasks.base import dtype
+from .tasks.user_energy import load_energy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -142,6 +144,8 @@ def resolve(user: Mapping[str, Any], *, options: Mapping[str, Any] | None = None
     config.model = check_model(config.model, images=task.images, target=config.target)
     if new:
         _check_applicable(task, config, user, options, sets)
+        if config.energy.source:  # a user's function is checked on a first batch before anything is written
+            load_energy(config.energy.source, config.energy.features, dtype=dtype(config), device=config.train.device)
     return config
 
 
