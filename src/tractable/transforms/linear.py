@@ -264,7 +264,9 @@ class WhitenTransform(Transform):
         x = train.detach().double()
         cov = torch.atleast_2d(torch.cov(x.T, correction=0))
         chol, info = torch.linalg.cholesky_ex(cov)
-        if int(info) != 0:
+        # a pivot that rounding kept positive is still singular: what a column adds beyond the ones before it must be
+        # more than a negligible part of its variance
+        if int(info) != 0 or bool((torch.diagonal(chol) ** 2 <= 1e-10 * torch.diagonal(cov)).any()):
             raise ValueError(f"the covariance of the {x.shape[0]} training rows × {x.shape[1]} columns is singular "
                              "(collinear or constant columns, or too few rows); whitening needs it invertible")
         return cls(x.mean(0), chol)
