@@ -78,6 +78,8 @@ def test_fit_eval_sample_resume_a_2d_energy_from_a_file(tmp_path, module):
     assert main(["sample", str(out), "-n", "7", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (7, 2)
     assert main(["fit", "--resume", str(out), "--quiet"]) == 0
+    assert main(["plot", str(out), "--no-gif"]) == 0  # a 2D density is drawn, framed by the flow's samples
+    assert (out / "densities.png").stat().st_size > 10_000
 
 
 def test_above_2d_the_default_flow_is_an_iaf(tmp_path, module):

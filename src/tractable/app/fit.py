@@ -69,7 +69,8 @@ def print_listing(*, counts: bool = False) -> None:
         d = get_dataset(name)
         doc = (type(d).__doc__ or "").strip().splitlines()[0]
         print(f"  {name + (' *' if d.entropy is not None else ''):<17} {doc}")
-    print("  (or --data FILE.npy|FILE.csv for your own table)")
+    print("  (or --data FILE.npy|FILE.csv for your own table; --energy MODULE:FUNCTION --features D for your own "
+          "log-density)")
     print("image data sets (fitted by maximum likelihood on the dequantization bound; bits/dim):")
     print("  digits            scikit-learn's 8x8 digits, 17 levels (shipped with scikit-learn)")
     print("  mnist             MNIST 28x28, 256 levels (--data-dir DIR with the IDX files)")
