@@ -82,6 +82,18 @@ def test_whitening_is_exact():
         WhitenTransform.fit(torch.cat([x[:, :1], x[:, :1]], 1))
 
 
+def test_whitening_keeps_a_discrete_column_whole():
+    """Cholesky whitening leaves its first column only shifted and scaled: a 0/1 column goes there, its two atoms
+    kept (else it would be replaced by its residual on the columns before it, smeared)."""
+    x = torch.randn(400, 3, dtype=torch.float64)
+    x[:, 2] = (x[:, 0] + torch.randn(400, dtype=torch.float64) > 0).double()
+    t = WhitenTransform.fit(x)
+    assert t.order.tolist() == [2, 0, 1]
+    z, _ = t(x)
+    assert len(torch.unique(z[:, 0].round(decimals=9))) == 2
+    assert torch.allclose(t.inverse(z)[0], x, atol=1e-12)
+
+
 def test_the_gaussian_baseline_is_the_exact_gaussian_nll():
     from scipy.stats import multivariate_normal
 

@@ -214,6 +214,10 @@ class LULinear(LUTransform):
 __all__ = ["LU_INITS", "LULinear", "LUTransform", "Permutation", "RandomPermutation", "ReversePermutation"]
 
 
+#: A column with at most this many distinct values counts as discrete for :meth:`WhitenTransform.fit`.
+DISCRETE_VALUES = 10
+
+
 class WhitenTransform(Transform):
     """The fixed affine map ``x ↦ L⁻¹(x_π − μ)`` (forward) with ``L`` lower triangular, ``ladj = −Σ log L_ii``.
 
@@ -222,9 +226,10 @@ class WhitenTransform(Transform):
     mean and identity covariance on those rows: a flow on a standard-normal base behind it starts as the
     full-covariance Gaussian fitted by maximum likelihood, and its layers only need to learn what the Gaussian misses.
     Cholesky whitening keeps the first column of ``x_π`` as it is (only shifted and scaled) and replaces each later
-    one by its residual on the columns before it; :meth:`fit` puts the columns with the fewest distinct values first,
-    so that a discrete column (a 0/1 flag) keeps its atoms instead of being smeared over the others. ``μ``, ``L`` and
-    ``π`` are buffers (saved in ``state_dict``; ``μ`` and ``L`` in float64, cast to the input's dtype in each call).
+    one by its residual on the columns before it; :meth:`fit` puts the columns of at most ``DISCRETE_VALUES`` distinct
+    values first, so that a discrete column (a 0/1 flag) keeps its atoms instead of being smeared over the others.
+    ``μ``, ``L`` and ``π`` are buffers (saved in ``state_dict``; ``μ`` and ``L`` in float64, cast to the input's dtype
+    in each call).
     The inverse is one matrix product, the forward one triangular solve; analytic both ways.
 
     Args:
@@ -263,9 +268,9 @@ class WhitenTransform(Transform):
 
     @classmethod
     def fit(cls, train: Tensor) -> WhitenTransform:
-        """The whitening of ``train`` ``(rows, D)``: the columns ordered by their number of distinct values (fewest
-        first, ties in the table's order), their mean and the Cholesky factor of their (population) covariance, in
-        float64.
+        """The whitening of ``train`` ``(rows, D)``: its discrete columns (at most ``DISCRETE_VALUES`` distinct values)
+        first, the others after them, each group in the table's order; their mean and the Cholesky factor of their
+        (population) covariance, in float64.
 
         Raises:
             ValueError: for fewer rows than two, or a singular covariance (collinear or constant columns, or no more
@@ -274,8 +279,8 @@ class WhitenTransform(Transform):
         if train.dim() != 2 or train.shape[0] < 2:
             raise ValueError(f"expected a training array of shape (rows >= 2, D), got {tuple(train.shape)}")
         x = train.detach().double()
-        distinct = [len(torch.unique(x[:, j])) for j in range(x.shape[1])]
-        order = sorted(range(x.shape[1]), key=lambda j: distinct[j])
+        few = [len(torch.unique(x[:, j])) <= DISCRETE_VALUES for j in range(x.shape[1])]
+        order = sorted(range(x.shape[1]), key=lambda j: not few[j])  # stable: discrete columns first, else as given
         x = x[:, order]
         cov = torch.atleast_2d(torch.cov(x.T, correction=0))
         chol, info = torch.linalg.cholesky_ex(cov)
