@@ -125,7 +125,8 @@ class EnergyTask:
         psis = f", Pareto k̂ = {k:.2f} ({'< 0.7: reliable' if k < 0.7 else '≥ 0.7: unreliable'})" if k is not None \
             and math.isfinite(k) else ""
         if m["log_z"] is None or not math.isfinite(m["log_z"]):  # a user's energy: log Z unknown, so KL is too
-            return (f"ELBO = {m['elbo']:.4f} ± {m['kl_stderr']:.4f}, ESS = {m['ess']:.3f}{psis}, "
+            stderr = m.get("elbo_stderr", m.get("kl_stderr"))  # the same Monte Carlo error: ELBO = log Z − KL
+            return (f"ELBO = {m['elbo']:.4f} ± {stderr:.4f}, ESS = {m['ess']:.3f}{psis}, "
                     f"log Ẑ = {m['log_z_estimate']:.4f} (log Z unknown), {m['eval_samples']:,} samples")
         return (f"KL(q‖p) = {m['kl']:.4f} ± {m['kl_stderr']:.4f} nats, ESS = {m['ess']:.3f}{psis}, "
                 f"log Ẑ = {m['log_z_estimate']:.4f} (log Z = {m['log_z']:.4f}), {m['eval_samples']:,} samples")
