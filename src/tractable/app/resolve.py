@@ -22,10 +22,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..models.image_registry import IMAGE_MODELS
+from ..models.registry import MODELS
 from ..targets.toy import ALIASES
 from .config import MODEL_NAME, ConfigError, FitConfig, merge, read_toml, set_key
 from .legacy import is_legacy, renamed, translate
-from .models import DEQUANTIZER_TABLE, accepted, check_model, dequantization
+from .models import DEQUANTIZER_TABLE, accepted, check_model, dequantization, model_parameters
 from .tasks import Task, task_of
 from .tasks.base import dtype
 from .tasks.user_energy import load_energy
@@ -106,6 +108,20 @@ def _check_applicable(task: Task, config: FitConfig, user: Mapping[str, Any], op
             raise ConfigError(f"config key {key!r} = {value!r} does not apply to {task.label}: {reasons[key]}")
 
 
+def _check_model_options(task: Task, config: FitConfig, options: Mapping[str, Any]) -> None:
+    """A model option of the command line that the chosen model does not take, named with the model and the kind of
+    target (``--bins`` on the planar flow of an energy); ``check_model`` names any other unknown ``[model]`` key."""
+    name = config.model_name
+    if name not in (IMAGE_MODELS if task.images else MODELS):
+        return  # check_model names the allowed models
+    taken = [*model_parameters(name, images=task.images), *([DEQUANTIZER_TABLE] if task.images else [])]
+    for key in options:
+        section, _, rest = key.partition(".")
+        if section == "model" and rest != MODEL_NAME and "." not in rest and rest not in taken:
+            raise ConfigError(f"unknown config key {key!r} for model {name!r}; expected one of "
+                              f"{', '.join(sorted(taken))} ({_flag(key)} does not apply to {name} on {task.label})")
+
+
 def resolve(user: Mapping[str, Any], *, options: Mapping[str, Any] | None = None,
             sets: Iterable[tuple[str, Any]] = (), new: bool = True) -> FitConfig:
     """The resolved configuration: the task's defaults under ``user`` (a file's tables), ``options`` (dotted keys of
@@ -141,6 +157,8 @@ def resolve(user: Mapping[str, Any], *, options: Mapping[str, Any] | None = None
         raise ConfigError(f"config section 'model' expects a table, got {model!r}")
     defaults = merge(task.defaults, task.sized_defaults(data)) if new else task.defaults
     config = FitConfig.from_dict(merge(_defaults(task, defaults, model), data))
+    if new:
+        _check_model_options(task, config, options)
     config.model = check_model(config.model, images=task.images, target=config.target)
     if new:
         _check_applicable(task, config, user, options, sets)
