@@ -41,7 +41,7 @@ COVARIANCES = ("full", "diag", "tied", "spherical")
 COMPONENTS = (1, 2, 3, 4, 5, 6, 8, 10)
 MIN_ROWS_PER_COMPONENT = 10
 #: The training rows the mixture search uses at most (a random subset beyond it: EM is O(rows · components · D²)).
-MAX_GMM_ROWS = 20_000
+MAX_GMM_ROWS = 10_000
 #: scikit-learn's ridge on the covariances' diagonal, in standardized units (its default is 1e-6).
 REG_COVAR = 1e-6
 
