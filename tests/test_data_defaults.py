@@ -128,6 +128,19 @@ def test_a_table_fit_reports_both_baselines(tmp_path, capsys):
     assert "baselines on the same split" in capsys.readouterr().out
 
 
+def test_collinear_columns_are_standardized_with_a_warning(tmp_path, capsys):
+    """Whitening needs an invertible covariance; a table with a column that is the sum of two others (one-hot
+    groups are the common case) is standardized column by column instead, and the fit says so."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(2, 150))
+    path = tmp_path / "collinear.csv"
+    np.savetxt(path, np.c_[a, b, a + b], delimiter=",")
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(path), "--steps", "5", "--no-plots", "--quiet", "--out", str(out)]) == 0
+    assert "singular (collinear" in capsys.readouterr().err
+    assert main(["eval", str(out)]) == 0  # the run reopens: the layer is the same class, diagonal
+
+
 def test_a_model_much_larger_than_the_table_warns(tmp_path, capsys):
     assert main(["fit", "--data", _table(tmp_path / "t.csv"), "--hidden", "128", "--steps", "2", "--no-plots",
                  "--quiet", "--out", str(tmp_path / "run")]) == 0

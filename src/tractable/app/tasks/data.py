@@ -246,8 +246,11 @@ class DataTask:
             if problem is not None:
                 try:
                     standardize = WhitenTransform.fit(problem.train)
-                except ValueError as e:
-                    raise ConfigError(f"{e}; fit without it: --set data.whiten=false") from None
+                except ValueError as e:  # collinear columns (one-hot groups): each column standardized instead
+                    scaled = Standardizer.fit(problem.train)  # refuses constant columns, naming them
+                    standardize = WhitenTransform(scaled.mean, torch.diag(torch.tensor(scaled.std,
+                                                                                       dtype=torch.float64)))
+                    print(f"warning: {e}; each column is standardized instead", file=sys.stderr)
             else:  # a placeholder for the fitted values a checkpoint holds
                 standardize = WhitenTransform([0.0] * features, torch.eye(features, dtype=torch.float64))
             flow.transform = Compose(standardize.to(config.train.device), flow.transform)
