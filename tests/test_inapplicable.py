@@ -37,6 +37,7 @@ CASES = [
     (["checkerboard", "--anneal", "0.3"], ["--anneal does not apply to", DATA]),
     (["checkerboard", "--eval-samples", "10"], ["--eval-samples does not apply to", DATA]),
     (["checkerboard", "--data-dir", "somewhere"], ["--data-dir does not apply to", DATA]),
+    (["checkerboard", "--no-gif"], ["--no-gif does not apply to", DATA]),
     (["checkerboard", "--context", "0"], ["--context does not apply to", DATA, "--conditional"]),
     (["checkerboard", "--set", "data.val_fraction=0.2"], ["data.val_fraction does not apply to", DATA]),
     (["checkerboard", "--dequantization", "variational"],

@@ -216,6 +216,7 @@ class DataTask:
             "eval.samples": "it is the fresh samples of a reverse-KL evaluation; data are scored on the test split",
             "eval.iw_samples": "it is the importance samples of the image bits/dim bound",
             "output.grid": "it is the image sample grid", "output.temperature": "it is the image sample grid's",
+            "output.gif": "the layer animation is drawn for energies",
             "data.data_dir": "it is the directory of the MNIST or CIFAR-10 files",
             **{f"energy.{key}": "it applies to --energy" for key in ("source", "features")},
         }
