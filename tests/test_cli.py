@@ -62,7 +62,7 @@ def test_config_file_and_set_override(tmp_path):
     "args, message",
     [
         (["fit", "moon"], "unknown target 'moon'; expected an energy (ring"),
-        (["fit", "checkerboard", "--context", "0"], "context_columns applies to a data file"),
+        (["fit", "checkerboard", "--context", "0"], "--context does not apply to data (maximum likelihood)"),
         (["fit", "--data", "/nonexistent.npy"], "does not exist"),
         (["fit", "ring", "--model", "planar", "--set", "model.name=glow"], "model.name' must be one of"),
         (["fit", "ring", "--set", "model.flow=radial"], "config key 'model.flow' is now 'model.name'"),

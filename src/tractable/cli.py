@@ -3,6 +3,7 @@
     tractable fit ring --flow planar --layers 16 --steps 10000 --batch-size 512 --lr 2e-3 --seed 0 --out DIR
     tractable fit checkerboard --model nsf --steps 5000 --batch-size 512 --seed 0 --out DIR
     tractable fit --data table.csv --context 0,1 --model maf --out DIR
+    tractable fit --energy my_model.py:log_prob --features 31 --out DIR
     tractable fit --preset checkerboard-nsf --set train.steps=2000 --out DIR
     tractable fit digits --model flowpp --dequantization variational --out DIR
     tractable fit mnist --data-dir DIR --preset mnist-realnvp --device cuda --out DIR
@@ -47,6 +48,7 @@ OPTIONS = {
     "checkpoint_every": "train.checkpoint_every", "keep_last": "train.keep_last",
     "eval_samples": "eval.samples", "iw_samples": "eval.iw_samples",
     "data": "data.path", "context": "data.context_columns", "data_dir": "data.data_dir",
+    "energy": "energy.source", "features": "energy.features",
 }
 #: switch dest -> (the dotted configuration key it sets, the value it sets).
 SWITCHES = {
@@ -78,28 +80,43 @@ def _parser() -> argparse.ArgumentParser:
         "figures). An energy target (ring, u1..u4, mixture) is fitted by minimising KL(q‖p) and reports the exact "
         "KL, the ESS fraction and a log Z estimate; a data set (eight_gaussians, checkerboard, ...) or a --data "
         "file is fitted by maximum likelihood and reports the test NLL (and, where the data's entropy is known, "
-        "the exact gap KL(p‖q) = test NLL − entropy). Defaults depend on the kind of target: shown as energy / data.",
+        "the exact gap KL(p‖q) = test NLL − entropy). --energy MODULE:FUNCTION fits your own log-density by reverse "
+        "KL. Defaults depend on the kind of target: shown as energy / data; a --data file's are sized by its rows "
+        "(README 'Your own data'), and an energy above 2D gets an IAF. An option that does not apply to the kind of "
+        "target is an error.",
     )
     fit.add_argument("target", nargs="?",
                      help=f"energy: {', '.join(TARGETS)}; data set: {', '.join(DATASETS)}; images: "
                      f"{', '.join(IMAGE_DATASETS)}")
+    fit.add_argument("--energy", default=None, metavar="MODULE:FUNCTION",
+                     help="fit your own log-density by reverse KL: a function in MODULE (imported from the current "
+                     "directory first) or in FILE.py:FUNCTION mapping a (batch, D) tensor to (batch,) unnormalized "
+                     "log-densities; needs --features D")
+    fit.add_argument("--features", type=int, default=None, metavar="D",
+                     help="with --energy: the dimension of the function's input")
     model = fit.add_argument_group("model")
     model.add_argument("--flow", "--model", dest="flow", default=None,
                        choices=[*MODELS, *(m for m in IMAGE_MODELS if m not in MODELS)],
-                       help="the model (default planar / nsf / flowpp for images; images take realnvp, glow, flowpp)")
-    model.add_argument("--layers", type=int, default=None, help="flow depth, model.layers (default 16 / 5)")
+                       help="the model (default planar, iaf above 2D / nsf / flowpp for images; images take "
+                       "realnvp, glow, flowpp)")
+    model.add_argument("--layers", type=int, default=None,
+                       help="flow depth, model.layers (default 16, 5 above 2D / 5, or by rows for a --data file)")
     model.add_argument("--base", choices=["diagonal", "normal", "mixture"], default=None,
                        help="base distribution (default diagonal, learnable / normal)")
-    model.add_argument("--hidden", type=int, default=None, help="conditioner width (default 64; images 32)")
+    model.add_argument("--hidden", type=int, default=None,
+                       help="conditioner width (default 64, or by rows for a --data file; images 32)")
     model.add_argument("--blocks", type=int, default=None,
                        help="conditioner depth: hidden layers of an MLP, residual blocks of an image conditioner "
                             "(default 2)")
-    model.add_argument("--bins", type=int, default=None, help="spline bins (default 8 / 16)")
+    model.add_argument("--bins", type=int, default=None,
+                       help="spline bins of nsf and nsf-ar (default 16 for data, 8 for a --data file of under "
+                       "10,000 training rows; the models' own default, 8, elsewhere)")
     model.add_argument("--bound", type=float, default=None,
                        help="spline interval [-B, B] and log-scale bound, in standardized units (default 3)")
     train = fit.add_argument_group("training")
     train.add_argument("--steps", type=int, default=None, help="optimisation steps (default 10000 / 5000)")
-    train.add_argument("--batch-size", type=int, default=None, help="samples per step (default 512)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help="samples per step (default 512; a --data file: min(512, training rows))")
     train.add_argument("--lr", type=float, default=None, help="peak Adam learning rate (default 2e-3 / 1e-3)")
     train.add_argument("--seed", type=int, default=None, help="random seed: initialisation, data, batches (default 0)")
     train.add_argument("--anneal", type=float, default=None,
@@ -107,9 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", choices=["cosine", "exponential", "constant"], default=None,
                        help="learning-rate schedule (default cosine)")
     train.add_argument("--clip", type=float, default=None, help="gradient-norm clip, 0 = none (default 0)")
-    train.add_argument("--eval-every", type=int, default=None, help="data: validate every N steps (default 250)")
+    train.add_argument("--eval-every", type=int, default=None,
+                       help="data: validate every N steps (default 250; a --data file: training rows / 10, "
+                       "between 10 and 250)")
     train.add_argument("--patience", type=int, default=None,
-                       help="data: stop after N validations without improvement, 0 = never (default 0)")
+                       help="data: stop after N validations without improvement, 0 = never (default 0; a --data "
+                       "file: 10)")
     train.add_argument("--eval-samples", type=int, default=None,
                        help="energies: samples for the final diagnostics (default 100000)")
     train.add_argument("--device", default=None, help="torch device (default cpu)")
@@ -125,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     data = fit.add_argument_group("data")
     data.add_argument("--data", default=None, metavar="FILE", help="fit your own data: a .npy or .csv table")
     data.add_argument("--context", default=None, metavar="COLS",
-                      help="with --data: comma-separated columns (indices or header names) to condition on")
+                      help="with --data: comma-separated columns (indices or header names) to condition on; "
+                      "contexts and samples are in the data's raw units")
     data.add_argument("--conditional", action="store_true",
                       help="condition a labelled data set (gaussian_mixture) on its one-hot label")
     data.add_argument("--no-standardize", action="store_true",

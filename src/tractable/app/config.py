@@ -7,7 +7,7 @@ A configuration has a ``target`` and six tables:
   ``[model.dequantizer]`` table of keyword arguments of :class:`~tractable.dequantization.VariationalDequantization`.
   The task checks these against the constructor's signature (:mod:`tractable.app.models`), since which keys exist
   depends on the model.
-* ``[train]``, ``[data]``, ``[eval]``, ``[output]``: the typed sections below.
+* ``[train]``, ``[data]``, ``[energy]``, ``[eval]``, ``[output]``: the typed sections below.
 
 A key that is absent means the constructor's or the task's default, defined once, where it is used. A run's resolved
 configuration is written into its directory as ``config.toml`` and is enough to repeat the run.
@@ -80,13 +80,15 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """Data for maximum-likelihood fits (ignored when the target is an energy).
+    """Data for maximum-likelihood fits (an energy takes none of these keys).
 
     A toy data set is sampled reproducibly: ``train_size``/``val_size``/``test_size`` rows. A user's file (``path``:
     ``.npy`` or ``.csv``) is split with ``val_fraction``/``test_fraction``; ``context_columns`` (comma-separated
     indices or header names) become the context of a conditional flow. ``conditional`` conditions a labelled toy data
     set (gaussian_mixture) on its one-hot label. ``standardize`` prepends the exact affine map fitted on the training
-    split to the flow, so every density is reported in the data's own units. Images: ``data_dir`` holds the MNIST
+    split to the flow, so every density is reported in the data's own units; with ``whiten`` that map is the
+    full-covariance one (mean and Cholesky factor of the training covariance: the flow starts as the fitted Gaussian),
+    the default for a ``--data`` file. Images: ``data_dir`` holds the MNIST
     IDX files or CIFAR-10 python batches (the digits ship with scikit-learn), and ``val_fraction`` of the training
     images validate.
     """
@@ -95,12 +97,27 @@ class DataConfig:
     context_columns: str = ""
     conditional: bool = False
     standardize: bool = True
+    whiten: bool = False
     train_size: int = 100_000
     val_size: int = 10_000
     test_size: int = 100_000
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     data_dir: str = ""
+
+
+@dataclass
+class EnergyConfig:
+    """A user's own unnormalized log-density, fitted by reverse KL (``tractable fit --energy SOURCE --features D``).
+
+    ``source`` is ``module:function`` (imported as Python imports it, the current directory first) or
+    ``path/to/file.py:function``; the function maps a ``(batch, features)`` tensor to ``(batch,)`` unnormalized
+    log-densities (:mod:`tractable.app.tasks.user_energy`). The module must be importable again wherever the run is
+    evaluated, sampled, plotted or resumed.
+    """
+
+    source: str = ""
+    features: int = 0
 
 
 @dataclass
@@ -124,7 +141,8 @@ class OutputConfig:
 
 
 #: The typed sections of a configuration (``[model]`` is free-form: its keys depend on the model).
-SECTIONS: dict[str, type] = {"train": TrainConfig, "data": DataConfig, "eval": EvalConfig, "output": OutputConfig}
+SECTIONS: dict[str, type] = {"train": TrainConfig, "data": DataConfig, "energy": EnergyConfig, "eval": EvalConfig,
+                             "output": OutputConfig}
 #: The key of ``[model]`` that names the model.
 MODEL_NAME = "name"
 
@@ -137,6 +155,7 @@ class FitConfig:
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -147,8 +166,17 @@ class FitConfig:
 
     @property
     def name(self) -> str:
-        """The target's name, or the data file's name."""
-        return self.target or Path(self.data.path).name
+        """The target's name, the user's energy (``module:function``) or the data file's name."""
+        return self.target or self.energy.source or Path(self.data.path).name
+
+    @property
+    def stem(self) -> str:
+        """A short name for the default run directory: the target, the energy's function or the data file's stem."""
+        if self.target:
+            return self.target
+        if self.energy.source:
+            return self.energy.source.rsplit(":", 1)[-1]
+        return Path(self.data.path).stem
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "model": copy.deepcopy(self.model),

@@ -4,7 +4,6 @@ directory's default name, the thread count; and the listing of what can be fitte
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,9 +39,9 @@ def fit(*, target: str | None = None, config_file: str | None = None, preset: st
     if preset is not None and config_file is not None:
         raise ConfigError(f"--preset and --config are exclusive; got --preset {preset} --config {config_file}")
     options = dict(options or {})
-    if target is None and config_file is None and preset is None and "data.path" not in options:
-        raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE or "
-                          "--config FILE")
+    if target is None and config_file is None and preset is None and not {"data.path", "energy.source"} & set(options):
+        raise ConfigError(f"fit needs a target ({', '.join(TARGETS)}; {', '.join(DATASETS)}), --data FILE, "
+                          "--energy MODULE:FUNCTION or --config FILE")
     user = preset_tables(preset)[0] if preset is not None else read_toml(config_file) if config_file else {}
     if target is not None:
         options = {"target": target, **options}
@@ -50,7 +49,7 @@ def fit(*, target: str | None = None, config_file: str | None = None, preset: st
     torch.set_num_threads(threads if threads is not None else DEFAULT_THREADS)
     if out is None:
         layers = config.model.get("layers") or ""
-        out = f"runs/{config.target or Path(config.data.path).stem}-{config.model_name}{layers}-seed{config.train.seed}"
+        out = f"runs/{config.stem}-{config.model_name}{layers}-seed{config.train.seed}"
     return run_fit(config, out, progress=progress, overwrite=overwrite)
 
 
@@ -80,7 +79,8 @@ def print_listing(*, counts: bool = False) -> None:
         d = get_dataset(name)
         doc = (type(d).__doc__ or "").strip().splitlines()[0]
         print(f"  {name + (' *' if d.entropy is not None else ''):<17} {doc}")
-    print("  (or --data FILE.npy|FILE.csv for your own table)")
+    print("  (or --data FILE.npy|FILE.csv for your own table; --energy MODULE:FUNCTION --features D for your own "
+          "log-density)")
     print("image data sets (fitted by maximum likelihood on the dequantization bound; bits/dim):")
     print("  digits            scikit-learn's 8x8 digits, 17 levels (shipped with scikit-learn)")
     print("  mnist             MNIST 28x28, 256 levels (--data-dir DIR with the IDX files)")

@@ -212,3 +212,95 @@ class LULinear(LUTransform):
 
 
 __all__ = ["LU_INITS", "LULinear", "LUTransform", "Permutation", "RandomPermutation", "ReversePermutation"]
+
+
+#: A column with at most this many distinct values counts as discrete for :meth:`WhitenTransform.fit`.
+DISCRETE_VALUES = 10
+
+
+class WhitenTransform(Transform):
+    """The fixed affine map ``x ↦ L⁻¹(x_π − μ)`` (forward) with ``L`` lower triangular, ``ladj = −Σ log L_ii``.
+
+    ``x_π`` is ``x`` with its columns in the order ``π`` (the identity by default). With ``μ`` the mean and
+    ``L Lᵀ = Σ`` the Cholesky factor of the covariance of a table's training rows (:meth:`fit`), the output has zero
+    mean and identity covariance on those rows: a flow on a standard-normal base behind it starts as the
+    full-covariance Gaussian fitted by maximum likelihood, and its layers only need to learn what the Gaussian misses.
+    Cholesky whitening keeps the first column of ``x_π`` as it is (only shifted and scaled) and replaces each later
+    one by its residual on the columns before it; :meth:`fit` puts the columns of at most ``DISCRETE_VALUES`` distinct
+    values first, so that a discrete column (a 0/1 flag) keeps its atoms instead of being smeared over the others.
+    ``μ``, ``L`` and ``π`` are buffers (saved in ``state_dict``; ``μ`` and ``L`` in float64, cast to the input's dtype
+    in each call).
+    The inverse is one matrix product, the forward one triangular solve; analytic both ways.
+
+    Args:
+        mean: ``μ``, one per feature (in the order ``π``).
+        cholesky: ``L``, ``(D, D)`` lower triangular with a positive diagonal (in the order ``π``).
+        order: ``π``, a permutation of ``range(D)`` (default the identity).
+
+    Example:
+        >>> import torch
+        >>> from tractable.transforms.linear import WhitenTransform
+        >>> x = torch.randn(500, 3, dtype=torch.float64) @ torch.tensor([[2.0, 0, 0], [1, 1, 0], [0, 3, 1]]).double()
+        >>> z, ladj = WhitenTransform.fit(x)(x)
+        >>> bool(torch.allclose(torch.cov(z.T, correction=0), torch.eye(3, dtype=torch.float64), atol=1e-8))
+        True
+    """
+
+    def __init__(self, mean: Sequence[float] | Tensor, cholesky: Sequence[Sequence[float]] | Tensor,
+                 order: Sequence[int] | Tensor | None = None):
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float64).clone()
+        chol = torch.as_tensor(cholesky, dtype=torch.float64).clone()
+        d = mean_t.numel()
+        if mean_t.dim() != 1 or chol.shape != (d, d):
+            raise ValueError(f"expected a mean of shape (D,) and a Cholesky factor of shape (D, D), got "
+                             f"{tuple(mean_t.shape)} and {tuple(chol.shape)}")
+        if not bool((torch.diagonal(chol) > 0).all()) or not bool(torch.equal(chol, chol.tril())):
+            raise ValueError("expected a lower-triangular Cholesky factor with a positive diagonal")
+        perm = torch.arange(d) if order is None else torch.as_tensor(order, dtype=torch.long).clone()
+        if sorted(perm.tolist()) != list(range(d)):
+            raise ValueError(f"expected the order to be a permutation of range({d}), got {perm.tolist()}")
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("cholesky", chol)
+        self.register_buffer("order", perm)
+        self.register_buffer("inverse_order", torch.argsort(perm))
+        self.features = d
+
+    @classmethod
+    def fit(cls, train: Tensor) -> WhitenTransform:
+        """The whitening of ``train`` ``(rows, D)``: its discrete columns (at most ``DISCRETE_VALUES`` distinct values)
+        first, the others after them, each group in the table's order; their mean and the Cholesky factor of their
+        (population) covariance, in float64.
+
+        Raises:
+            ValueError: for fewer rows than two, or a singular covariance (collinear or constant columns, or no more
+                rows than columns), saying so.
+        """
+        if train.dim() != 2 or train.shape[0] < 2:
+            raise ValueError(f"expected a training array of shape (rows >= 2, D), got {tuple(train.shape)}")
+        x = train.detach().double()
+        few = [len(torch.unique(x[:, j])) <= DISCRETE_VALUES for j in range(x.shape[1])]
+        order = sorted(range(x.shape[1]), key=lambda j: not few[j])  # stable: discrete columns first, else as given
+        x = x[:, order]
+        cov = torch.atleast_2d(torch.cov(x.T, correction=0))
+        chol, info = torch.linalg.cholesky_ex(cov)
+        # a pivot that rounding kept positive is still singular: what a column adds beyond the ones before it must be
+        # more than a negligible part of its variance
+        if int(info) != 0 or bool((torch.diagonal(chol) ** 2 <= 1e-10 * torch.diagonal(cov)).any()):
+            raise ValueError(f"the covariance of the {x.shape[0]} training rows × {x.shape[1]} columns is singular "
+                             "(collinear or constant columns, or too few rows); whitening needs it invertible")
+        return cls(x.mean(0), chol, order)
+
+    def _ladj(self, x: Tensor) -> Tensor:
+        return (-torch.log(torch.diagonal(self.cholesky)).sum()).to(x).expand(x.shape[:-1])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_features(x, self.features)
+        centred = (x[..., self.order] - self.mean.to(x)).unsqueeze(-1)
+        z = torch.linalg.solve_triangular(self.cholesky.to(x), centred, upper=False).squeeze(-1)
+        return z, self._ladj(x)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_features(z, self.features)
+        x = z @ self.cholesky.to(z).T + self.mean.to(z)
+        return x[..., self.inverse_order], -self._ladj(z)

@@ -17,13 +17,21 @@ ENERGY, DATA, IMAGE = EnergyTask(), DataTask(), ImageTask()
 TASKS: dict[str, Task] = {t.kind: t for t in (ENERGY, DATA, IMAGE)}
 
 
-def task_of(target: str, data_path: str = "") -> Task:
+def task_of(target: str, data_path: str = "", energy: str = "") -> Task:
     """The task for a target: a data file (``data_path``) or a toy data set is fitted by maximum likelihood, an
-    energy by reverse KL, an image data set by maximum likelihood on the dequantization bound.
+    energy (a built-in one, or a user's ``energy`` function) by reverse KL, an image data set by maximum likelihood on
+    the dequantization bound.
 
     Raises:
-        ConfigError: for a target that is none of these.
+        ConfigError: for a target that is none of these, or for more than one of a target, a data file and an energy.
     """
+    given = [f"{what} {value!r}" for what, value in (("target", target), ("--data", data_path),
+                                                      ("--energy", energy)) if value]
+    if len(given) > 1:
+        raise ConfigError("expected one of a target, --data FILE or --energy MODULE:FUNCTION, got "
+                          + " and ".join(given))
+    if energy:
+        return ENERGY
     if data_path:
         return DATA
     if target in TARGETS:
@@ -38,7 +46,7 @@ def task_of(target: str, data_path: str = "") -> Task:
 
 def task_for(config: FitConfig) -> Task:
     """The task of a configuration (see :func:`task_of`)."""
-    return task_of(config.target, config.data.path)
+    return task_of(config.target, config.data.path, config.energy.source)
 
 
 __all__ = ["DATA", "ENERGY", "IMAGE", "TASKS", "Task", "task_for", "task_of"]

@@ -42,6 +42,16 @@ class Task(Protocol):
     metrics_keys: tuple[str, ...]
     #: The figure ``tractable sample`` writes beside the samples: ``STEM-{figure_suffix}.png``.
     figure_suffix: str
+    #: The kind of target in messages: ``"energy targets (reverse KL)"``, ...
+    label: str
+
+    def sized_defaults(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults that depend on the problem (the dimension of a user's energy, a table's row count), laid over
+        :attr:`defaults` for a new fit; ``given`` is the user's settings (nested tables). ``{}`` where none."""
+
+    def inapplicable(self, config: FitConfig) -> dict[str, str]:
+        """The dotted keys of the typed sections that this task does not read for ``config``, each with the reason
+        (a value given for one is refused: :func:`tractable.app.resolve.resolve`)."""
 
     def load(self, config: FitConfig) -> Any:
         """The problem: the energy, the data splits or the image splits the configuration names."""

@@ -118,6 +118,21 @@ class ImageTask:
         "layers", "dequantization", "seed", "shape", "levels", "train_rows", "val_rows", "test_rows",
     )
     figure_suffix = "grid"
+    label = "image data sets (dequantized maximum likelihood)"
+
+    def sized_defaults(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def inapplicable(self, config: FitConfig) -> dict[str, str]:
+        return {
+            "train.anneal": "annealing tempers an energy; images are fitted by maximum likelihood",
+            "eval.samples": "it is the fresh samples of a reverse-KL evaluation (images use --iw-samples)",
+            "output.gif": "the layer animation is drawn for energies",
+            **{f"data.{key}": "it applies to tables and toy data sets" for key in (
+                "path", "context_columns", "conditional", "standardize", "whiten", "train_size", "val_size",
+                "test_size", "test_fraction")},
+            **{f"energy.{key}": "it applies to --energy" for key in ("source", "features")},
+        }
 
     def load(self, config: FitConfig) -> ImageSplits:
         check_device(config)
