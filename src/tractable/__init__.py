@@ -43,7 +43,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Inverse", "InvertibleConv1x1", "LULinear", "LogisticMixtureMap", "Logit", "MaskedAffineAutoregressive",
         "MaskedAutoregressive", "MaskedSplineAutoregressive", "MixtureLogisticCoupling", "Planar", "RQSplineMap",
         "Radial", "RandomPermutation", "ReversePermutation", "Sigmoid", "Squeeze", "Squeezed", "StandardizeTransform",
-        "Sylvester", "Transform", "VectorSplit", "mlp_conditioner", "resnet_conditioner",
+        "Sylvester", "Transform", "VectorSplit", "WhitenTransform", "mlp_conditioner", "resnet_conditioner",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

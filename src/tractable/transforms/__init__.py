@@ -6,7 +6,15 @@ from .conv import InvertibleConv1x1
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, mlp_conditioner
 from .elementwise import ElementwiseAffine, Logit, Sigmoid, StandardizeTransform
 from .image_coupling import ImageAffineCoupling, MixtureLogisticCoupling, resnet_conditioner
-from .linear import LU_INITS, LULinear, LUTransform, Permutation, RandomPermutation, ReversePermutation
+from .linear import (
+    LU_INITS,
+    LULinear,
+    LUTransform,
+    Permutation,
+    RandomPermutation,
+    ReversePermutation,
+    WhitenTransform,
+)
 from .logistic_mixture import LogisticMixtureMap, mixture_logit_cdf
 from .maps import AdditiveMap, AffineMap, ElementwiseMap
 from .normalization import ActNorm, BatchNorm
@@ -58,6 +66,7 @@ __all__ = [
     "Sylvester",
     "Transform",
     "VectorSplit",
+    "WhitenTransform",
     "channel_mask",
     "check_features",
     "checkerboard_mask",

@@ -180,7 +180,7 @@ class DataTask:
     metrics_keys = (
         "test_nll", "test_nll_stderr", "entropy", "kl_gap", "kl_paired", "kl_paired_stderr", "best_val_nll",
         "best_step", "stopped_early", "steps", "seconds", "parameters", "target", "flow", "layers", "seed", "features",
-        "context_features", "train_rows", "val_rows", "test_rows",
+        "context_features", "train_rows", "val_rows", "test_rows", "skipped_steps",
     )
     #: Beside :attr:`metrics_keys`, in the ``metrics.json`` of a fit to a user's table.
     baseline_keys = ("baseline_gaussian_nll", "baseline_gmm_nll", "baseline_gmm")

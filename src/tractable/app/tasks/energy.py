@@ -4,7 +4,6 @@ log Z is unknown; pictures in 2D only)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...diagnostics import reverse_summary
 from ...flow import Flow
 from ...objectives import evaluate_reverse
 from ...plots import plot_fit
@@ -42,8 +42,8 @@ class EnergyTask:
     images = False
     defaults: Mapping[str, Any] = {"model": {MODEL_NAME: "planar", "layers": 16, "base": "diagonal"}}
     metrics_keys = (
-        "kl", "kl_stderr", "ess", "log_z", "log_z_estimate", "elbo", "loss", "steps", "seconds", "eval_samples",
-        "parameters", "target", "flow", "layers", "seed",
+        "kl", "kl_stderr", "ess", "pareto_k", "log_z", "log_z_estimate", "elbo", "elbo_stderr", "loss", "steps",
+        "seconds", "eval_samples", "parameters", "target", "flow", "layers", "seed", "skipped_steps",
     )
     figure_suffix = "scatter"
     label = "energy targets (reverse KL)"
@@ -120,16 +120,7 @@ class EnergyTask:
         return f"{config.name}{dims} × {metrics['layers']} {config.model_name} layers"
 
     def summary(self, metrics: Mapping[str, Any], split: str = TEST) -> str:
-        m = metrics
-        k = m.get("pareto_k")
-        psis = f", Pareto k̂ = {k:.2f} ({'< 0.7: reliable' if k < 0.7 else '≥ 0.7: unreliable'})" if k is not None \
-            and math.isfinite(k) else ""
-        if m["log_z"] is None or not math.isfinite(m["log_z"]):  # a user's energy: log Z unknown, so KL is too
-            stderr = m.get("elbo_stderr", m.get("kl_stderr"))  # the same Monte Carlo error: ELBO = log Z − KL
-            return (f"ELBO = {m['elbo']:.4f} ± {stderr:.4f}, ESS = {m['ess']:.3f}{psis}, "
-                    f"log Ẑ = {m['log_z_estimate']:.4f} (log Z unknown), {m['eval_samples']:,} samples")
-        return (f"KL(q‖p) = {m['kl']:.4f} ± {m['kl_stderr']:.4f} nats, ESS = {m['ess']:.3f}{psis}, "
-                f"log Ẑ = {m['log_z_estimate']:.4f} (log Z = {m['log_z']:.4f}), {m['eval_samples']:,} samples")
+        return reverse_summary(metrics)
 
     def target(self, config: FitConfig) -> Energy:
         return self.load(config)

@@ -116,6 +116,7 @@ class ImageTask:
         "test_bpd", "test_bpd_stderr", "test_bpd_iw", "iw_samples", "test_nll", "best_val_bpd", "best_step",
         "stopped_early", "steps", "seconds", "parameters", "dequantizer_parameters", "target", "flow", "architecture",
         "layers", "dequantization", "seed", "shape", "levels", "train_rows", "val_rows", "test_rows",
+        "skipped_steps",
     )
     figure_suffix = "grid"
     label = "image data sets (dequantized maximum likelihood)"
