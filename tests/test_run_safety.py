@@ -43,7 +43,7 @@ def test_rejected_fit_writes_nothing(run_dir, tmp_path, capsys):
     status, err = run(*FIT, "--steps", "0", "--out", run_dir, capsys=capsys)  # the issue's own reproduction
     assert status == 2 and tree(run_dir) == before, err
     for extra, message in [(["--steps", "0"], "steps"), (["--set", "train.warmup=40"], "warmup"),
-                           (["--eval-samples", "0"], "eval.samples"), (["--batch-size", "0"], "batch_size")]:
+                           (["--keep-last", "0"], "keep_last"), (["--batch-size", "0"], "batch_size")]:
         status, err = run(*FIT, *extra, "--out", tmp_path / "new" / "run", capsys=capsys)
         assert status == 2 and not (tmp_path / "new").exists(), err
         status, err = run(*FIT, *extra, "--out", run_dir, "--overwrite", capsys=capsys)

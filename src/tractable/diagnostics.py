@@ -182,7 +182,7 @@ def reverse_summary(metrics: Mapping[str, Any]) -> str:
     else:
         head = f"ELBO = {m['elbo']:.4f} ± {m['elbo_stderr']:.4f} nats"
     samples = m.get("samples", m.get("eval_samples"))
-    log_z = f" (log Z = {m['log_z']:.4f})" if m.get("log_z") is not None else ""
+    log_z = f" (log Z = {m['log_z']:.4f})" if m.get("log_z") is not None else " (log Z unknown)"
     return (f"{head}, ESS = {m['ess']:.3f}, {pareto_k_reading(m.get('pareto_k'), samples)}; "
             f"log Ẑ = {m['log_z_estimate']:.4f}{log_z}" + (f", {samples:,} samples" if samples else ""))
 

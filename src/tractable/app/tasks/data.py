@@ -197,7 +197,7 @@ class DataTask:
             return {}
         try:
             rows = _count_rows(Path(path))
-        except (ValueError, OSError):
+        except (ValueError, OSError, EOFError):  # an empty or broken file: load_table names the problem
             return {}
         d = DataConfig()
         fractions = (data.get("val_fraction", d.val_fraction), data.get("test_fraction", d.test_fraction))
