@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tractable fit ring --flow planar --layers 16 --steps 10000 --batch-size 512 --lr 2e-3 --seed 0 --out $(DEMO_OUT)
+	$(BIN)/tractable fit ring --flow planar --layers 16 --steps 10000 --batch-size 512 --lr 2e-3 --seed 0 --out $(DEMO_OUT) --overwrite
 
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --durations=10
