@@ -18,7 +18,7 @@ import torch
 
 from tractable.app.resolve import load_config, resolve
 from tractable.app.tasks.data import PATIENCE, sized_for_rows, training_rows
-from tractable.baselines import gaussian_nll, gmm_nll
+from tractable.baselines import folds_for_rows, gaussian_nll, gmm_nll
 from tractable.cli import main
 from tractable.transforms.linear import WhitenTransform
 
@@ -103,7 +103,7 @@ def test_the_gaussian_baseline_is_the_exact_gaussian_nll():
     assert gaussian_nll(train, test) == pytest.approx(expected, rel=1e-10)
 
 
-def test_the_mixture_baseline_is_chosen_on_validation(monkeypatch):
+def test_the_mixture_baseline_is_chosen_by_cross_validation(monkeypatch):
     rng = np.random.default_rng(2)
 
     def two_blobs(n):
@@ -111,6 +111,8 @@ def test_the_mixture_baseline_is_chosen_on_validation(monkeypatch):
 
     nll, info = gmm_nll(two_blobs(200), two_blobs(100), two_blobs(100))
     assert info["components"] >= 2 and nll < gaussian_nll(two_blobs(200), two_blobs(100)) - 0.5
+    assert set(info) == {"components", "covariance", "cv_nll", "folds"} and info["folds"] == 5
+    assert [folds_for_rows(n) for n in (10, 40, 60, 99, 100, 10_000)] == [2, 2, 3, 4, 5, 5]
     monkeypatch.setitem(sys.modules, "sklearn.mixture", None)  # scikit-learn absent
     assert gmm_nll(two_blobs(50), two_blobs(20), two_blobs(20)) == (None, {"note": pytest.approx(
         "scikit-learn is not installed (pip install 'tractable[dev]'); no mixture baseline")})
