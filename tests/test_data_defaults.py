@@ -34,7 +34,9 @@ def _table(path, rows=120, seed=0):
 
 def test_the_rule():
     assert sized_for_rows(142) == {"train": {"batch_size": 142, "eval_every": 14, "patience": PATIENCE},
-                                   "model": {"layers": 2, "hidden": 16, "bins": 8}, "data": {"whiten": True}}
+                                   "model": {"layers": 2, "hidden": 16, "bins": 8, "base": "mixture"},
+                                   "data": {"whiten": True}}
+    assert "base" not in sized_for_rows(39)["model"] and "base" not in sized_for_rows(1_000)["model"]
     assert sized_for_rows(5_000)["model"] == {"layers": 3, "hidden": 32, "bins": 8}
     assert sized_for_rows(50_000)["model"] == {"layers": 4, "hidden": 64, "bins": 16}
     big = sized_for_rows(1_000_000)
@@ -148,3 +150,17 @@ def test_a_model_much_larger_than_the_table_warns(tmp_path, capsys):
                  "--quiet", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: the flow has") and "96 training rows × 4 features" in err
+
+
+def test_the_mixture_base_is_fitted_by_em_to_the_whitened_rows():
+    from tractable.distributions import GaussianMixture
+
+    g = torch.Generator().manual_seed(3)
+    atom = torch.randint(0, 2, (300, 1), generator=g).double() * 2 - 1  # a two-valued column
+    x = torch.cat([atom, torch.randn(300, 2, generator=g, dtype=torch.float64)], 1)
+    base = GaussianMixture(3, 4).double()
+    nll = base.fit_em(x, seed=0)
+    assert nll == pytest.approx(-base.log_prob(x).mean().item(), abs=1e-6)
+    assert base.log_scale[:, 0].min() < -5  # components sit on the atoms (the variance floor, 1e-6)
+    with pytest.raises(ValueError, match="expected at least 4 rows for 4 components, got 3"):
+        base.fit_em(x[:3])

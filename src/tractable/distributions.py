@@ -214,6 +214,49 @@ class GaussianMixture(Distribution):
         x = torch.addcmul(self.loc[k], eps if temperature == 1 else temperature * eps, torch.exp(self.log_scale[k]))
         return x.view(*batch, *self.event_shape)
 
+    @torch.no_grad()
+    def fit_em(self, x: Tensor, *, restarts: int = 10, iterations: int = 200, floor: float = 1e-6,
+               seed: int = 0) -> float:
+        """Set the means, scales and weights by EM on the rows ``x``: maximum likelihood for a diagonal mixture, each
+        variance at least ``floor``, the best of ``restarts`` runs whose means start at distinct random rows. Returns
+        the mean NLL of ``x`` under the result.
+
+        A flow whose base is this mixture then starts as the mixture fitted to the rows as the flow maps them.
+        """
+        k, n = self.loc.shape[0], x.shape[0]
+        if n < k:
+            raise ValueError(f"expected at least {k} rows for {k} components, got {n}")
+        x = x.detach().to(torch.float64)
+        g = torch.Generator().manual_seed(seed)
+        best: tuple[float, Tensor, Tensor, Tensor] | None = None
+        for _ in range(restarts):
+            loc = x[torch.randperm(n, generator=g)[:k]].clone()
+            var = x.var(0, unbiased=False).clamp_min(floor).expand(k, -1).clone()
+            log_w = torch.full((k,), -math.log(k), dtype=x.dtype)
+            previous = math.inf
+            for _ in range(iterations):
+                comp = (-0.5 * ((x.unsqueeze(1) - loc) ** 2 / var).sum(-1) - 0.5 * var.log().sum(-1)
+                        - 0.5 * x.shape[1] * _LOG_2PI + log_w)
+                total = torch.logsumexp(comp, -1)
+                nll = -float(total.mean())
+                if previous - nll < 1e-6:
+                    break
+                previous = nll
+                r = torch.exp(comp - total.unsqueeze(-1))  # responsibilities, (n, k)
+                nk = r.sum(0).clamp_min(1e-10)
+                loc = (r.T @ x) / nk.unsqueeze(-1)
+                var = ((r.T @ (x * x)) / nk.unsqueeze(-1) - loc * loc).clamp_min(floor)
+                log_w = (nk / n).log()
+            if math.isfinite(nll) and (best is None or nll < best[0]):
+                best = (nll, loc, var, log_w)
+        if best is None:
+            raise ValueError("EM found no finite mixture for these rows")
+        nll, loc, var, log_w = best
+        self.loc.copy_(loc)
+        self.log_scale.copy_(0.5 * var.log())
+        self.logits.copy_(log_w)
+        return nll
+
     def extra_repr(self) -> str:
         return f"features={self.event_shape[0]}, components={self.loc.shape[0]}"
 
