@@ -162,5 +162,10 @@ def test_the_mixture_base_is_fitted_by_em_to_the_whitened_rows():
     nll = base.fit_em(x, seed=0)
     assert nll == pytest.approx(-base.log_prob(x).mean().item(), abs=1e-6)
     assert base.log_scale[:, 0].min() < -5  # components sit on the atoms (the variance floor, 1e-6)
+    gaussian = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    base.fit_em(gaussian, seed=0)  # one component chosen by cross-validation, repeated in the 4 slots
+    assert len(torch.unique(base.loc, dim=0)) == 1
+    assert torch.allclose(base.loc[0], gaussian.mean(0))
+    assert torch.allclose(base.logits, torch.full((4,), -math.log(4), dtype=torch.float64))
     with pytest.raises(ValueError, match="expected at least 4 rows for 4 components, got 3"):
         base.fit_em(x[:3])
