@@ -216,13 +216,13 @@ class GaussianMixture(Distribution):
 
     @torch.no_grad()
     def fit_em(self, x: Tensor, *, folds: int = 5, restarts: int = 10, iterations: int = 200, floor: float = 1e-6,
-               seed: int = 0) -> float:
+               max_rows: int = 2_000, seed: int = 0) -> float:
         """Set the means, scales and weights by EM on the rows ``x``: maximum likelihood for a diagonal mixture, each
         variance at least ``floor``, the best of ``restarts`` runs whose means start at distinct random rows. With
         ``folds >= 2`` the number of distinct components ``k`` (1 to ``components``) is the one with the lowest mean
         held-out NLL in ``folds``-fold cross-validation on ``x``, and the ``components`` slots repeat the ``k``
-        fitted ones with their weights shared (the same density; ``k = 1`` is the Gaussian of ``x``). Returns the
-        mean NLL of ``x`` under the result.
+        fitted ones with their weights shared (the same density; ``k = 1`` is the Gaussian of ``x``). Beyond
+        ``max_rows`` rows a random subset of them is used. Returns the mean NLL of the rows used under the result.
 
         A flow whose base is this mixture then starts as the mixture fitted to the rows as the flow maps them.
         """
@@ -231,6 +231,8 @@ class GaussianMixture(Distribution):
             raise ValueError(f"expected at least {slots} rows for {slots} components, got {n}")
         x = x.detach().to(torch.float64)
         g = torch.Generator().manual_seed(seed)
+        if n > max_rows:
+            x, n = x[torch.randperm(n, generator=g)[:max_rows]], max_rows
         k = slots
         if folds >= 2:
             held = torch.randperm(n, generator=g).chunk(folds)

@@ -110,10 +110,11 @@ SIZES: tuple[tuple[float, dict[str, Any]], ...] = (
     (100_000, {"layers": 4, "hidden": 64, "bins": 16}),
     (math.inf, {}),  # the fixed defaults: 5 layers, 64 hidden, 16 bins
 )
-#: Training rows for which the base is a 4-component diagonal Gaussian mixture initialised by EM (``base="mixture"``;
-#: at least 10 rows per component, and only below the first size, where it was measured): after the whitening layer
-#: the flow then starts as a Gaussian mixture in whitened space, which a mixture baseline chosen by cross-validation
-#: beat by 3–4 nats on diabetes (a two-valued column) when the base was one Gaussian.
+#: Training rows for which the base is a 4-slot diagonal Gaussian mixture fitted by EM before training
+#: (``base="mixture"``, :meth:`~tractable.distributions.GaussianMixture.fit_em`: 1–4 distinct components chosen by
+#: 5-fold cross-validation; at least 10 rows per slot, and only below the first size, where it was measured): after
+#: the whitening layer the flow then starts as a Gaussian mixture in whitened space. With one Gaussian as the base, a
+#: mixture chosen by cross-validation beat the flow by 3–4 nats on diabetes (a two-valued column).
 MIXTURE_ROWS = (40, 1_000)
 #: Validations without a new best before a table's fit stops (the fixed default, 0, never stops).
 PATIENCE = 10
