@@ -18,7 +18,7 @@ import torch
 
 from tractable.app.resolve import load_config, resolve
 from tractable.app.tasks.data import PATIENCE, sized_for_rows, training_rows
-from tractable.baselines import gaussian_nll, gmm_nll
+from tractable.baselines import folds_for_rows, gaussian_nll, gmm_nll
 from tractable.cli import main
 from tractable.transforms.linear import WhitenTransform
 
@@ -34,7 +34,9 @@ def _table(path, rows=120, seed=0):
 
 def test_the_rule():
     assert sized_for_rows(142) == {"train": {"batch_size": 142, "eval_every": 14, "patience": PATIENCE},
-                                   "model": {"layers": 2, "hidden": 16, "bins": 8}, "data": {"whiten": True}}
+                                   "model": {"layers": 2, "hidden": 16, "bins": 8, "base": "mixture"},
+                                   "data": {"whiten": True}}
+    assert "base" not in sized_for_rows(39)["model"] and "base" not in sized_for_rows(1_000)["model"]
     assert sized_for_rows(5_000)["model"] == {"layers": 3, "hidden": 32, "bins": 8}
     assert sized_for_rows(50_000)["model"] == {"layers": 4, "hidden": 64, "bins": 16}
     big = sized_for_rows(1_000_000)
@@ -103,7 +105,7 @@ def test_the_gaussian_baseline_is_the_exact_gaussian_nll():
     assert gaussian_nll(train, test) == pytest.approx(expected, rel=1e-10)
 
 
-def test_the_mixture_baseline_is_chosen_on_validation(monkeypatch):
+def test_the_mixture_baseline_is_chosen_by_cross_validation(monkeypatch):
     rng = np.random.default_rng(2)
 
     def two_blobs(n):
@@ -111,6 +113,8 @@ def test_the_mixture_baseline_is_chosen_on_validation(monkeypatch):
 
     nll, info = gmm_nll(two_blobs(200), two_blobs(100), two_blobs(100))
     assert info["components"] >= 2 and nll < gaussian_nll(two_blobs(200), two_blobs(100)) - 0.5
+    assert set(info) == {"components", "covariance", "cv_nll", "folds"} and info["folds"] == 5
+    assert [folds_for_rows(n) for n in (10, 40, 60, 99, 100, 10_000)] == [2, 2, 3, 4, 5, 5]
     monkeypatch.setitem(sys.modules, "sklearn.mixture", None)  # scikit-learn absent
     assert gmm_nll(two_blobs(50), two_blobs(20), two_blobs(20)) == (None, {"note": pytest.approx(
         "scikit-learn is not installed (pip install 'tractable[dev]'); no mixture baseline")})
@@ -146,3 +150,22 @@ def test_a_model_much_larger_than_the_table_warns(tmp_path, capsys):
                  "--quiet", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: the flow has") and "96 training rows × 4 features" in err
+
+
+def test_the_mixture_base_is_fitted_by_em_to_the_whitened_rows():
+    from tractable.distributions import GaussianMixture
+
+    g = torch.Generator().manual_seed(3)
+    atom = torch.randint(0, 2, (300, 1), generator=g).double() * 2 - 1  # a two-valued column
+    x = torch.cat([atom, torch.randn(300, 2, generator=g, dtype=torch.float64)], 1)
+    base = GaussianMixture(3, 4).double()
+    nll = base.fit_em(x, seed=0)
+    assert nll == pytest.approx(-base.log_prob(x).mean().item(), abs=1e-6)
+    assert base.log_scale[:, 0].min() < -5  # components sit on the atoms (the variance floor, 1e-6)
+    gaussian = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    base.fit_em(gaussian, seed=0)  # one component chosen by cross-validation, repeated in the 4 slots
+    assert len(torch.unique(base.loc, dim=0)) == 1
+    assert torch.allclose(base.loc[0], gaussian.mean(0))
+    assert torch.allclose(base.logits, torch.full((4,), -math.log(4), dtype=torch.float64))
+    with pytest.raises(ValueError, match="expected at least 4 rows for 4 components, got 3"):
+        base.fit_em(x[:3])
