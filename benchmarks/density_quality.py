@@ -52,6 +52,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from tractable.transforms.base import Transform
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("eight_gaussians", "checkerboard", "rings")
 LIBS = ("tractable", "nflows", "zuko", "normflows")
@@ -73,6 +75,22 @@ DEFAULTS = {
     "permutation": "alternate",
     "activation": "relu",
 }
+
+#: Options added for other budgets and for the ablations of issue 13 (NSF at 8 bins, tail bound 5, 2×128, no
+#: standardization, constant lr). A run whose value equals the default here keeps its old cache key.
+EXTRA_DEFAULTS = {
+    "standardize": True,  # the Standardizer as a fixed first layer (False: the flow sees the raw data)
+    "schedule": "cosine",  # the learning-rate schedule: cosine (decay to 0) or constant
+    # harness: fit_max_likelihood on the training split, best validated state restored; plain: a user's loop, a fresh
+    # batch from the data set every step, plain Adam at constant lr, no validation, the last state evaluated
+    "loop": "harness",
+    # tractable-only ablations (the peers keep their own choices):
+    "last_init": "zero",  # zero: the conditioner's last layer zero, bias = identity; torch: PyTorch default init
+    "logit_scale": False,  # divide the width/height logits by sqrt(hidden), as nflows and normflows do
+    "derivative": "tractable",  # tractable: m + (1-m) softplus(u)/log 2; nflows: m + softplus(u)
+    "unconditional": False,  # an unconditional spline on the passing half of each coupling (normflows, NSF paper)
+}
+TRACTABLE_ONLY = ("last_init", "logit_scale", "derivative", "unconditional")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -108,10 +126,62 @@ class ResidualConditioner(nn.Module):
         return self.last(torch.relu(h))
 
 
+class ScaledConditioner(nn.Module):
+    """A conditioner whose outputs are multiplied by a fixed vector (the width/height logits by 1/sqrt(hidden))."""
+
+    def __init__(self, inner: nn.Module, scale: Tensor):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.inner(x, context) * self.scale
+
+
+class PassingSpline(Transform):
+    """An unconditional spline (learned knots, identity at start) on the passing features of a vector coupling.
+
+    Applied after the coupling, whose conditioner so reads the untransformed passing features (as in nflows'
+    ``unconditional_transform``).
+    """
+
+    def __init__(self, split, spline):
+        super().__init__()
+        self.split, self.spline = split, spline
+        self.theta = nn.Parameter(spline.identity().repeat(split.n_pass, 1))
+
+    def _run(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        x_pass, x_t = self.split.split(x)
+        theta = self.theta.expand(*x_pass.shape, self.spline.params)
+        y_pass, log_d = (self.spline.inverse if inverse else self.spline.forward)(x_pass, theta)
+        y = torch.empty_like(x)
+        mask = self.split.mask
+        y[..., mask] = y_pass
+        y[..., ~mask] = x_t
+        return y, log_d.sum(-1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._run(x, False)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._run(y, True)
+
+
+def nflows_derivative(u: Tensor, minimum: float) -> Tensor:
+    """nflows' knot derivative ``m + softplus(u)`` (1 at ``u = log(e^(1-m) - 1)``)."""
+    return torch.nn.functional.softplus(u) + minimum
+
+
 def build_tractable(cfg: dict, features: int = 2) -> nn.Module:
     from tractable.models.nsf import NSF
+    from tractable.transforms import splines
+    from tractable.transforms.base import Compose
     from tractable.transforms.coupling import Coupling
     from tractable.transforms.splines import RQSplineMap
+
+    cfg = {**EXTRA_DEFAULTS, **cfg}
+    if cfg["derivative"] == "nflows":
+        splines._derivative = nflows_derivative  # this process only (each fit runs in its own)
 
     flow = NSF(
         features,
@@ -133,6 +203,25 @@ def build_tractable(cfg: dict, features: int = 2) -> nn.Module:
             t.conditioner = ResidualConditioner(
                 old.in_features, old.out_features, cfg["hidden"], max(cfg["blocks"] - 1, 1), old.last.bias.detach()
             )
+        bins, per = cfg["bins"], t.map.params
+        last = t.conditioner.last
+        if cfg["last_init"] == "torch":
+            last.reset_parameters()
+        elif cfg["derivative"] == "nflows":  # zero init: keep the identity (δ = 1) under nflows' parametrisation
+            with torch.no_grad():
+                c = math.log(math.expm1(1 - cfg["min_derivative"]))
+                last.bias.view(-1, per)[:, 2 * bins:] = c
+        if cfg["logit_scale"]:
+            scale = torch.ones(per)
+            scale[: 2 * bins] = 1 / math.sqrt(cfg["hidden"])
+            t.conditioner = ScaledConditioner(t.conditioner, scale.repeat(last.out_features // per))
+    if cfg["unconditional"]:
+        chain: list[Transform] = []
+        for t in flow.transform.transforms:
+            chain.append(t)
+            if isinstance(t, Coupling):
+                chain.append(PassingSpline(t.split, t.map))
+        flow.transform = Compose(*chain)
     return flow
 
 
@@ -255,6 +344,25 @@ class Standardized(nn.Module):
         return self.inner.log_prob(z) + ladj
 
 
+def plain_loop(flow: nn.Module, data, cfg: dict, seed: int):
+    """``--loop plain``: fresh batches from the data set, Adam at constant lr, the last state kept."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(10_000 + seed)
+    opt = torch.optim.Adam(flow.parameters(), lr=cfg["lr"])
+    start, curve = time.perf_counter(), []
+    for step in range(1, cfg["steps"] + 1):
+        loss = -flow.log_prob(data.sample(cfg["batch_size"], generator=g)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % cfg["eval_every"] == 0:
+            curve.append((step, float(loss)))
+    flow.eval()
+    return SimpleNamespace(best_step=cfg["steps"], best_val_nll=float("nan"), evaluations=curve,
+                           seconds=time.perf_counter() - start)
+
+
 def run_one(job: dict) -> dict:
     """Fit one (library, data set, seed) and evaluate it; returns the result row."""
     torch.set_num_threads(1)
@@ -267,22 +375,30 @@ def run_one(job: dict) -> dict:
     from tractable.transforms.base import Compose
 
     cfg, lib, name, seed = job["cfg"], job["lib"], job["dataset"], job["seed"]
+    extra = {**EXTRA_DEFAULTS, **cfg}
     data = get_dataset(name)
     train, val, test = sample_splits(data, sizes=SIZES, seed=seed)
     std = Standardizer.fit(train)
     torch.manual_seed(seed)
     inner = BUILDERS[lib](cfg, data.features)
     stored, effective = count_parameters(inner)
-    if lib == "tractable":
+    if not extra["standardize"]:
+        flow = inner
+        if lib != "tractable":
+            flow.event_shape = (data.features,)
+    elif lib == "tractable":
         flow = inner
         flow.transform = Compose(std.as_transform(), flow.transform)
     else:
         flow = Standardized(inner, std.as_transform(), data.features)
     cpu = time.process_time()
-    history = fit_max_likelihood(
-        flow, train, val=val, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], schedule="cosine",
-        eval_every=cfg["eval_every"], seed=seed, progress=False,
-    )
+    if extra["loop"] == "plain":
+        history = plain_loop(flow, data, cfg, seed)
+    else:
+        history = fit_max_likelihood(
+            flow, train, val=val, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+            schedule=extra["schedule"], eval_every=cfg["eval_every"], seed=seed, progress=False,
+        )
     fit_cpu_seconds = time.process_time() - cpu
     start = time.perf_counter()
     metrics = evaluate_toy(flow, data, test=test)
@@ -300,6 +416,7 @@ def run_one(job: dict) -> dict:
 
 
 def job_key(lib: str, name: str, seed: int, cfg: dict) -> str:
+    cfg = {k: v for k, v in cfg.items() if not (k in EXTRA_DEFAULTS and v == EXTRA_DEFAULTS[k])}
     blob = json.dumps({"lib": lib, "dataset": name, "seed": seed, "cfg": cfg}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -370,7 +487,7 @@ def main() -> None:
                         help="a directory holding nflows/zuko/normflows, appended to sys.path in the workers only")
     parser.add_argument("--out", default="density_quality", help="results file stem")
     parser.add_argument("--results-dir", default=str(RESULTS))
-    for key, value in DEFAULTS.items():
+    for key, value in {**DEFAULTS, **EXTRA_DEFAULTS}.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
@@ -384,8 +501,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.peer_path and args.peer_path not in sys.path:
         sys.path.append(args.peer_path)
-    cfg = {key: getattr(args, key) for key in DEFAULTS}
-    peer_cfg = dict(cfg)
+    cfg = {key: getattr(args, key) for key in {**DEFAULTS, **EXTRA_DEFAULTS}}
+    peer_cfg = {k: v for k, v in cfg.items() if k not in TRACTABLE_ONLY}
     if "normflows" in args.libs:
         peer_cfg["normflows_blocks"] = args.normflows_blocks or max(cfg["blocks"] // 2, 1)
         peer_cfg["normflows_hidden"] = args.normflows_hidden or normflows_width({**cfg, **peer_cfg})
@@ -429,9 +546,12 @@ def main() -> None:
     header = (
         f"NSF (coupling), {cfg['layers']} layers, conditioners {cfg['blocks']}×{cfg['hidden']} ReLU, "
         f"{cfg['bins']} bins "
-        f"on [-{cfg['bound']:g}, {cfg['bound']:g}] (standardised units), Adam lr {cfg['lr']:g} cosine, "
-        f"{cfg['steps']} steps × batch {cfg['batch_size']}, validation every {cfg['eval_every']} (best restored); "
-        f"train/val/test {SIZES[0]:,}/{SIZES[1]:,}/{SIZES[2]:,}; one thread per fit; torch {torch.__version__}."
+        f"on [-{cfg['bound']:g}, {cfg['bound']:g}] ({'standardised' if cfg['standardize'] else 'raw'} units), "
+        f"Adam lr {cfg['lr']:g} {cfg['schedule']}, "
+        f"{cfg['steps']} steps × batch {cfg['batch_size']}, "
+        + (f"validation every {cfg['eval_every']} (best restored); " if cfg["loop"] == "harness" else
+           "plain loop (fresh batches, last state); ")
+        + f"train/val/test {SIZES[0]:,}/{SIZES[1]:,}/{SIZES[2]:,}; one thread per fit; torch {torch.__version__}."
         + (f" normflows: {peer_cfg['normflows_blocks']} residual block(s) of width {peer_cfg['normflows_hidden']}."
            if "normflows" in args.libs else "")
         + "\n"
