@@ -61,11 +61,13 @@ def init_normflows(planar, which: str = "uwb") -> None:
 def build_tractable(layers: int, variant: str):
     flow = PlanarFlow(2, layers, base="diagonal" if variant == "base-diagonal" else "normal")
     planar = flow.transform.transform  # Inverse(Planar)
-    if variant == "init-nf-m0":
+    if variant == "init-nf-m0" or variant.startswith("shear:"):
         # normflows' draws, then u moved along w so that wᵀu = log(e - 1): m = 0 in every map, no contraction at the
-        # start, while the part of û across w stays of order 1
+        # start, while the part of û across w stays of order 1 (shear:s scales u's draws by s first)
         init_normflows(planar)
         with torch.no_grad():
+            if variant.startswith("shear:"):
+                planar.u.mul_(float(variant.split(":", 1)[1]))
             w, u = planar.w, planar.u
             shift = (math.log(math.e - 1) - (w * u).sum(-1, keepdim=True)) / (w * w).sum(-1, keepdim=True)
             u.add_(shift * w)
