@@ -55,8 +55,7 @@ def run(*args: str, capsys) -> tuple[int, str]:
 
 def assert_one_line(err: str, *fragments: str) -> None:
     """``err`` is one line (no traceback) holding every fragment."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
+    one_line(err)
     for fragment in fragments:
         assert fragment in err, err
 

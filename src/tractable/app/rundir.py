@@ -185,8 +185,7 @@ def claim(out: Path, *, overwrite: bool) -> RunLock:
         raise
     try:
         check_out(out, overwrite=overwrite, locked=True)
-        remove_stale_temporaries(out)
-        remove_stale_temporaries(out / "checkpoints")
+        _remove_temporaries(out)
         if overwrite:
             clear_outputs(out)
     except BaseException:
@@ -195,12 +194,17 @@ def claim(out: Path, *, overwrite: bool) -> RunLock:
     return lock
 
 
+def _remove_temporaries(out: Path) -> None:
+    """The temporary files of killed writes in the run directory and its training checkpoints."""
+    for directory in (out, out / "checkpoints"):
+        remove_stale_temporaries(directory)
+
+
 def take(out: Path) -> RunLock:
     """Lock the existing run directory ``out`` (to resume it) and remove the temporary files of killed writes."""
     lock = RunLock.acquire(out, command_line())
     try:
-        remove_stale_temporaries(out)
-        remove_stale_temporaries(out / "checkpoints")
+        _remove_temporaries(out)
     except BaseException:
         lock.release()
         raise

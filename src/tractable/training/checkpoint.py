@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..utils import atomic_write
+from ..utils import atomic_write, remove_stale_temporaries
 
 FORMAT_VERSION = 1
 
@@ -155,6 +155,5 @@ def save_step_checkpoint(state: dict[str, Any], directory: str | Path, step: int
     path = save_checkpoint(state, step_checkpoint_path(directory, step))
     for _, old in list_step_checkpoints(directory)[:-keep_last]:
         old.unlink(missing_ok=True)
-    for stale in Path(directory).glob(".step-*.tmp"):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
+    remove_stale_temporaries(directory)  # left by a process killed mid-write
     return path
