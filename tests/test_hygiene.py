@@ -200,3 +200,30 @@ def test_cli_extreme_learning_rate_stops_with_one_clear_line(tmp_path, capsys):
     assert lines[-1].startswith("tractable fit: error: stopped at step ") and "3 non-finite steps in a row" in lines[-1]
     assert "first non-finite output: layer '" in lines[-1]
     assert all(line.startswith("tractable: skipped step ") for line in lines[:-1]) and len(lines) == 4
+
+
+def test_deferred_reads_give_the_same_run(tmp_path, capsys):
+    """log_every > 1 reads the values every few steps: the same rows, skips, EMA and files as reading every step."""
+    train = torch.randn(2000, 2) * 2 + 1
+    runs = []
+    for every in (1, 7):
+        flow = _faulty_flow({11, 12})
+        seen = []
+        history = fit_max_likelihood(flow, train, steps=30, batch_size=64, lr=0.01, ema=0.9, progress=False,
+                                     log_every=every, metrics_csv=tmp_path / f"m{every}.csv",
+                                     callback=lambda s, r, seen=seen: seen.append((s, r["loss"])))
+        runs.append((history, [p.detach().clone() for p in flow.parameters()], seen,
+                     (tmp_path / f"m{every}.csv").read_text(), capsys.readouterr().err))
+    (h1, p1, s1, csv1, err1), (h7, p7, s7, csv7, err7) = runs
+    assert h7.skipped == h1.skipped == 2 and csv7 == csv1 and err7 == err1 and "skipped step 11" in err7
+    assert all(isinstance(r["loss"], float) for r in h7.rows) and [s for s, _ in s7] == list(range(1, 31))
+    assert str(s7) == str(s1)  # the same losses (NaN for the skipped steps), in order
+    assert all(torch.equal(a, b) for a, b in zip(p1, p7))  # skipped on the device exactly as on the host
+
+
+def test_deferred_reads_stop_naming_the_step():
+    flow = _faulty_flow(range(11, 100))
+    with pytest.raises(NonFiniteError, match=r"^stopped at step 14 after 4 non-finite steps in a row \(the first, "
+                                             r"step 11: the training loss \(NLL\) is nan"):
+        fit_max_likelihood(flow, torch.randn(2000, 2), steps=50, batch_size=64, max_bad_steps=4, progress=False,
+                           log_every=10)

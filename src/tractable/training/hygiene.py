@@ -81,15 +81,40 @@ class EMA:
     def __init__(self, params: list[nn.Parameter], decay: float):
         if not 0 < decay < 1:
             raise ValueError(f"expected an EMA decay in (0, 1), got {decay!r}")
-        self.params, self.decay, self.updates = list(params), float(decay), 0
+        self.params, self.decay = list(params), float(decay)
+        self._updates, self._count = 0, None  # a host count, or a device one once updates are decided there
         self.shadow = [p.detach().clone() for p in self.params]
 
+    @property
+    def updates(self) -> int:
+        """The number of updates so far (skipped steps not counted)."""
+        return int(self._count) if self._count is not None else self._updates
+
+    @updates.setter
+    def updates(self, value: int) -> None:
+        self._updates, self._count = int(value), None
+
     @torch.no_grad()
-    def update(self) -> None:
-        """Move the average towards the current parameters."""
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - d)
-        self.updates += 1
+    def update(self, keep: Tensor | None = None) -> None:
+        """Move the average towards the current parameters.
+
+        ``keep`` (a 0-dim tensor, 1 or 0) decides on the device whether the step counts: the trainer passes it so
+        that a skipped step leaves the average, and its update count, as they were without a host synchronisation.
+        """
+        params = [p.detach() for p in self.params]
+        if keep is None:
+            t = self.updates
+            torch._foreach_lerp_(self.shadow, params, 1.0 - min(self.decay, (1 + t) / (10 + t)))
+            self.updates = t + 1
+            return
+        if self._count is None:
+            self._count = torch.tensor(float(self._updates), device=keep.device)
+        c = self._count
+        weight = (1.0 - ((1.0 + c) / (10.0 + c)).clamp(max=self.decay)) * keep
+        diffs = torch._foreach_sub(params, self.shadow)
+        torch._foreach_mul_(diffs, weight)
+        torch._foreach_add_(self.shadow, diffs)
+        c.add_(keep)
 
     @contextmanager
     def applied(self) -> Iterator[None]:

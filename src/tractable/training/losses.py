@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..flow import Flow
-from ..objectives import ReverseKL, annealing, ess_fraction, reverse_kl, target_for
+from ..objectives import ReverseKL, annealing, reverse_kl, target_for
 from ..targets.custom import as_target
 from ..targets.energies import Energy
 from ..utils import evaluating
@@ -99,8 +99,10 @@ class ReverseKLLoss:
         return out.loss, out
 
     def metrics(self, step: int, aux: ReverseKL) -> dict[str, float]:
-        log_z, log_w = self.target.log_z, aux.log_w
-        return {"kl": (log_z - log_w.mean().item()) if log_z is not None else math.nan, "ess": ess_fraction(log_w),
+        # tensors: the trainer reads them on the host with the step's loss (no synchronisation per step)
+        log_z, log_w = self.target.log_z, aux.log_w.detach().double()
+        ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / log_w.numel()
+        return {"kl": (log_z - log_w.mean()) if log_z is not None else math.nan, "ess": ess,
                 "beta": annealing(step - 1, self.anneal_steps)}
 
     def shown(self, row: dict[str, float]) -> dict[str, float]:

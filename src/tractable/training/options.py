@@ -36,6 +36,10 @@ class TrainOptions:
             stop the fit.
         detect_anomaly: run with ``torch.autograd`` anomaly detection (slow; names the backward op of a NaN).
         progress: show a progress bar (terminal) or periodic lines (rank 0 only).
+        log_every: steps between host reads of the loss and gradient norm. The non-finite guard decides every step
+            on the device and every step still gets its row, but skipped steps are reported (and a run stopped)
+            and the rows written, at the reads; so an accelerator is never kept waiting by the host. ``None``:
+            every step on CPU (a read costs nothing there), every 50 steps on an accelerator.
         metrics_csv: one row per step to this CSV file (rank 0 only; ``None``: none).
         metrics_jsonl: the same rows as JSON lines.
         tensorboard_dir: TensorBoard events here, when TensorBoard is installed.
@@ -65,6 +69,7 @@ class TrainOptions:
     max_bad_steps: int = 5
     detect_anomaly: bool = False
     progress: bool = True
+    log_every: int | None = None
     metrics_csv: str | Path | None = None
     metrics_jsonl: str | Path | None = None
     tensorboard_dir: str | Path | None = None
@@ -90,6 +95,8 @@ class TrainOptions:
     def __post_init__(self) -> None:
         for name in ("max_bad_steps", "checkpoint_every", "keep_last"):
             check_positive_int(name, getattr(self, name))
+        if self.log_every is not None:
+            check_positive_int("log_every", self.log_every)
         if not self.lr > 0 or not self.clip >= 0 or not 0 <= self.ema < 1:
             raise ValueError(f"expected lr > 0, clip >= 0 and 0 <= ema < 1, got lr={self.lr}, clip={self.clip}, "
                              f"ema={self.ema}")

@@ -48,13 +48,35 @@ _SKIP_REPORT_EVERY = 100
 @dataclass
 class StepResult:
     """One optimisation step: the (global-batch) ``loss``, the gradient norm before clipping, the learning rate used,
-    whether the step was ``skipped`` as non-finite, and what the loss's ``compute`` returned besides the loss."""
+    whether the step was ``skipped`` as non-finite, and what the loss's ``compute`` returned besides the loss.
 
-    loss: float
-    grad_norm: float
+    Between host reads (``TrainOptions.log_every > 1``) ``loss`` and ``grad_norm`` are 0-dim tensors on the model's
+    device and ``skipped`` is ``None``: the step is judged, and the row written, at the next read."""
+
+    loss: float | Tensor
+    grad_norm: float | Tensor
     lr: float
-    skipped: bool
+    skipped: bool | None
     aux: Any
+
+
+@dataclass
+class _Pending:
+    """A step not yet read on the host: its values on the device and what describes it, then its row."""
+
+    label: int
+    values: Tensor | None = None  # (loss, grad norm, local loss finite); None: nothing to judge (a row alone)
+    loss: Tensor | None = None
+    aux: Any = None
+    describe: Callable[[Tensor, Any], str] | None = None
+    rerun: Callable[[], object] | None = None
+    row: dict[str, Any] | None = None
+    shown: dict[str, Any] | None = None
+    read: bool = False  # the values below hold the host copy
+    judged: bool = False
+    loss_value: float = math.nan
+    norm_value: float = math.nan
+    local_ok: bool = True
 
 
 class Trainer:
@@ -95,6 +117,11 @@ class Trainer:
         self.device = self.params[0].device
         self.ctx = DistContext.current()
         self.optimizer = make_adam(self.params, options.lr)
+        # Fused Adam skips a step on the device (its found_inf input): no host read is needed to decide.
+        self.on_device = bool(self.optimizer.defaults.get("fused")) and not options.detect_anomaly
+        every = options.log_every if options.log_every is not None else (1 if self.device.type == "cpu" else 50)
+        self.log_every = every if self.on_device else 1
+        self.pending: list[_Pending] = []
         self.scheduler = make_scheduler(self.optimizer, options.schedule, steps, warmup=options.warmup,
                                         final=options.lr_final)
         self.ema = EMA(self.params, options.ema) if options.ema > 0 else None
@@ -185,81 +212,141 @@ class Trainer:
         """One step: ``compute()`` returns ``(loss, aux)``; backward, clip, and an optimizer step unless non-finite.
 
         ``describe(loss, aux)`` says why a non-finite local loss is bad (without the step); ``rerun()`` recomputes the
-        batch without DDP, to find the first non-finite layer when the run stops.
+        batch without DDP, to find the first non-finite layer when the run stops. The non-finite guard decides on the
+        device (fused Adam's ``found_inf``; the EMA masked alike), so nothing waits for the host; the values are read,
+        skipped steps reported and the rows written every ``log_every`` steps (every step by default on CPU).
 
         Raises:
-            NonFiniteError: after ``max_bad_steps`` non-finite steps in a row, naming the step and the layer.
+            NonFiniteError: after ``max_bad_steps`` non-finite steps in a row, naming the step and the layer (at the
+                read that finds them).
         """
         label = self.step + 1  # the step being taken, counted from 1
         try:
             loss, aux = compute()
-            local_ok = bool(torch.isfinite(loss))
+            local_ok = torch.isfinite(loss.detach())
             total = loss.detach()
             if self.ctx.distributed:
                 total = self.ctx.all_reduce_sum(total.clone()) / self.ctx.world_size
             self.optimizer.zero_grad(set_to_none=True)
-            if local_ok or self.ctx.distributed:  # every rank joins DDP's gradient all-reduce
+            # Every rank joins DDP's gradient all-reduce; a local non-finite loss gives non-finite gradients, so the
+            # step is skipped below (only anomaly detection, a debugging mode, needs the host to know first).
+            if self.on_device or self.ctx.distributed or bool(local_ok):
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip if self.clip > 0 else math.inf)
             else:
-                grad_norm = torch.tensor(math.nan)
+                grad_norm = torch.tensor(math.nan, device=total.device)
         except RuntimeError as e:
             if not self.detect_anomaly:
                 raise
             first = str(e).strip().splitlines()[0]
             raise NonFiniteError(f"step {label}: anomaly detection stopped the backward pass: {first}") from None
-        loss_value, norm_value = total.item(), grad_norm.item()
         lr = self.optimizer.param_groups[0]["lr"]
-        skipped = not (math.isfinite(loss_value) and math.isfinite(norm_value))
-        if not skipped:
+        # total and the norm agree across ranks (all-reduced), so every rank takes the same decision
+        dtype = torch.float64 if total.dtype == torch.float64 else torch.float32
+        values = torch.stack([total.to(dtype), grad_norm.to(total.device, dtype), local_ok.to(dtype)])
+        pending = _Pending(label, values, loss.detach(), aux, describe, rerun)
+        self.pending.append(pending)
+        if self.on_device:
+            bad = (~torch.isfinite(values[:2]).all()).float()
+            self.optimizer.found_inf = bad
             self.optimizer.step()
             if self.ema is not None:
-                self.ema.update()
-            self.bad_streak = 0
+                self.ema.update(1.0 - bad)
+        if self.log_every == 1:
+            skipped = self._judge(pending)
+            if not self.on_device and not skipped:
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update()
+        else:
+            skipped = None
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": the schedule follows steps
+            warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
-        else:
-            self._skip(label, loss, aux, loss_value, norm_value, local_ok, describe, rerun)
-            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": the schedule follows steps
-                warnings.simplefilter("ignore", UserWarning)
-                self.scheduler.step()
         self.step += 1
-        return StepResult(loss_value, norm_value, lr, skipped, aux)
+        if skipped is None:
+            return StepResult(values[0], values[1], lr, None, aux)
+        return StepResult(pending.loss_value, pending.norm_value, lr, skipped, aux)
 
-    def _skip(self, label: int, loss: Tensor, aux: Any, loss_value: float, norm: float, local_ok: bool,
-              describe: Callable[[Tensor, Any], str], rerun: Callable[[], object]) -> None:
-        if not local_ok:
-            reason = describe(loss, aux)
-        elif not math.isfinite(loss_value):
-            reason = f"the loss is {loss_value} on another rank"
+    def _judge(self, p: _Pending) -> bool:
+        """Read step ``p``'s values on the host (already read with :meth:`_read` when many are pending): whether it
+        was skipped; reports it, and stops the run after ``max_bad_steps`` in a row."""
+        if not p.read:
+            p.loss_value, p.norm_value, local = p.values.tolist()
+            p.local_ok, p.read = local > 0, True
+        p.judged = True
+        if math.isfinite(p.loss_value) and math.isfinite(p.norm_value):
+            self.bad_streak = 0
+            return False
+        if not p.local_ok:
+            reason = p.describe(p.loss, p.aux)
+        elif not math.isfinite(p.loss_value):
+            reason = f"the loss is {p.loss_value} on another rank"
         else:
-            reason = (f"the gradient norm is {norm} (first non-finite gradient in parameter "
+            reason = (f"the gradient norm is {p.norm_value} (first non-finite gradient in parameter "
                       f"{first_nonfinite_grad(self.model)!r})")
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped += 1
         self.bad_streak += 1
         if self.bad_streak == 1:
-            self.first_bad = f"step {label}: {reason}"
+            self.first_bad = f"step {p.label}: {reason}"
         if self.ctx.is_main and (self.skipped <= _SHOWN_SKIPS or self.skipped % _SKIP_REPORT_EVERY == 0):
-            print(f"tractable: skipped step {label} (no update): {reason}", file=sys.stderr, flush=True)
+            print(f"tractable: skipped step {p.label} (no update): {reason}", file=sys.stderr, flush=True)
         if self.bad_streak >= self.max_bad_steps:
-            layer = first_nonfinite_layer(self.model, rerun)
+            layer = first_nonfinite_layer(self.model, p.rerun)
             where = (f"first non-finite output: layer {layer}" if layer is not None else
                      "every layer's output was finite (the non-finite values came from outside the layers, e.g. "
                      "the target density, or from the backward pass: rerun with --detect-anomaly)")
             raise NonFiniteError(
-                f"stopped at step {label} after {self.bad_streak} non-finite steps in a row (the first, "
+                f"stopped at step {p.label} after {self.bad_streak} non-finite steps in a row (the first, "
                 f"{self.first_bad}); {where}; try a smaller learning rate (lr={self.lr}), --clip or --warmup"
             )
+        return True
+
+    def _read(self) -> None:
+        """Read every pending step's values, and the tensors of their rows, in one host synchronisation; judge the
+        steps in order and write their rows (log, callback, progress)."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        unread = [p for p in pending if not p.read and p.values is not None]
+        cells = [(d, k) for p in pending for d in (p.row, p.shown) if d is not None
+                 for k, v in d.items() if isinstance(v, Tensor)]
+        flat = [p.values.double() for p in unread] + [d[k].detach().reshape(1).double() for d, k in cells]
+        if flat:
+            read = torch.cat(flat).tolist()
+            for i, p in enumerate(unread):
+                p.loss_value, p.norm_value, local = read[3 * i : 3 * i + 3]
+                p.local_ok, p.read = local > 0, True
+            for (d, k), v in zip(cells, read[3 * len(unread) :]):
+                d[k] = v
+        for p in pending:
+            if not p.judged and p.values is not None:
+                self._judge(p)
+            if p.row is not None:
+                self._write(p.row, p.shown or {})
+
+    def _write(self, row: dict[str, float], shown: dict[str, float]) -> None:
+        self.log.write(row)
+        if self.callback is not None:
+            self.callback(int(row.get("step", self.step)), row)
+        self.bar.update(int(row.get("step", self.step)), shown)
 
     def end_step(self, row: dict[str, float], shown: dict[str, float],
                  loop_state: Callable[[], dict[str, Any]]) -> None:
-        """Log ``row``, show progress, call the callback and write a checkpoint when one is due."""
-        self.log.write(row)
-        if self.callback is not None:
-            self.callback(self.step, row)
-        self.bar.update(self.step, shown)
-        if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0
-                                                or self.step in self.checkpoint_at):
+        """Log ``row``, show progress, call the callback and write a checkpoint when one is due.
+
+        Tensor values of ``row`` and ``shown`` (e.g. a deferred :class:`StepResult`'s loss) are read on the host with
+        the step's own values, every ``log_every`` steps; the row dicts then hold floats."""
+        if self.pending and self.pending[-1].row is None:
+            self.pending[-1].row, self.pending[-1].shown = row, shown
+        else:  # a row of no pending step (e.g. written by hand): in order, after the pending ones
+            self.pending.append(_Pending(self.step, row=row, shown=shown))
+        due = self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0
+                                                   or self.step in self.checkpoint_at)
+        if due or self.step % self.log_every == 0 or self.step >= self.steps:
+            self._read()
+        if due:
             self.save(loop_state())
 
     @property
@@ -271,6 +358,7 @@ class Trainer:
 
     def save(self, loop_state: dict[str, Any]) -> None:
         """Write the training checkpoint of the current step (rank 0; every rank contributes its RNG states)."""
+        self._read()
         rngs = self.ctx.gather_objects(get_rng_state())
         if self.ctx.is_main and self.checkpoint_dir is not None:
             self.log.flush()  # the metric files must hold every row up to the checkpoint's step
@@ -286,6 +374,7 @@ class Trainer:
 
     def finish(self, loop_state: dict[str, Any]) -> None:
         """Write the final training checkpoint (if the last one is older) and close the files."""
+        self._read()
         if self.checkpoint_dir is not None and self.saved_step != self.step:
             self.save(loop_state)
         self.close()
