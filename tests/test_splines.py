@@ -197,6 +197,44 @@ def test_made_is_autoregressive(seed: int, features: int, hidden: int, blocks: i
         assert bool((jc != 0).flatten(2).any(-1).any(-1).all())
 
 
+@pytest.mark.parametrize("make_opt", [lambda ps: torch.optim.SGD(ps, lr=0.5, momentum=0.9, weight_decay=1e-2),
+                                      lambda ps: torch.optim.Adam(ps, lr=0.05),
+                                      lambda ps: torch.optim.AdamW(ps, lr=0.05, fused=True)])
+def test_made_stays_autoregressive_under_any_optimizer(make_opt) -> None:
+    """The masked weights are projected, not multiplied per call: a user's own loop and optimizer (every entry of
+    every weight updated, weight decay, state loaded) must keep the Jacobian strictly triangular, and the weight
+    gradients must be those of the masked network (zero where masked)."""
+    torch.manual_seed(0)
+    made = MADE(4, 2, hidden=16, blocks=2, zero_last=False)
+    opt = make_opt(made.parameters())
+    x = torch.randn(64, 4)
+    for _ in range(5):
+        loss = made(x).square().mean() + made(x + 1).mean()  # two passes before one backward
+        opt.zero_grad()
+        loss.backward()
+        for layer in made.layers:
+            assert not bool((layer.weight.grad * (1 - layer.mask)).any())
+        opt.step()
+    made.load_state_dict({k: v + 0.1 for k, v in made.state_dict().items() if k.endswith("weight")}, strict=False)
+    j = torch.autograd.functional.jacobian(lambda v: made(v[None])[0], x[0])  # (D, P, D)
+    assert not bool(((j != 0).any(1) & ~allowed(torch.arange(4))).any())
+    made = made.double()
+    ws = [layer.weight for layer in made.layers]
+    xd = torch.randn(3, 4, dtype=F64, requires_grad=True)
+
+    def masked(*weights):  # the reference: the masked network, written with explicit masks
+        h = xd
+        for k, (w, layer) in enumerate(zip(weights, made.layers)):
+            h = torch.nn.functional.linear(h, w * layer.mask, layer.bias)
+            h = h.relu() if k < len(weights) - 1 else h
+        return h
+
+    out = made(xd).transpose(-1, -2).flatten(-2)
+    torch.testing.assert_close(out, masked(*ws))
+    g = torch.autograd.grad(out.square().sum(), [xd, *ws])
+    torch.testing.assert_close(g, torch.autograd.grad(masked(*ws).square().sum(), [xd, *ws]))
+
+
 def test_made_one_feature_depends_on_context_only() -> None:
     made = MADE(1, 3, hidden=8, context_features=2, zero_last=False).double()
     x = torch.randn(5, 1, dtype=F64)
