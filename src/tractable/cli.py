@@ -54,7 +54,7 @@ OPTIONS = {
 SWITCHES = {
     "conditional": ("data.conditional", True), "no_standardize": ("data.standardize", False),
     "no_plots": ("output.plots", False), "no_gif": ("output.gif", False),
-    "detect_anomaly": ("train.detect_anomaly", True),
+    "detect_anomaly": ("train.detect_anomaly", True), "compile": ("train.compile", True),
 }
 
 
@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="non-finite steps are skipped; stop after N in a row, naming the layer (default 5)")
     train.add_argument("--detect-anomaly", action="store_true",
                        help="debug: autograd anomaly detection names the backward op that made a NaN (slow)")
+    train.add_argument("--compile", action="store_true",
+                       help="compile the training step with torch.compile (the first step compiles; its time is "
+                       "reported apart as compile_seconds)")
     data = fit.add_argument_group("data")
     data.add_argument("--data", default=None, metavar="FILE", help="fit your own data: a .npy or .csv table")
     data.add_argument("--context", default=None, metavar="COLS",

@@ -51,8 +51,9 @@ class TrainConfig:
     Hygiene: ``warmup`` linear learning-rate warmup steps before the schedule; ``ema`` the decay of an exponential
     moving average of the weights used for evaluation and saved (0: off); a step whose loss or gradient norm is not
     finite is skipped, and ``max_bad_steps`` of them in a row stop the run; ``detect_anomaly`` turns on autograd's
-    anomaly detection (slow). Checkpoints: a training checkpoint every ``checkpoint_every`` steps (and at the end)
-    in the run's ``checkpoints/`` directory, the ``keep_last`` newest kept (plus ``best.pt`` for validated fits).
+    anomaly detection (slow); ``compile`` compiles the training step with ``torch.compile`` (``compile_seconds`` in
+    ``metrics.json``). Checkpoints: a training checkpoint every ``checkpoint_every`` steps (and at the end) in the
+    run's ``checkpoints/`` directory, the ``keep_last`` newest kept (plus ``best.pt`` for validated fits).
     Under ``torchrun``, a collective that waits ``timeout`` minutes for another rank ends every rank with one line.
     The defaults are the energies' (reverse KL); the data and image tasks override what differs.
     """
@@ -73,6 +74,7 @@ class TrainConfig:
     ema: float = _LIBRARY.ema
     max_bad_steps: int = _LIBRARY.max_bad_steps
     detect_anomaly: bool = _LIBRARY.detect_anomaly
+    compile: bool = _LIBRARY.compile
     checkpoint_every: int = _LIBRARY.checkpoint_every
     keep_last: int = _LIBRARY.keep_last
     timeout: float = COLLECTIVE_TIMEOUT

@@ -27,7 +27,7 @@ from .resolve import resolve
 from .tasks import task_for
 
 #: Configuration keys (or key prefixes ending in ".") that do not change what a run fits: not compared.
-IGNORED = ("train.device", "train.timeout", "train.detect_anomaly", "output.")
+IGNORED = ("train.device", "train.timeout", "train.detect_anomaly", "train.compile", "output.")
 #: Differing keys named in full before "and N more".
 _SHOWN = 4
 _CHUNK = 1 << 20

@@ -57,7 +57,8 @@ def fit_options(config: FitConfig, out: Path, *, resume: bool | Path, progress: 
     t = config.train
     return {
         "warmup": t.warmup, "lr_final": t.lr_final, "ema": t.ema, "max_bad_steps": t.max_bad_steps,
-        "detect_anomaly": t.detect_anomaly, "metrics_csv": out / METRICS_CSV, "metrics_jsonl": out / "metrics.jsonl",
+        "detect_anomaly": t.detect_anomaly, "compile": t.compile, "metrics_csv": out / METRICS_CSV,
+        "metrics_jsonl": out / "metrics.jsonl",
         "tensorboard_dir": out / "tensorboard", "checkpoint_dir": out / CHECKPOINTS,
         "checkpoint_every": t.checkpoint_every, "checkpoint_at": early_checkpoint(t.steps, t.checkpoint_every),
         "keep_last": t.keep_last, "resume": resume, "progress": progress, "meta": meta, "on_start": on_start,
@@ -176,6 +177,8 @@ def _fit(task: Task, config: FitConfig, out: Path, *, progress: bool, echo: Echo
     flow.eval()
     metrics = task.evaluate(flow, problem, config)
     metrics.update(task.run_metrics(flow, problem, config, history))
+    if history.compile_seconds:  # the first step's time, apart from the steady state's
+        metrics["compile_seconds"] = round(history.compile_seconds, 3)
     save_checkpoint({"model": flow.state_dict(), "config": config.to_dict(), "step": metrics["steps"], **spec,
                      "data": data}, out / CHECKPOINT)
     export_weights(flow, config, out / "model.safetensors")

@@ -131,6 +131,8 @@ class MADE(nn.Module):
         deg = hidden_degrees(features, hidden, lowest=lowest)
         self.register_buffer("order", order_t)
         self.register_buffer("degrees", deg)
+        self._set_positions()
+        self.register_load_state_dict_post_hook(lambda module, _: module._set_positions())
 
         first = (order_t[None, :] <= deg[:, None]).to(torch.get_default_dtype())
         first = torch.cat([first, first.new_ones(hidden, context_features)], dim=1)
@@ -146,6 +148,11 @@ class MADE(nn.Module):
         if zero_last:
             nn.init.zeros_(self.layers[-1].weight)
             nn.init.zeros_(self.layers[-1].bias)
+
+    def _set_positions(self) -> None:
+        # the features in autoregressive order, as Python ints: the sequential direction loops over them, and a
+        # compiled graph unrolls the loop (a tensor's values would be unknown while tracing)
+        self.positions: list[int] = torch.argsort(self.order).tolist()
 
     @torch.no_grad()
     def set_output_bias(self, theta: Tensor) -> None:

@@ -73,6 +73,8 @@ class FitHistory:
         best_step: the step whose state was restored (``None`` without validation).
         best_val_nll: its validation NLL (NaN without validation).
         stopped_early: whether the validation's ``patience`` ended the fit before ``steps``.
+        compile_seconds: under ``TrainOptions.compile``, the wall-clock seconds of the first step of this session,
+            which compiles the graphs (0 without compiling); ``seconds`` includes it.
     """
 
     rows: list[dict[str, float]] = field(default_factory=list)
@@ -82,6 +84,7 @@ class FitHistory:
     best_step: int | None = None
     best_val_nll: float = math.nan
     stopped_early: bool = False
+    compile_seconds: float = 0.0
 
     def __repr__(self) -> str:  # a summary: the dataclass's repr would print every row of a long fit
         last = self.rows[-1] if self.rows else {}
@@ -178,6 +181,7 @@ def fit(model: nn.Module, loss: Loss, *, steps: int, options: TrainOptions | Non
     finally:
         trainer.close()
         history.seconds, history.skipped = trainer.seconds, trainer.skipped
+        history.compile_seconds = trainer.compile_seconds
     if validation is not None and validation.best_state is not None:
         model.load_state_dict(validation.best_state)
     elif trainer.ema is not None:

@@ -35,6 +35,8 @@ class TrainOptions:
         max_bad_steps: a step with a non-finite loss or gradient norm is skipped (no update); this many in a row
             stop the fit.
         detect_anomaly: run with ``torch.autograd`` anomaly detection (slow; names the backward op of a NaN).
+        compile: compile what computes the loss with ``torch.compile`` (its forward and backward); the first step,
+            which compiles, is timed apart (``FitHistory.compile_seconds``) from the steady-state steps.
         progress: show a progress bar (terminal) or periodic lines (rank 0 only).
         log_every: steps between host reads of the loss and gradient norm. The non-finite guard decides every step
             on the device and every step still gets its row, but skipped steps are reported (and a run stopped)
@@ -68,6 +70,7 @@ class TrainOptions:
     ema: float = 0.0
     max_bad_steps: int = 5
     detect_anomaly: bool = False
+    compile: bool = False
     progress: bool = True
     log_every: int | None = None
     metrics_csv: str | Path | None = None

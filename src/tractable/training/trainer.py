@@ -130,6 +130,7 @@ class Trainer:
         self.checkpoint_every, self.keep_last = options.checkpoint_every, options.keep_last
         self.checkpoint_at = frozenset(options.checkpoint_at)
         self.step, self.bad_streak, self.skipped, self.first_bad = 0, 0, 0, ""
+        self.compile_seconds = 0.0  # the first step's wall-clock seconds under options.compile
         self.saved_step, self.seconds_before = -1, 0.0
         self.loop_state: dict[str, Any] = {}
         self.resumed_from: Path | None = None
@@ -202,8 +203,10 @@ class Trainer:
             torch.manual_seed((torch.initial_seed() + SEED_STRIDE * self.ctx.rank) % 2**63)
 
     def wrap(self, module: nn.Module) -> nn.Module:
-        """``module`` (which computes the loss's model output) in DDP when distributed, else itself."""
-        return self.ctx.wrap(module, self.device)
+        """``module`` (which computes the loss's model output) in DDP when distributed, compiled with
+        ``torch.compile`` under ``options.compile``, else itself."""
+        module = self.ctx.wrap(module, self.device)
+        return torch.compile(module) if self.options.compile else module
 
     # -- the step -----------------------------------------------------------------------------------------------------
 
@@ -221,6 +224,9 @@ class Trainer:
                 read that finds them).
         """
         label = self.step + 1  # the step being taken, counted from 1
+        first = self.options.compile and self.compile_seconds == 0.0
+        if first:
+            start = time.perf_counter()
         try:
             loss, aux = compute()
             local_ok = torch.isfinite(loss.detach())
@@ -240,6 +246,13 @@ class Trainer:
                 raise
             first = str(e).strip().splitlines()[0]
             raise NonFiniteError(f"step {label}: anomaly detection stopped the backward pass: {first}") from None
+        if first:  # the first step compiles the forward and backward graphs: its time is not the steady state's
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.compile_seconds = time.perf_counter() - start
+            if self.ctx.is_main and self.options.progress:
+                print(f"tractable: compiled the training step in {self.compile_seconds:.1f}s (the first step; the "
+                      "speed of the others is the steady state's)", file=sys.stderr, flush=True)
         lr = self.optimizer.param_groups[0]["lr"]
         # total and the norm agree across ranks (all-reduced), so every rank takes the same decision
         dtype = torch.float64 if total.dtype == torch.float64 else torch.float32

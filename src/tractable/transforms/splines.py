@@ -58,8 +58,16 @@ def _check(bins: int, bound: float, min_bin_width: float, min_bin_height: float,
         raise ValueError(f"expected a minimum derivative in [0, 1), got {min_derivative}")
 
 
-@lru_cache(maxsize=64)
 def _constants(
+    bins: int, bound: float, min_bin_width: float, min_bin_height: float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """:func:`_cached_constants`; a compiled graph traces the computation instead (it folds it to constants)."""
+    build = _cached_constants.__wrapped__ if torch.compiler.is_compiling() else _cached_constants
+    return build(bins, bound, min_bin_width, min_bin_height, dtype, device)
+
+
+@lru_cache(maxsize=64)
+def _cached_constants(
     bins: int, bound: float, min_bin_width: float, min_bin_height: float, dtype: torch.dtype, device: torch.device
 ) -> tuple[Tensor, Tensor]:
     """The matrix taking bin-size softmaxes to knots, and ``[0, 1]`` (the offsets of a bin's two knots).
