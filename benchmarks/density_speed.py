@@ -1,13 +1,19 @@
-"""Training-step and sampling speed of MAF and NSF against nflows, normflows and zuko at matched architectures.
+"""Training-step and sampling speed of MAF, NSF and RealNVP against nflows, normflows and zuko at matched architectures.
 
-    .venv/bin/python benchmarks/density_speed.py [--dims 2 16 64] [--threads 1 2] [--libs tractable zuko ...]
-        [--baseline OTHER_CHECKOUT/src]
+    .venv/bin/python benchmarks/density_speed.py [--models maf nsf realnvp] [--dims 2 16 64] [--threads 1 2]
+        [--batches 256 1024] [--compile] [--libs tractable zuko ...] [--baseline OTHER_CHECKOUT/src]
 
-One training step is ``log_prob`` on a batch of 1024 + ``backward`` + ``Adam.step`` (foreach, lr 1e-3); sampling
-draws 1024 points without gradients. Architectures: 5 layers, conditioners with 2 hidden layers of 64 units (ReLU),
-affine maps for MAF, 8-bin rational-quadratic splines on [-3, 3] with linear tails for NSF (coupling form, MLP
-conditioners; ``nsf-ar`` the autoregressive form). Peer libraries missing from the environment are skipped
-(``pip install nflows normflows zuko`` into a separate target and put it on ``PYTHONPATH`` to include them).
+One training step is ``log_prob`` on a batch + ``backward`` + ``Adam.step`` (lr 1e-3; torch's default Adam for every
+library, ``--tractable-adam fused`` gives tractable the fused Adam its own training loop uses); sampling draws a batch
+of points without gradients. Architectures: 5 layers, conditioners with 2 hidden layers of 64 units (ReLU), affine
+maps for MAF, 8-bin rational-quadratic splines on [-3, 3] with linear tails for NSF (coupling form, MLP conditioners;
+``nsf-ar`` the autoregressive form), affine couplings for RealNVP. Peer libraries are looked up on ``--peer-path``
+(appended to ``sys.path``; default /tmp/peerlibs) and skipped when missing.
+``--compile`` adds the rows ``tractable+compile``: the same model with ``log_prob`` and ``sample`` compiled by
+``torch.compile`` (inductor), timed after the compiling calls (their time is reported apart, ``compile_s``).
+Each row also gives its fraction of the matmul-bound limit: ``torch.mm`` GFLOP/s is measured in the same run at each
+thread count (the best of a few conditioner-sized and square products), and a training step cannot take less than
+``6 × weights × batch`` flops at that rate (``weights``: the entries of the model's weight matrices).
 Libraries are timed interleaved, each the best of ``--repeats`` rounds, in wall-clock and in process CPU time (the
 steadier measure for one thread on a machine shared with other jobs).
 ``--baseline DIR`` also times the tractable found in ``DIR`` (the ``src`` folder of a checkout of another commit,
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -31,19 +38,23 @@ import torch
 from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results"
-LAYERS, HIDDEN, BINS, BOUND, BATCH = 5, 64, 8, 3.0, 1024
+LAYERS, HIDDEN, BINS, BOUND = 5, 64, 8, 3.0
+COMPILED = "tractable+compile"
+#: Models whose sampling direction is sequential in tractable (D passes): compiling it unrolls D x layers passes.
+SEQUENTIAL_SAMPLING = {"maf", "nsf-ar"}
 
 # Each builder returns (module with parameters, log_prob(x), sample(n)) or None if the library lacks the model.
-Builder = Callable[[int], "tuple[nn.Module, Callable, Callable] | None"]
+Builder = Callable[[str, int], "tuple[nn.Module, Callable, Callable] | None"]
 
 
 def tractable_model(kind: str, d: int, package: str = "tractable"):
-    MAF = importlib.import_module(f"{package}.models.maf").MAF
-    NSF = importlib.import_module(f"{package}.models.nsf").NSF
+    models = importlib.import_module(f"{package}.models")
     if kind == "maf":
-        flow = MAF(d, layers=LAYERS, hidden=HIDDEN)
+        flow = models.MAF(d, layers=LAYERS, hidden=HIDDEN)
+    elif kind == "realnvp":
+        flow = models.RealNVP(d, layers=LAYERS, hidden=HIDDEN)
     else:
-        flow = NSF(d, layers=LAYERS, hidden=HIDDEN, bins=BINS, bound=BOUND, autoregressive=kind == "nsf-ar")
+        flow = models.NSF(d, layers=LAYERS, hidden=HIDDEN, bins=BINS, bound=BOUND, autoregressive=kind == "nsf-ar")
     # flow.validate stays True (the default a user gets): the NaN check costs one reduction per call
     return flow, flow.log_prob, flow.sample
 
@@ -53,6 +64,8 @@ def zuko_model(kind: str, d: int):
 
     if kind == "maf":
         flow = zuko.flows.MAF(d, transforms=LAYERS, hidden_features=(HIDDEN, HIDDEN))
+    elif kind == "realnvp":
+        flow = zuko.flows.RealNVP(d, transforms=LAYERS, hidden_features=(HIDDEN, HIDDEN))
     else:
         passes = 2 if kind == "nsf" else None
         flow = zuko.flows.NSF(d, transforms=LAYERS, bins=BINS, hidden_features=(HIDDEN, HIDDEN), passes=passes)
@@ -68,7 +81,7 @@ def nflows_model(kind: str, d: int):
         MaskedAffineAutoregressiveTransform,
         MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
     )
-    from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
+    from nflows.transforms.coupling import AffineCouplingTransform, PiecewiseRationalQuadraticCouplingTransform
 
     class Net(MLP):  # nflows' MLP takes no context argument; its couplings pass one
         def forward(self, inputs, context=None):
@@ -76,7 +89,10 @@ def nflows_model(kind: str, d: int):
 
     steps = []
     for k in range(LAYERS):
-        if k:
+        mask = torch.ones(d)
+        mask[: d // 2] = -1
+        mask = mask if k % 2 == 0 else -mask
+        if k and kind in ("maf", "nsf-ar"):
             steps.append(ReversePermutation(d))
         if kind == "maf":  # num_blocks=1: initial layer + one block = 2 hidden layers
             steps.append(MaskedAffineAutoregressiveTransform(d, HIDDEN, num_blocks=1, use_residual_blocks=False))
@@ -86,15 +102,12 @@ def nflows_model(kind: str, d: int):
                     d, HIDDEN, num_bins=BINS, tails="linear", tail_bound=BOUND, num_blocks=1, use_residual_blocks=False
                 )
             )
+        elif kind == "realnvp":
+            steps.append(AffineCouplingTransform(mask, lambda i, o: Net((i,), (o,), [HIDDEN, HIDDEN])))
         else:
-            mask = torch.ones(d)
-            mask[: d // 2] = -1
             steps.append(
                 PiecewiseRationalQuadraticCouplingTransform(
-                    mask if k % 2 == 0 else -mask,
-                    lambda i, o: Net((i,), (o,), [HIDDEN, HIDDEN]),
-                    num_bins=BINS,
-                    tails="linear",
+                    mask, lambda i, o: Net((i,), (o,), [HIDDEN, HIDDEN]), num_bins=BINS, tails="linear",
                     tail_bound=BOUND,
                 )
             )
@@ -111,12 +124,15 @@ def normflows_model(kind: str, d: int):
     for k in range(LAYERS):
         if kind == "maf":
             flows.append(nf.flows.MaskedAffineAutoregressive(d, HIDDEN, num_blocks=1, use_residual_blocks=False))
+        elif kind == "realnvp":
+            net = nf.nets.MLP([d // 2, HIDDEN, HIDDEN, 2 * (d - d // 2)], init_zeros=True)
+            flows.append(nf.flows.AffineCouplingBlock(net))
         else:
             flows.append(
                 nf.flows.AutoregressiveRationalQuadraticSpline(d, 1, HIDDEN, num_bins=BINS, tail_bound=BOUND)
             )
         if k < LAYERS - 1:
-            flows.append(nf.flows.Permute(d, mode="shuffle"))
+            flows.append(nf.flows.Permute(d, mode="swap" if kind == "realnvp" else "shuffle"))
     flow = nf.NormalizingFlow(nf.distributions.DiagGaussian(d, trainable=False), flows)
     return flow, flow.log_prob, lambda n: flow.sample(n)[0]
 
@@ -127,6 +143,7 @@ LIBS: dict[str, Callable] = {
     "nflows": nflows_model,
     "normflows": normflows_model,
 }
+OURS = ("tractable", COMPILED, "baseline")
 
 
 BASELINE = "tractable_baseline"
@@ -157,16 +174,48 @@ def time_ms(fn: Callable[[], object], calls: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / calls * 1e3, (time.process_time() - cpu) / calls * 1e3
 
 
-def bench(kind: str, d: int, libs: list[str], *, calls: int, repeats: int, sample_calls: int) -> list[dict]:
-    prepared = {}
+def mm_gflops(repeats: int = 5) -> float:
+    """The best ``torch.mm`` rate (GFLOP/s, wall clock) at the current thread count, over conditioner-sized and square
+    products: the matmul-bound limit's rate."""
+    best = 0.0
+    for m, k, n in ((1024, 64, 64), (1024, 128, 128), (256, 256, 256), (512, 512, 512)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        calls = max(1, int(2e8 // (2 * m * k * n)))
+        for _ in range(repeats):
+            ms = time_ms(lambda a=a, b=b: torch.mm(a, b), calls)[0]
+            best = max(best, 2 * m * k * n / (ms * 1e-3) / 1e9)
+    return best
+
+
+def weight_entries(module: nn.Module) -> int:
+    """The entries of a model's weight matrices (its parameters of two or more dimensions): a training step
+    multiplies each by every row of the batch three times (forward, and two products in the backward)."""
+    return sum(p.numel() for p in module.parameters() if p.dim() >= 2)
+
+
+def make_adam(module: nn.Module, fused: bool) -> torch.optim.Optimizer:
+    if fused:
+        return importlib.import_module("tractable.training.hygiene").make_adam(list(module.parameters()), 1e-3)
+    return torch.optim.Adam(module.parameters(), lr=1e-3)
+
+
+def bench(kind: str, d: int, libs: list[str], *, batch: int, calls: int, repeats: int, sample_calls: int,
+          fused: bool, compile_sample_dims: int) -> list[dict]:
+    prepared, extra = {}, {}
     for lib in libs:
         torch.manual_seed(0)
-        built = LIBS[lib](kind, d)
+        built = LIBS["tractable" if lib == COMPILED else lib](kind, d)
         if built is None:
             continue
         module, log_prob, sample = built
-        opt = torch.optim.Adam(module.parameters(), lr=1e-3)
-        x = torch.randn(BATCH, d)
+        info: dict = {"weights": weight_entries(module)}
+        if lib == COMPILED:
+            log_prob = torch.compile(log_prob)
+            info["sample_compiled"] = kind not in SEQUENTIAL_SAMPLING or d <= compile_sample_dims
+            if info["sample_compiled"]:
+                sample = torch.compile(sample)
+        opt = make_adam(module, fused and lib in OURS)
+        x = torch.randn(batch, d)
 
         def step(module=module, log_prob=log_prob, opt=opt, x=x) -> None:
             loss = -log_prob(x).mean()
@@ -176,12 +225,17 @@ def bench(kind: str, d: int, libs: list[str], *, calls: int, repeats: int, sampl
 
         def draw(sample=sample) -> None:
             with torch.no_grad():
-                sample(BATCH)
+                sample(batch)
 
-        for _ in range(5):
+        start = time.perf_counter()
+        step()
+        draw()
+        if lib == COMPILED:  # the compiling calls, apart from the steady state
+            info["compile_s"] = round(time.perf_counter() - start, 1)
+        for _ in range(4):
             step()
         draw()
-        prepared[lib] = (step, draw)
+        prepared[lib], extra[lib] = (step, draw), info
     best = {lib: [float("inf")] * 4 for lib in prepared}
     rounds: dict[str, list[tuple[float, float]]] = {lib: [] for lib in prepared}  # CPU ms of each round
     for _ in range(repeats):
@@ -192,19 +246,28 @@ def bench(kind: str, d: int, libs: list[str], *, calls: int, repeats: int, sampl
             b[2:] = [min(u, v) for u, v in zip(b[2:], sample)]
             rounds[lib].append((train[1], sample[1]))
     keys = ("train_ms", "train_cpu_ms", "sample_ms", "sample_cpu_ms")
-    return [{"model": kind, "dims": d, "lib": lib, **dict(zip(keys, b)), "rounds": rounds[lib]}
-            for lib, b in best.items()]
+    return [{"model": kind, "dims": d, "batch": batch, "lib": lib, **dict(zip(keys, b)), **extra[lib],
+             "rounds": rounds[lib]} for lib, b in best.items()]
+
+
+def limit_fraction(row: dict, gflops: float) -> float:
+    """The matmul-bound time of a training step over the measured one: the wall clock, or the CPU time when less
+    (one thread on a loaded machine, where the wall clock counts the time the scheduler gave others)."""
+    return 6 * row["weights"] * row["batch"] / (gflops * 1e9) * 1e3 / min(row["train_ms"], row["train_cpu_ms"])
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model | dims | threads | library | train step ms (wall) | (CPU) | sample 1024 ms (wall) | (CPU) |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        ("| model | dims | threads | batch | library | train step ms (wall) | (CPU) | of matmul limit "
+         "| sample ms (wall) | (CPU) | compile s |"),
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        sample_note = "" if r.get("sample_compiled", True) else " (eager)"
         lines.append(
-            f"| {r['model']} | {r['dims']} | {r['threads']} | {r['lib']} | {r['train_ms']:.2f} | "
-            f"{r['train_cpu_ms']:.2f} | {r['sample_ms']:.2f} | {r['sample_cpu_ms']:.2f} |"
+            f"| {r['model']} | {r['dims']} | {r['threads']} | {r['batch']} | {r['lib']} | {r['train_ms']:.2f} | "
+            f"{r['train_cpu_ms']:.2f} | {r['limit_fraction']:.0%} | {r['sample_ms']:.2f}{sample_note} | "
+            f"{r['sample_cpu_ms']:.2f} | {r.get('compile_s', '')} |"
         )
     return "\n".join(lines)
 
@@ -213,32 +276,38 @@ def table(rows: list[dict]) -> str:
 SAMPLING_ORIENTED_MAF = {"normflows"}
 
 
+def _groups(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["dims"], r["threads"], r["batch"]), {})[r["lib"]] = r
+    return groups
+
+
 def ratios(rows: list[dict]) -> str:
-    """Speed ratios ``fastest peer time / tractable time`` (> 1: tractable is faster), in process CPU time.
+    """Speed ratios ``fastest peer time / tractable time`` (> 1: tractable is faster), in process CPU time, for the
+    eager rows and (with ``--compile``) the compiled ones against the same (eager) peers.
 
     Training compares against every peer; MAF sampling only against the peers whose MAF evaluates the density in one
     pass (as tractable's does), since a sampling-oriented MAF is a different trade-off (an IAF in tractable's terms).
     """
     lines = [
-        "| model | dims | threads | train: fastest peer | ratio | sampling: fastest peer | ratio |",
-        "|---|---:|---:|---|---:|---|---:|",
+        ("| model | dims | threads | batch | train: fastest peer | eager | compiled | sampling: fastest peer "
+         "| eager | compiled |"),
+        "|---|---:|---:|---:|---|---:|---:|---|---:|---:|",
     ]
-    groups: dict[tuple, dict[str, dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["dims"], r["threads"]), {})[r["lib"]] = r
-    for (model, dims, threads), by_lib in groups.items():
-        ours = by_lib.get("tractable")
-        peers = {lib: r for lib, r in by_lib.items() if lib not in ("tractable", "baseline")}
+    for (model, dims, threads, batch), by_lib in _groups(rows).items():
+        ours, compiled = by_lib.get("tractable"), by_lib.get(COMPILED)
+        peers = {lib: r for lib, r in by_lib.items() if lib not in OURS}
         if ours is None or not peers:
             continue
         train_lib = min(peers, key=lambda lib: peers[lib]["train_cpu_ms"])
         sample_peers = {lib: r for lib, r in peers.items() if not (model == "maf" and lib in SAMPLING_ORIENTED_MAF)}
         sample_lib = min(sample_peers, key=lambda lib: sample_peers[lib]["sample_cpu_ms"])
-        lines.append(
-            f"| {model} | {dims} | {threads} | {train_lib} | "
-            f"{peers[train_lib]['train_cpu_ms'] / ours['train_cpu_ms']:.2f} "
-            f"| {sample_lib} | {sample_peers[sample_lib]['sample_cpu_ms'] / ours['sample_cpu_ms']:.2f} |"
-        )
+        t, sp = peers[train_lib]["train_cpu_ms"], sample_peers[sample_lib]["sample_cpu_ms"]
+        ct = f"{t / compiled['train_cpu_ms']:.2f}" if compiled else "-"
+        cs = f"{sp / compiled['sample_cpu_ms']:.2f}" if compiled else "-"
+        lines.append(f"| {model} | {dims} | {threads} | {batch} | {train_lib} | {t / ours['train_cpu_ms']:.2f} | {ct} "
+                     f"| {sample_lib} | {sp / ours['sample_cpu_ms']:.2f} | {cs} |")
     return "\n".join(lines)
 
 
@@ -249,50 +318,68 @@ def against_baseline(rows: list[dict]) -> str:
     machine that speeds up or slows down during the run moves both sides of a ratio alike; best-of times compare
     the fastest moments of each, which on a shared machine drift apart by ±10%.
     """
-    lines = ["| model | dims | threads | train: baseline / now | sampling: baseline / now |",
-             "|---|---:|---:|---:|---:|"]
-    groups: dict[tuple, dict[str, dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["dims"], r["threads"]), {})[r["lib"]] = r
-    for (model, dims, threads), by_lib in groups.items():
+    lines = ["| model | dims | threads | batch | train: baseline / now | sampling: baseline / now |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for (model, dims, threads, batch), by_lib in _groups(rows).items():
         if "tractable" in by_lib and "baseline" in by_lib:
             pairs = list(zip(by_lib["baseline"]["rounds"], by_lib["tractable"]["rounds"]))
             train = statistics.median(b[0] / n[0] for b, n in pairs)
             sample = statistics.median(b[1] / n[1] for b, n in pairs)
-            lines.append(f"| {model} | {dims} | {threads} | {train:.3f} | {sample:.3f} |")
+            lines.append(f"| {model} | {dims} | {threads} | {batch} | {train:.3f} | {sample:.3f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["maf", "nsf", "nsf-ar"], choices=["maf", "nsf", "nsf-ar"])
+    kinds = ["maf", "nsf", "realnvp", "nsf-ar"]
+    parser.add_argument("--models", nargs="+", default=["maf", "nsf", "realnvp"], choices=kinds)
     parser.add_argument("--dims", nargs="+", type=int, default=[2, 16, 64])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--libs", nargs="+", default=list(LIBS), choices=list(LIBS))
+    parser.add_argument("--compile", action="store_true", help=f"add the rows {COMPILED!r} (torch.compile)")
+    parser.add_argument("--compile-sample-dims", type=int, default=16,
+                        help="compile the sequential sampling of maf / nsf-ar only up to this many dimensions")
+    parser.add_argument("--tractable-adam", choices=["plain", "fused"], default="plain",
+                        help="tractable's optimizer: torch's default Adam as the peers' (plain) or the fused Adam of "
+                        "tractable's training loop")
     parser.add_argument("--calls", type=int, default=10, help="training steps per timing round")
     parser.add_argument("--sample-calls", type=int, default=2, help="sampling calls per timing round")
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds (the best is kept)")
+    parser.add_argument("--peer-path", default="/tmp/peerlibs", help="appended to sys.path to find the peers")
     parser.add_argument("--out", default="density_speed", help="results file stem under benchmarks/results")
     parser.add_argument("--baseline", default=None, metavar="SRC",
                         help="also time the tractable of another checkout's src folder, as library 'baseline'")
     args = parser.parse_args()
+    if args.peer_path and os.path.isdir(args.peer_path):
+        sys.path.append(args.peer_path)
     libs = [lib for lib in args.libs if available(lib)]
+    if args.compile:
+        libs.insert(libs.index("tractable") + 1 if "tractable" in libs else 0, COMPILED)
     if args.baseline:
         load_baseline(args.baseline)
         libs.append("baseline")
-    rows = []
+    rows, peaks = [], {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for kind in args.models:
-            for d in args.dims:
-                for row in bench(kind, d, libs, calls=args.calls, repeats=args.repeats, sample_calls=args.sample_calls):
-                    row["threads"] = threads
-                    rows.append(row)
-                    print(table([row]).splitlines()[-1], flush=True)
+        peaks[threads] = mm_gflops()
+        print(f"threads {threads}: torch.mm peak {peaks[threads]:.1f} GFLOP/s", flush=True)
+        for batch in args.batches:
+            for kind in args.models:
+                for d in args.dims:
+                    for row in bench(kind, d, libs, batch=batch, calls=args.calls, repeats=args.repeats,
+                                     sample_calls=args.sample_calls, fused=args.tractable_adam == "fused",
+                                     compile_sample_dims=args.compile_sample_dims):
+                        row["threads"], row["mm_gflops"] = threads, peaks[threads]
+                        row["limit_fraction"] = limit_fraction(row, peaks[threads])
+                        rows.append(row)
+                        print(table([row]).splitlines()[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=1))
-    text = (table(rows) + "\n\nRatios (fastest peer's CPU time / tractable's; > 1 means tractable is faster):\n\n"
-            + ratios(rows))
+    setup = (f"torch {torch.__version__}; tractable's Adam: {args.tractable_adam}; torch.mm peak GFLOP/s by threads: "
+             + ", ".join(f"{t}: {g:.1f}" for t, g in peaks.items()))
+    text = (setup + "\n\n" + table(rows) + "\n\nRatios (fastest peer's CPU time / tractable's; > 1 means tractable is "
+            "faster):\n\n" + ratios(rows))
     if args.baseline:
         text += f"\n\nAgainst the baseline checkout {args.baseline} (its CPU time / now):\n\n" + against_baseline(rows)
     (RESULTS / f"{args.out}.md").write_text(text + "\n")
