@@ -44,7 +44,7 @@ class _ReverseKLModule(nn.Module):
         super().__init__()
         self.flow, self.target = flow, target
 
-    def forward(self, n: int, beta: float) -> ReverseKL:
+    def forward(self, n: int, beta: float | Tensor) -> ReverseKL:
         return reverse_kl(self.flow, self.target, n, beta=beta)
 
 
@@ -79,6 +79,7 @@ class ReverseKLLoss:
         self.flow: Flow | None = None
         self.anneal_steps = 0
         self.module: nn.Module | None = None
+        self.beta_as_tensor = False
 
     def check(self, model: nn.Module) -> None:
         """The target fits the model: its dimension, and ``log_prob`` of shape ``(batch,)`` on two probe samples
@@ -93,9 +94,12 @@ class ReverseKLLoss:
         self.flow, self.anneal_steps = model, round(self.anneal * trainer.steps)
         trainer.decorrelate_ranks()  # identical initial weights, but each rank its own samples
         self.module = trainer.wrap(_ReverseKLModule(model, self.target))
+        # a compiled module takes β as a tensor: as a Python float it would be a constant of the first graph
+        self.beta_as_tensor = trainer.options.compile
 
     def compute(self, step: int) -> tuple[Tensor, ReverseKL]:
-        out = self.module(self.batch_size, annealing(step - 1, self.anneal_steps))
+        beta = annealing(step - 1, self.anneal_steps)
+        out = self.module(self.batch_size, torch.tensor(beta) if self.beta_as_tensor else beta)
         return out.loss, out
 
     def metrics(self, step: int, aux: ReverseKL) -> dict[str, float]:
