@@ -46,7 +46,8 @@ class Loss(Protocol):
         """The loss of step ``step`` (counted from 1) and what :meth:`metrics` and :meth:`describe` read."""
 
     def metrics(self, step: int, aux: Any) -> dict[str, float]:
-        """The row's values of :attr:`columns` for step ``step``."""
+        """The row's values of :attr:`columns` for step ``step``: floats, or 0-dim tensors, which the trainer reads
+        on the host with the step's loss (every ``log_every`` steps: no synchronisation per step)."""
 
     def shown(self, row: dict[str, float]) -> dict[str, float]:
         """What the progress display shows of ``row``."""
