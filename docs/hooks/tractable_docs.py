@@ -102,7 +102,7 @@ def tutorials_nav(docs_dir: Path) -> list[dict[str, str]]:
     return [{f"{int(p.name[:2])}. {_notebook_title(p)}": f"tutorials/{p.name}"} for p in notebooks]
 
 
-def on_config(config):  # noqa: ANN001, ANN201 - MkDocs hook signature
+def on_config(config):
     entries = tutorials_nav(Path(config["docs_dir"]))
     for i, item in enumerate(config["nav"] or []):
         if isinstance(item, dict) and TUTORIALS in item:
@@ -110,7 +110,7 @@ def on_config(config):  # noqa: ANN001, ANN201 - MkDocs hook signature
     return config
 
 
-def on_page_markdown(markdown, page, config, files):  # noqa: ANN001, ANN201 - MkDocs hook signature
+def on_page_markdown(markdown, page, config, files):
     if CLI_MARKER in markdown:
         return markdown.replace(CLI_MARKER, cli_reference())
     return markdown
