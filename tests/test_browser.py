@@ -30,7 +30,7 @@ PAGES = {
     "api": ("api/models/", "NSF"),
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or next(iter(p for p in ["/usr/bin/chromedriver"] if Path(p).exists()), None)
+CHROMEDRIVER = shutil.which("chromedriver", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin"]))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1280,1000"]
