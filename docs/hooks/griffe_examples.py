@@ -1,7 +1,9 @@
-"""A griffe extension: the project's ``Example:`` docstring sections are read as Google-style ``Examples:``.
+"""A griffe extension: the project's docstrings as mkdocstrings should read them.
 
-The docstrings follow the Google style with a singular ``Example:`` heading; griffe only knows the plural as the
-section whose ``>>>`` lines are code, and would otherwise render them as Markdown prose.
+- The Google-style ``Example:`` heading (singular, the project's convention) is read as ``Examples:``, the section
+  whose ``>>>`` lines griffe renders as code; otherwise they would be rendered as Markdown prose.
+- Sphinx roles such as ``:class:`~tractable.flow.Flow``` or ``:data:`OPTIONS``` become code spans (``Flow``,
+  ``OPTIONS``); Markdown has no roles, and the page would otherwise show the role's name.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from typing import Any
 import griffe
 
 _HEADING = re.compile(r"^(\s*)Example:[ \t]*$", re.MULTILINE)
+_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|obj|exc|const):`(~?)([^`]+)`")
 
 
-class ExampleSections(griffe.Extension):
-    """Rename every ``Example:`` section heading to ``Examples:`` when an object is loaded."""
+def _role(match: re.Match[str]) -> str:
+    target = match.group(2)
+    return f"`{target.rsplit('.', 1)[-1] if match.group(1) else target}`"
+
+
+class ProjectDocstrings(griffe.Extension):
+    """Rewrite each docstring when its object is loaded (see the module docstring)."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = _HEADING.sub(r"\1Examples:", obj.docstring.value)
+            obj.docstring.value = _ROLE.sub(_role, _HEADING.sub(r"\1Examples:", obj.docstring.value))
