@@ -57,7 +57,7 @@ class Coupling(Transform):
         >>> t = Coupling(split, affine, mlp_conditioner(split, affine, hidden=32))
         >>> x = torch.randn(5, 4)
         >>> y, ladj = t(x)
-        >>> bool(torch.equal(y, x)), float(ladj.abs().max())  # identity at initialisation
+        >>> bool(torch.equal(y, x)), ladj.abs().max().item()  # identity at initialisation
         (True, 0.0)
     """
 
