@@ -198,7 +198,7 @@ class FactorOut(Transform):
         >>> t = FactorOut(4)
         >>> x = torch.randn(3, 4, 2, 2)
         >>> y, ladj = t(x)
-        >>> bool(torch.equal(y, x)), float(ladj.abs().max())  # identity at initialisation
+        >>> bool(torch.equal(y, x)), ladj.abs().max().item()  # identity at initialisation
         (True, 0.0)
 
     References:
