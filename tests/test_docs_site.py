@@ -123,6 +123,10 @@ def test_the_tutorials_nav_lists_the_notebooks_that_exist(tmp_path: Path) -> Non
     assert hooks.on_config(config)["nav"][1] == {"Tutorials": [
         "tutorials/index.md", {"1. Change of variables": "tutorials/01_change_of_variables.ipynb"},
         {"2. Planar flows on the ring": "tutorials/02_planar_ring.ipynb"}]}
+    index = hooks.on_page_markdown(f"# Tutorials\n{hooks.TUTORIALS_MARKER}\n", None, config, None)
+    assert index == ("# Tutorials\n- [1. Change of variables](01_change_of_variables.ipynb)\n"
+                     "- [2. Planar flows on the ring](02_planar_ring.ipynb)\n")
+    assert hooks.TUTORIALS_MARKER in (DOCS / "tutorials" / "index.md").read_text(encoding="utf-8")
 
 
 def test_the_readme_fits_a_newcomer_and_links_the_site() -> None:

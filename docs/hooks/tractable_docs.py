@@ -2,8 +2,8 @@
 
 - The CLI reference (``reference/cli.md``) is rendered from ``tractable.cli``'s argument parser, so it cannot drift
   from the command: the page holds a marker that :func:`on_page_markdown` replaces.
-- The tutorials section of the navigation lists the executed notebooks that exist in ``docs/tutorials/``, in the
-  order of their number, so a strict build never points at a missing notebook.
+- The tutorials section of the navigation, and the list on the tutorials' index page, name the executed notebooks
+  that exist in ``docs/tutorials/``, in the order of their number, so a strict build never points at a missing one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))  # the checkout's code, not whatever tractable is installed
 
 CLI_MARKER = "<!-- cli-reference -->"
+TUTORIALS_MARKER = "<!-- tutorials -->"
 TUTORIALS = "Tutorials"
 
 
@@ -113,4 +114,8 @@ def on_config(config):
 def on_page_markdown(markdown, page, config, files):
     if CLI_MARKER in markdown:
         return markdown.replace(CLI_MARKER, cli_reference())
+    if TUTORIALS_MARKER in markdown:  # the tutorials' index links the executed notebooks that exist
+        links = [f"- [{title}]({path.removeprefix('tutorials/')})"
+                 for entry in tutorials_nav(Path(config["docs_dir"])) for title, path in entry.items()]
+        return markdown.replace(TUTORIALS_MARKER, "\n".join(links))
     return markdown
