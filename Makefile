@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the linter, the strict documentation
 # build, then the test suite). Both create .venv on first use and install PyTorch (the CPU build, torch==2.13.0) and
-# tractable into it, and, where they are missing and apt-get can, Debian's chromium and chromium-driver for the
-# browser test of the site (tests/test_browser.py skips, saying why, where they cannot be installed).
+# tractable into it; `make test` (and `make install`) also installs Debian's chromium and chromium-driver for the
+# browser test of the site where they are missing and apt-get can (tests/test_browser.py skips, saying why, if not).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,16 +10,16 @@ DEMO_OUT ?= runs/demo
 
 .PHONY: install demo test lint docs browser clean
 
-install: $(STAMP)
+install: $(STAMP) browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
+# Debian's chromium and chromium-driver for tests/test_browser.py, when absent (make install and make test; not make demo)
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
@@ -29,7 +29,7 @@ browser:
 demo: $(STAMP)
 	$(BIN)/tractable fit ring --flow planar --layers 16 --steps 10000 --batch-size 512 --lr 2e-3 --seed 0 --out $(DEMO_OUT) --overwrite
 
-test: lint docs
+test: lint docs browser
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 docs: $(STAMP)
