@@ -39,4 +39,4 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks docs/hooks
 
 clean:
-	rm -rf $(VENV) runs site .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache .cache

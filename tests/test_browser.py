@@ -1,6 +1,7 @@
 """The documentation site in a real browser: headless Chromium loads the home page, the ring tutorial and an API page
 of the built site over HTTP (``file://`` would break the search's JavaScript), and every image must have loaded and
-the console must show no error. Screenshots go to docs/screenshots/ (home and ring-tutorial are committed).
+the console must show no error; where a page has formulas, MathJax (shipped with the site) must have typeset every one.
+Screenshots go to docs/screenshots/ (home and ring-tutorial are committed).
 
 The site is ``site/`` as ``make docs`` built it (``make test`` builds it first); when it is absent or older than its
 sources, the test builds it into a temporary directory itself. It skips, saying so, only where Debian's chromium and
@@ -34,9 +35,6 @@ CHROMEDRIVER = shutil.which("chromedriver", path=os.pathsep.join([os.environ.get
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1280,1000"]
-#: The notebook pages load MathJax from a CDN (mkdocs.yml, custom_mathjax_url) to typeset the tutorials' formulas
-#: when the site is read online. A machine without network cannot fetch it; only that one failure is tolerated.
-MATHJAX = "https://cdn.jsdelivr.net/npm/mathjax@"
 #: Every other executed tutorial is loaded and checked too, without a screenshot.
 OTHER_TUTORIALS = sorted(p.stem for p in (ROOT / "docs" / "tutorials").glob("[0-9][0-9]_*.ipynb")
                          if p.stem != "02_planar_ring")
@@ -94,6 +92,7 @@ def browser(tmp_path_factory):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
+    driver.set_script_timeout(30)
     yield driver
     driver.quit()
 
@@ -105,12 +104,26 @@ def _broken_images(driver) -> list[str]:
 
 
 def _errors(driver) -> list[str]:
-    entries = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    return [e["message"] for e in entries
-            if not (e["message"].startswith(MATHJAX) and "Failed to load resource" in e["message"])]
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def _check(browser, url: str, text: str) -> None:
+def _math(driver) -> dict[str, int]:
+    """Once MathJax has done what it had queued (the page's typesetting): the formulas it found, those it typeset,
+    those it could not, and the dollars left in the prose of the notebook's Markdown cells (TeX left raw)."""
+    if driver.execute_script("return !!(window.MathJax && window.MathJax.Hub)"):
+        driver.execute_async_script("const done = arguments[arguments.length - 1]; MathJax.Hub.Queue(() => done());")
+    return driver.execute_script("""return {
+        found: document.querySelectorAll('script[type^="math/tex"]').length,
+        typeset: document.querySelectorAll('span.MathJax').length,
+        failed: document.querySelectorAll('.MathJax_Error, .merror, .noError').length,
+        dollars: Array.from(document.querySelectorAll('.jp-MarkdownCell'), cell => {
+            const text = cell.cloneNode(true);  // code may hold a $ of its own
+            text.querySelectorAll('pre, code, script').forEach(e => e.remove());
+            return text.textContent.split('$').length - 1;
+        }).reduce((a, b) => a + b, 0)};""")
+
+
+def _check(browser, url: str, text: str) -> dict[str, int]:
     browser.get_log("browser")  # drop what earlier pages logged
     browser.get(url)
     deadline = time.monotonic() + 20
@@ -121,16 +134,20 @@ def _check(browser, url: str, text: str) -> None:
         time.sleep(0.2)
     browser.execute_script("window.scrollTo(0, 0);")
     time.sleep(0.5)  # the search worker starts after the load event
+    math = _math(browser)
 
     assert text in browser.find_element("tag name", "body").text, f"{url}: expected {text!r} on the page"
     assert _broken_images(browser) == [], f"{url}: images that did not load"
     assert _errors(browser) == [], f"{url}: console errors"
+    assert math["typeset"] == math["found"] and math["failed"] == math["dollars"] == 0, f"{url}: formulas {math}"
+    return math
 
 
 @pytest.mark.parametrize("name", list(PAGES))
 def test_page_loads_with_its_images_and_no_console_error(name: str, server: str, browser) -> None:
     path, text = PAGES[name]
-    _check(browser, server + path, text)
+    math = _check(browser, server + path, text)
+    assert math["found"] > 0 or name != "ring-tutorial", f"{path}: no formula typeset"
     assert browser.execute_script("return document.images.length") > 0 or name == "api", f"{path}: no image"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))

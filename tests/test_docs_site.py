@@ -129,6 +129,32 @@ def test_the_tutorials_nav_lists_the_notebooks_that_exist(tmp_path: Path) -> Non
     assert hooks.TUTORIALS_MARKER in (DOCS / "tutorials" / "index.md").read_text(encoding="utf-8")
 
 
+def test_every_page_with_math_loads_the_sites_own_mathjax_relative_to_it(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    hooks = _hooks()
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert f"custom_mathjax_url: {hooks.MATHJAX_PLACEHOLDER}" in config and "pymdownx.arithmatex" in config
+    local = f"assets/mathjax/MathJax.js?config={hooks.MATHJAX_CONFIG}"
+    notebook = f'<body><script src="{hooks.MATHJAX_PLACEHOLDER}"> </script><p>$x$</p></body>'
+    out = hooks.on_post_page(notebook, SimpleNamespace(url="tutorials/02_planar_ring/"), {})
+    assert f'src="../../{local}"' in out and hooks.MATHJAX_PLACEHOLDER not in out
+    markdown = '<body><p><span class="arithmatex">\\(x\\)</span> costs $5</p></body>'
+    out = hooks.on_post_page(markdown, SimpleNamespace(url=""), {})
+    assert out.index('processClass: "arithmatex"') < out.index(f'<script src="{local}">') < out.index("</body>")
+    plain = "<body><p>no math, $5</p></body>"
+    assert hooks.on_post_page(plain, SimpleNamespace(url="guide/images/"), {}) == plain
+
+    size = hooks.copy_mathjax(tmp_path)  # what the pages load: MathJax, its configurations, the fonts' woff files
+    mathjax = tmp_path / hooks.MATHJAX_DIR
+    for name in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js", "config/local/tractable.js",
+                 "extensions/Safe.js", "jax/output/HTML-CSS/fonts/STIX-Web/fontdata.js",
+                 "fonts/HTML-CSS/STIX-Web/woff/STIXMathJax_Main-Regular.woff"):
+        assert (mathjax / name).is_file(), f"the site's MathJax lacks {name}"
+    assert 'webFont: "STIX-Web"' in (mathjax / "config/local/tractable.js").read_text(encoding="utf-8")
+    assert not list(mathjax.rglob("*.png")) and not (mathjax / "jax/output/SVG").exists()
+    assert size == sum(f.stat().st_size for f in mathjax.rglob("*") if f.is_file()) < 4_000_000
+
 def test_the_readme_fits_a_newcomer_and_links_the_site() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) < 200

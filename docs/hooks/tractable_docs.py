@@ -4,16 +4,24 @@
   from the command: the page holds a marker that :func:`on_page_markdown` replaces.
 - The tutorials section of the navigation, and the list on the tutorials' index page, name the executed notebooks
   that exist in ``docs/tutorials/``, in the order of their number, so a strict build never points at a missing one.
+- MathJax ships with the site (:func:`copy_mathjax`), so the formulas are typeset offline, from ``file://`` and under
+  any sub-path: every page that has math (the notebooks' ``custom_mathjax_url`` placeholder, or arithmatex output in
+  a Markdown page) loads it by a path relative to the page (:func:`on_post_page`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.utils import get_relative_url
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))  # the checkout's code, not whatever tractable is installed
@@ -21,6 +29,44 @@ sys.path.insert(0, str(ROOT / "src"))  # the checkout's code, not whatever tract
 CLI_MARKER = "<!-- cli-reference -->"
 TUTORIALS_MARKER = "<!-- tutorials -->"
 TUTORIALS = "Tutorials"
+
+#: mkdocs.yml's ``custom_mathjax_url`` for the notebooks; :func:`on_post_page` puts the local MathJax in its place.
+MATHJAX_PLACEHOLDER = "tractable-local-mathjax"
+#: Where the copy of MathJax lies in the built site.
+MATHJAX_DIR = "assets/mathjax"
+#: The combined TeX configuration of the jupyter-server-mathjax copy (it has no CommonHTML output: HTML-CSS with the
+#: STIX-Web fonts, as Jupyter itself uses it), Jupyter's Safe mode, and the site's own settings (MATHJAX_LOCAL).
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe,local/tractable"
+#: The files MathJax loads to typeset TeX, at once or on demand (menus, zoom, TeX packages, glyph ranges): 2.7 MB of
+#: the wheel's 12 MB. Left out: the SVG output, the speech-rule engine of the accessibility explorer (3.6 MB), the
+#: translations of the menus; the wheel has no image fonts.
+MATHJAX_FILES = ("LICENSE", "MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js", "extensions/*.js",
+                 "extensions/TeX/*.js", "extensions/HTML-CSS/*.js", "extensions/MathML/*.js",
+                 "extensions/a11y/accessibility-menu.js", "jax/element/**/*.js", "jax/input/TeX/*.js",
+                 "jax/output/HTML-CSS/**/*.js", "fonts/HTML-CSS/STIX-Web/woff/*.woff", "localization/en/*.js")
+#: config/local/tractable.js: the web fonts that are shipped and no image fonts (Jupyter's settings), so that nothing
+#: is fetched that is not there. The blank font of the web-font check is a local() one: MathJax's url('about:blank')
+#: is a failed load in Chromium's console; the hidden MathML for screen readers keeps the page's font: the MathML
+#: output's styles would fetch TeX fonts (fonts/HTML-CSS/TeX/otf) that the wheel does not have.
+MATHJAX_LOCAL = """MathJax.Hub.Config({
+  "HTML-CSS": {
+    availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null, linebreaks: {automatic: true},
+    styles: {
+      "@font-face": {"font-family": "MathJax_Blank", src: "local('MathJax_Blank')"},
+      ".MJX_Assistive_MathML [mathvariant]": {"font-family": "inherit"}
+    }
+  },
+  messageStyle: "none"
+});
+MathJax.Ajax.loadComplete("[MathJax]/config/local/tractable.js");
+"""
+#: Markdown pages: only what pymdownx.arithmatex (generic) marked is TeX, so a $ elsewhere stays a dollar.
+ARITHMATEX_MATHJAX = r"""<script type="text/x-mathjax-config">
+MathJax.Hub.Config({tex2jax: {inlineMath: [["\\(", "\\)"]], displayMath: [["\\[", "\\]"]], processEscapes: true,
+                              processEnvironments: true, ignoreClass: ".*|", processClass: "arithmatex"}});
+</script>
+<script src="{url}"></script>
+"""
 
 
 def _cell(text: str) -> str:
@@ -119,3 +165,50 @@ def on_page_markdown(markdown, page, config, files):
                  for entry in tutorials_nav(Path(config["docs_dir"])) for title, path in entry.items()]
         return markdown.replace(TUTORIALS_MARKER, "\n".join(links))
     return markdown
+
+
+def mathjax_url(page_url: str) -> str:
+    """The URL of the site's MathJax, with its configuration, relative to the page at ``page_url``."""
+    return f"{get_relative_url(f'{MATHJAX_DIR}/MathJax.js', page_url)}?config={MATHJAX_CONFIG}"
+
+
+def on_post_page(output, page, config):
+    url = mathjax_url(page.url)
+    if MATHJAX_PLACEHOLDER in output:  # a notebook: its template's MathJax script and configuration
+        return output.replace(MATHJAX_PLACEHOLDER, url)
+    if 'class="arithmatex"' in output:
+        head, tail = output.rsplit("</body>", 1)
+        return head + ARITHMATEX_MATHJAX.replace("{url}", url) + "</body>" + tail
+    return output
+
+
+def copy_mathjax(site_dir: Path) -> int:
+    """Copy MATHJAX_FILES of the jupyter-server-mathjax wheel, and the site's configuration, into the built site.
+
+    Returns:
+        The number of bytes copied.
+    """
+    spec = importlib.util.find_spec("jupyter_server_mathjax")  # not imported: that would import jupyter_server
+    if spec is None or not spec.submodule_search_locations:
+        raise PluginError("the site ships MathJax from the jupyter-server-mathjax package: "
+                          "pip install -e '.[docs]' installs it")
+    source = Path(next(iter(spec.submodule_search_locations))) / "static"
+    target = site_dir / MATHJAX_DIR
+    size = 0
+    for pattern in MATHJAX_FILES:
+        paths = [p for p in sorted(source.glob(pattern)) if p.is_file()]
+        if not paths:
+            raise PluginError(f"jupyter-server-mathjax has no {pattern} in {source}")
+        for path in paths:
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+            size += path.stat().st_size
+    local = target / "config" / "local" / "tractable.js"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(MATHJAX_LOCAL, encoding="utf-8")
+    return size + len(MATHJAX_LOCAL)
+
+
+def on_post_build(config):
+    copy_mathjax(Path(config["site_dir"]))
