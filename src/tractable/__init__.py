@@ -13,6 +13,13 @@ import sys
 from typing import Any
 
 __version__ = "0.2.0"
+"""The version of tractable, as in ``pyproject.toml`` and ``tractable --version``.
+
+Example:
+    >>> import tractable
+    >>> tractable.__version__
+    '0.2.0'
+"""
 
 #: submodule -> the public names it provides.
 _EXPORTS: dict[str, tuple[str, ...]] = {

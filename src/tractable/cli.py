@@ -82,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         "file is fitted by maximum likelihood and reports the test NLL (and, where the data's entropy is known, "
         "the exact gap KL(p‖q) = test NLL − entropy). --energy MODULE:FUNCTION fits your own log-density by reverse "
         "KL. Defaults depend on the kind of target: shown as energy / data; a --data file's are sized by its rows "
-        "(README 'Your own data'), and an energy above 2D gets an IAF. An option that does not apply to the kind of "
-        "target is an error.",
+        "(documentation: user guide, 'Your own data'), and an energy above 2D gets an IAF. An option that does not "
+        "apply to the kind of target is an error.",
     )
     fit.add_argument("target", nargs="?",
                      help=f"energy: {', '.join(TARGETS)}; data set: {', '.join(DATASETS)}; images: "

@@ -41,7 +41,15 @@ _LN2 = math.log(2.0)
 
 
 def bits_per_dim(log_prob: Tensor, dims: int) -> Tensor:
-    """``-log P(x) / (D log 2)``: bits per dimension of a discrete log-likelihood (or bound) ``log_prob`` in nats."""
+    """``-log P(x) / (D log 2)``: bits per dimension of a discrete log-likelihood (or bound) ``log_prob`` in nats.
+
+    Example:
+        >>> import math
+        >>> import torch
+        >>> from tractable import bits_per_dim
+        >>> bits_per_dim(torch.tensor([-64 * math.log(17)]), dims=64)  # uniform over 17 levels: log2(17)
+        tensor([4.0875])
+    """
     if dims < 1:
         raise ValueError(f"expected dims >= 1, got {dims}")
     return -log_prob / (dims * _LN2)
@@ -55,6 +63,12 @@ def unit_bits_per_dim(log_density: Tensor, dims: int, levels: int) -> Tensor:
             variational dequantization.
         dims: ``D``, the number of entries of one image.
         levels: ``k``, the number of discrete levels (256 for 8-bit data).
+
+    Example:
+        >>> import torch
+        >>> from tractable import unit_bits_per_dim
+        >>> unit_bits_per_dim(torch.zeros(1), dims=784, levels=256)  # the uniform density on [0, 1)^D: 8 bits
+        tensor([8.])
     """
     if levels < 2:
         raise ValueError(f"expected levels >= 2, got {levels}")

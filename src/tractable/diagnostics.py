@@ -127,6 +127,16 @@ def psis(log_w: Tensor, *, backend: str = "tractable") -> PSIS:
     Returns:
         The smoothed normalized log-weights (float64, on ``log_w``'s device) and ``k̂`` (``inf`` when the tail holds
         fewer than 5 weights, i.e. for fewer than 25 samples; 0 when the largest weights are tied, as for ``q = p``).
+
+    Example:
+        >>> import torch
+        >>> from tractable import psis
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> log_w = torch.randn(4000, dtype=torch.float64)  # log-normal weights
+        >>> result = psis(log_w)
+        >>> round(float(result.log_weights.exp().sum()), 6), result.k < 0.7  # normalized weights, reliable
+        (1.0, True)
     """
     if log_w.dim() != 1 or log_w.numel() < 2:
         raise ValueError(f"expected at least two log-weights in a 1-D tensor, got shape {tuple(log_w.shape)}")
@@ -148,13 +158,29 @@ def psis(log_w: Tensor, *, backend: str = "tractable") -> PSIS:
 
 
 def pareto_k(log_w: Tensor) -> float:
-    """The Pareto ``k̂`` of the importance weights (see :func:`psis`)."""
+    """The Pareto ``k̂`` of the importance weights (see :func:`psis`).
+
+    Example:
+        >>> import torch
+        >>> from tractable import pareto_k
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> light = torch.randn(10_000, generator=gen, dtype=torch.float64) * 0.1  # q close to p
+        >>> heavy = torch.distributions.Cauchy(0.0, 1.0).sample((10_000,)).abs().log().double()  # very heavy tails
+        >>> pareto_k(light) < 0.5, pareto_k(heavy) > 0.7
+        (True, True)
+    """
     return psis(log_w).k
 
 
 def pareto_k_reading(k: float | None, samples: int | None = None) -> str:
     """The usual reading of ``k̂`` as one sentence (Vehtari et al. 2024, §3): reliable below 0.7 (and below
-    ``1 − 1/log₁₀ S`` for ``S`` samples), unreliable up to 1, unusable from 1."""
+    ``1 − 1/log₁₀ S`` for ``S`` samples), unreliable up to 1, unusable from 1.
+
+    Example:
+        >>> from tractable import pareto_k_reading
+        >>> pareto_k_reading(0.3)
+        'Pareto k̂ = 0.30 < 0.70: importance weights reliable'
+    """
     if k is None or math.isnan(k):
         return "Pareto k̂ unavailable"
     limit = min(K_RELIABLE, 1 - 1 / math.log10(samples)) if samples and samples > 10 else K_RELIABLE

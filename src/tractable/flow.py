@@ -229,6 +229,15 @@ class FlowDistribution(TorchDistribution):
     ``rsample_and_log_prob`` take ``torch.distributions``' ``sample_shape`` (or an int). What has no closed form —
     ``entropy()``, ``mean``, ``variance``, ``cdf``, ``kl_divergence`` — raises ``NotImplementedError`` naming the Monte
     Carlo estimate to use instead (:meth:`Flow.entropy`, :meth:`Flow.kl`, sample moments).
+
+    Example:
+        >>> import torch
+        >>> from tractable import NSF
+        >>> flow = NSF(2, layers=2, hidden=16)
+        >>> dist = flow.distribution()  # a torch.distributions.Distribution
+        >>> x = dist.rsample((3, 4))
+        >>> tuple(x.shape), tuple(dist.log_prob(x).shape)
+        ((3, 4, 2), (3, 4))
     """
 
     arg_constraints: ClassVar[dict] = {}

@@ -20,7 +20,7 @@ from .run import run_config, run_fit
 
 #: Torch CPU threads unless ``--threads`` says otherwise: the 2D fits run on small tensors, where extra threads only
 #: add synchronisation overhead, and the digits models lose from a second thread whenever the machine is shared
-#: (measured: README "Images").
+#: (measured: docs/results.md, "Digits").
 DEFAULT_THREADS = 1
 
 

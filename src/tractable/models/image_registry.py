@@ -31,6 +31,12 @@ def build_image_model(name: str, shape: Sequence[int], *, levels: int = 256, **o
 
     Raises:
         ValueError: for an unknown name.
+
+    Example:
+        >>> from tractable import build_image_model
+        >>> model = build_image_model("realnvp", (1, 8, 8), levels=17, hidden=8, blocks=1, dequantization="uniform")
+        >>> type(model).__name__, model.levels
+        ('ImageRealNVP', 17)
     """
     if name not in IMAGE_MODELS:
         raise ValueError(f"unknown image model {name!r}; expected one of {', '.join(IMAGE_MODELS)}")

@@ -165,6 +165,14 @@ class ImageRealNVP(_MultiScaleImageFlow):
         alpha: the logit pre-processing's ``α``.
         validate: check inputs.
 
+    Example:
+        >>> import torch
+        >>> from tractable import ImageRealNVP
+        >>> model = ImageRealNVP((1, 8, 8), levels=17, hidden=8, blocks=1)
+        >>> x = torch.randint(0, 17, (4, 1, 8, 8)).float()
+        >>> tuple(model.bpd(x).shape), tuple(model.sample(2).shape)
+        ((4,), (2, 1, 8, 8))
+
     References:
         Density estimation using Real NVP (Dinh, Sohl-Dickstein & Bengio, 2017), arXiv:1605.08803.
     """
@@ -225,6 +233,14 @@ class Glow(ImageRealNVP):
         alpha: the logit pre-processing's ``α``.
         validate: check inputs.
 
+    Example:
+        >>> import torch
+        >>> from tractable import Glow
+        >>> model = Glow((1, 8, 8), levels=17, hidden=8, blocks=1)
+        >>> x = torch.randint(0, 17, (4, 1, 8, 8)).float()
+        >>> tuple(model.bpd(x).shape), tuple(model.sample(2, temperature=0.8).shape)
+        ((4,), (2, 1, 8, 8))
+
     References:
         Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma & Dhariwal, 2018), arXiv:1807.03039.
     """
@@ -265,6 +281,14 @@ class FlowPlusPlus(_MultiScaleImageFlow):
             width and half the blocks).
         alpha: the logit pre-processing's ``α``.
         validate: check inputs.
+
+    Example:
+        >>> import torch
+        >>> from tractable import FlowPlusPlus
+        >>> model = FlowPlusPlus((1, 8, 8), levels=17, hidden=8, blocks=1, components=2, heads=1)
+        >>> x = torch.randint(0, 17, (4, 1, 8, 8)).float()
+        >>> tuple(model.bpd(x).shape), tuple(model.sample(2).shape)
+        ((4,), (2, 1, 8, 8))
 
     References:
         Flow++ (Ho, Chen, Srinivas, Duan & Abbeel, 2019), arXiv:1902.00275.

@@ -93,6 +93,14 @@ class DistributionTarget(Energy):
         dist: a distribution of batch shape ``()`` and event shape ``(features,)`` (wrap a batch of scalars as
             ``Independent(Normal(loc, scale), 1)``).
         name: a name for messages (default: the class name).
+
+    Example:
+        >>> import torch
+        >>> from tractable import DistributionTarget
+        >>> normal = torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2))
+        >>> target = DistributionTarget(normal)
+        >>> target.features, target.log_z, round(target.log_prob(torch.zeros(1, 2)).item(), 4)
+        (2, 0.0, -1.8379)
     """
 
     def __init__(self, dist: torch.distributions.Distribution, *, name: str | None = None):
@@ -147,6 +155,13 @@ def as_target(target: Any, features: int | None = None, *, log_z: float | None =
     Raises:
         TypeError: for anything without a log-density.
         ValueError: when ``features`` disagrees with the target's.
+
+    Example:
+        >>> import torch
+        >>> from tractable import as_target
+        >>> target = as_target(lambda x: -0.5 * (x**2).sum(-1), features=2)  # a function x -> log p̃(x)
+        >>> target.features, target.log_z, target.log_prob(torch.zeros(1, 2)).tolist()
+        (2, None, [-0.0])
     """
     if isinstance(target, Energy):
         wrapped = target

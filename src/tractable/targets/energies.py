@@ -43,6 +43,16 @@ class Energy:
     used for pictures and ``quadrature_box`` the one of the quadrature of ``log Z`` in 2D; together they must hold all
     but a negligible part of the mass. A target need not be an ``Energy``: a plain function ``x -> log p̃(x)`` or a
     ``torch.distributions.Distribution`` works wherever one is expected (:func:`~tractable.targets.custom.as_target`).
+
+    Example:
+        >>> import torch
+        >>> from tractable import Energy
+        >>> class Banana(Energy):  # an energy of your own: U(z) and its dimension
+        ...     features = 2
+        ...     def energy(self, z):
+        ...         return 0.5 * z[:, 0] ** 2 + 0.5 * (z[:, 1] - z[:, 0] ** 2) ** 2
+        >>> Banana().log_prob(torch.zeros(1, 2)).tolist()  # log p̃ = -U
+        [-0.0]
     """
 
     name: str = "energy"
@@ -81,6 +91,16 @@ class Ring(Energy):
     """The ``ring`` of acids-ircam/pytorch_flows (flows_01): a ring of radius 4 with four bumps; ``log Z ≈ 2.3133``.
 
     ``U(z) = ½((‖z‖ - 4)/0.4)² - log(exp(-½((z₁ - 2)/0.8)²) + exp(-½((z₁ + 2)/0.8)²))``.
+
+    Example:
+        >>> import torch
+        >>> from tractable import Ring
+        >>> ring = Ring()
+        >>> ring.features, round(ring.log_z, 4)
+        (2, 2.3133)
+        >>> on, inside = ring.log_prob(torch.tensor([[4.0, 0.0], [0.0, 0.0]]))
+        >>> bool(on > inside)  # the mass is on the ring
+        True
     """
 
     name, box = "ring", (-6.0, 6.0)
@@ -91,7 +111,15 @@ class Ring(Energy):
 
 
 class U1(Energy):
-    """Rezende & Mohamed's U1: two crescents on a ring of radius 2; ``log Z ≈ 1.8775``."""
+    """Rezende & Mohamed's U1: two crescents on a ring of radius 2; ``log Z ≈ 1.8775``.
+
+    Example:
+        >>> import torch
+        >>> from tractable import U1
+        >>> target = U1()
+        >>> target.features, tuple(target.log_prob(torch.randn(5, 2)).shape)
+        (2, (5,))
+    """
 
     name = "u1"
 
@@ -105,7 +133,15 @@ def _w1(z1: Tensor) -> Tensor:
 
 
 class U2(Energy):
-    """Rezende & Mohamed's U2, a sine band, with the soft wall at ``|z₁| = 4``; ``log Z ≈ 2.143``."""
+    """Rezende & Mohamed's U2, a sine band, with the soft wall at ``|z₁| = 4``; ``log Z ≈ 2.143``.
+
+    Example:
+        >>> import torch
+        >>> from tractable import U2
+        >>> target = U2()
+        >>> target.features, tuple(target.log_prob(torch.randn(5, 2)).shape)
+        (2, (5,))
+    """
 
     name = "u2"
 
@@ -115,7 +151,15 @@ class U2(Energy):
 
 
 class U3(Energy):
-    """Rezende & Mohamed's U3, two sine bands splitting at ``z₁ = 1``, with the soft wall; ``log Z ≈ 2.702``."""
+    """Rezende & Mohamed's U3, two sine bands splitting at ``z₁ = 1``, with the soft wall; ``log Z ≈ 2.702``.
+
+    Example:
+        >>> import torch
+        >>> from tractable import U3
+        >>> target = U3()
+        >>> target.features, tuple(target.log_prob(torch.randn(5, 2)).shape)
+        (2, (5,))
+    """
 
     name = "u3"
 
@@ -126,7 +170,15 @@ class U3(Energy):
 
 
 class U4(Energy):
-    """Rezende & Mohamed's U4, a sine band and a sigmoid-shifted copy, with the soft wall; ``log Z ≈ 2.771``."""
+    """Rezende & Mohamed's U4, a sine band and a sigmoid-shifted copy, with the soft wall; ``log Z ≈ 2.771``.
+
+    Example:
+        >>> import torch
+        >>> from tractable import U4
+        >>> target = U4()
+        >>> target.features, tuple(target.log_prob(torch.randn(5, 2)).shape)
+        (2, (5,))
+    """
 
     name = "u4"
 
@@ -146,6 +198,13 @@ class GaussianMixtureEnergy(Energy):
         locs: component means, ``(components, features)``.
         scales: component standard deviations, ``(components,)``.
         weights: mixture weights (normalized here).
+
+    Example:
+        >>> import torch
+        >>> from tractable import GaussianMixtureEnergy
+        >>> target = GaussianMixtureEnergy(locs=[[0.0], [3.0]], scales=[1.0, 1.0], weights=[0.5, 0.5])  # 1D, two modes
+        >>> target.features, target.log_z, tuple(target.log_prob(torch.randn(4, 1)).shape)
+        (1, 0.0, (4,))
     """
 
     name = "mixture"
@@ -191,10 +250,24 @@ TARGETS: dict[str, type[Energy]] = {
     "u4": U4,
     "mixture": GaussianMixtureEnergy,
 }
+"""The target energies by name -> their class, each with ``log Z`` known by quadrature; see :func:`get_target`.
+
+Example:
+    >>> from tractable import TARGETS
+    >>> sorted(TARGETS)
+    ['mixture', 'ring', 'u1', 'u2', 'u3', 'u4']
+"""
 
 
 def get_target(name: str) -> Energy:
-    """The target energy called ``name`` (``ring``, ``u1`` … ``u4``, ``mixture``)."""
+    """The target energy called ``name`` (``ring``, ``u1`` … ``u4``, ``mixture``).
+
+    Example:
+        >>> from tractable import get_target
+        >>> target = get_target("u1")
+        >>> type(target).__name__, target.features, round(target.log_z, 4)
+        ('U1', 2, 1.8775)
+    """
     key = name.lower()
     if key not in TARGETS:
         raise ValueError(f"unknown target {name!r}; expected one of {', '.join(TARGETS)}")

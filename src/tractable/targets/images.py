@@ -37,7 +37,14 @@ IMAGE_DATASETS = ("digits", "mnist", "cifar10")
 
 @dataclass
 class ImageData:
-    """A data set of discrete images: ``train`` and ``test`` (``uint8``, ``(N, C, H, W)``), labels, and ``levels``."""
+    """A data set of discrete images: ``train`` and ``test`` (``uint8``, ``(N, C, H, W)``), labels, and ``levels``.
+
+    Example:
+        >>> from tractable import load_digits
+        >>> data = load_digits()  # an ImageData
+        >>> data.name, tuple(data.train.shape), tuple(data.test.shape), data.levels, str(data.train.dtype)
+        ('digits', (1500, 1, 8, 8), (297, 1, 8, 8), 17, 'torch.uint8')
+    """
 
     name: str
     train: Tensor
@@ -57,6 +64,12 @@ def load_digits(*, test_size: int = 297, seed: int = 0) -> ImageData:
 
     Raises:
         ImportError: when scikit-learn is not installed (``pip install 'tractable[images]'``).
+
+    Example:
+        >>> from tractable import load_digits
+        >>> data = load_digits(seed=0)
+        >>> len(data.train), len(data.test), data.levels, int(data.train.max())
+        (1500, 297, 17, 16)
     """
     try:
         from sklearn.datasets import load_digits as _load
@@ -107,7 +120,14 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def load_mnist(directory: str | Path) -> ImageData:
-    """MNIST from the four standard IDX files in ``directory`` (plain or ``.gz``): 256 levels, ``(N, 1, 28, 28)``."""
+    """MNIST from the four standard IDX files in ``directory`` (plain or ``.gz``): 256 levels, ``(N, 1, 28, 28)``.
+
+    Example:
+        >>> from tractable import load_mnist
+        >>> data = load_mnist("~/data/mnist")  # doctest: +SKIP
+        >>> tuple(data.train.shape), data.levels  # doctest: +SKIP
+        ((60000, 1, 28, 28), 256)
+    """
     directory = Path(directory)
     expected = [n for pair in MNIST_FILES.values() for n in pair]
     arrays = {}
@@ -189,6 +209,12 @@ def load_cifar10(directory: str | Path) -> ImageData:
     ``directory`` may be the ``cifar-10-batches-py`` folder itself or the folder that holds it. The batches are
     pickles, read by :func:`read_cifar_batch`, which refuses every global but numpy's array reconstructors: a
     tampered batch is an error, not code that runs.
+
+    Example:
+        >>> from tractable import load_cifar10
+        >>> data = load_cifar10("~/data/cifar-10-batches-py")  # doctest: +SKIP
+        >>> tuple(data.train.shape), tuple(data.test.shape), data.levels  # doctest: +SKIP
+        ((50000, 3, 32, 32), (10000, 3, 32, 32), 256)
     """
     directory = Path(directory)
     if (directory / "cifar-10-batches-py").is_dir():
@@ -212,7 +238,14 @@ def load_cifar10(directory: str | Path) -> ImageData:
 
 
 def load_images(name: str, directory: str | Path | None = None) -> ImageData:
-    """The image data set ``name`` (``digits``, ``mnist`` or ``cifar10``); the latter two read from ``directory``."""
+    """The image data set ``name`` (``digits``, ``mnist`` or ``cifar10``); the latter two read from ``directory``.
+
+    Example:
+        >>> from tractable import load_images
+        >>> data = load_images("digits")  # mnist and cifar10 read a directory: load_images("mnist", "~/data/mnist")
+        >>> data.levels, tuple(data.train.shape[1:])
+        (17, (1, 8, 8))
+    """
     if name == "digits":
         return load_digits()
     if name not in IMAGE_DATASETS:

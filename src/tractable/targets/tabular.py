@@ -207,6 +207,16 @@ def load_table(
             extension says, a non-2D array, a non-numeric cell, rows of unequal length, duplicate header names,
             NaN/inf/missing cells or values that overflow ``dtype`` (with their lines of a CSV, rows of an array, and
             columns) or bad context columns.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> import numpy as np
+        >>> from tractable import load_table
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "table.csv"
+        >>> np.savetxt(path, [[1.5, 75, 30], [1.25, 60, 41]], delimiter=",", header="height,weight,age", comments="")
+        >>> table = load_table(path, context_columns=["age"])
+        >>> table.features.tolist(), table.context.tolist()
+        ([[1.5, 75.0], [1.25, 60.0]], [[30.0], [41.0]])
     """
     path = Path(path)
     if not path.is_file():

@@ -42,6 +42,18 @@ def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path,
 
     Raises:
         SafetensorsError: for a dtype the format does not name, or non-string metadata.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> import torch
+        >>> from tractable import MAF, load_safetensors, save_safetensors
+        >>> flow = MAF(2, layers=2, hidden=8)
+        >>> path = save_safetensors(flow.state_dict(), pathlib.Path(tempfile.mkdtemp()) / "maf.safetensors",
+        ...                         metadata={"model": "maf"})
+        >>> tensors, metadata = load_safetensors(path)
+        >>> _ = flow.load_state_dict(tensors)
+        >>> metadata
+        {'model': 'maf'}
     """
     header: dict[str, object] = {}
     if metadata:
@@ -74,6 +86,15 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str
 
     Raises:
         SafetensorsError: when the file is truncated or its header is malformed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> import torch
+        >>> from tractable import load_safetensors, save_safetensors
+        >>> path = save_safetensors({"w": torch.arange(3.0)}, pathlib.Path(tempfile.mkdtemp()) / "w.safetensors")
+        >>> tensors, metadata = load_safetensors(path)
+        >>> tensors["w"].tolist(), metadata
+        ([0.0, 1.0, 2.0], {})
     """
     raw = Path(path).read_bytes()
     if len(raw) < 8:

@@ -78,6 +78,17 @@ def fit_max_likelihood(
         ValueError: for malformed arguments or data (wrong shape, dtype, non-finite rows, misaligned contexts).
         NonFiniteError: after ``max_bad_steps`` non-finite steps in a row (naming the step, the quantity and the
             first non-finite layer), or when the validation NLL is not finite.
+
+    Example:
+        >>> import torch
+        >>> from tractable import NSF, fit_max_likelihood, get_dataset
+        >>> data = get_dataset("eight_gaussians")
+        >>> x = data.sample(4096, generator=torch.Generator().manual_seed(0))
+        >>> flow = NSF(2, layers=2, hidden=16)
+        >>> before = -flow.log_prob(x).mean().item()
+        >>> _ = fit_max_likelihood(flow, x, steps=100, batch_size=256, lr=3e-3, progress=False)
+        >>> -flow.log_prob(x).mean().item() < before
+        True
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
         check_positive_int(name, value)

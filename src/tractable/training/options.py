@@ -60,6 +60,17 @@ class TrainOptions:
 
     Raises:
         ValueError: for a non-positive count, ``lr <= 0``, ``clip < 0`` or an EMA decay outside ``[0, 1)``.
+
+    Example:
+        >>> import torch
+        >>> from tractable import NSF, TrainOptions, fit, get_dataset
+        >>> from tractable.training import LikelihoodLoss
+        >>> data = get_dataset("eight_gaussians").sample(2048, generator=torch.Generator().manual_seed(0))
+        >>> flow = NSF(2, layers=2, hidden=16)
+        >>> options = TrainOptions(lr=3e-3, warmup=10, clip=5.0, ema=0.99, progress=False)
+        >>> history = fit(flow, LikelihoodLoss(data, batch_size=256), steps=50, options=options)
+        >>> len(history.rows), sorted(history.rows[-1])[:3]
+        (50, ['grad_norm', 'loss', 'lr'])
     """
 
     lr: float = 1e-3

@@ -57,6 +57,15 @@ def fit_reverse_kl(
         ValueError: when the target does not fit the flow (its dimension, or ``log_prob`` not of shape ``(batch,)``).
         NonFiniteError: after ``max_bad_steps`` non-finite steps in a row, naming the step, the quantity and the first
             layer whose output was not finite.
+
+    Example:
+        >>> import torch
+        >>> from tractable import PlanarFlow, evaluate_reverse, fit_reverse_kl, get_target
+        >>> flow, target = PlanarFlow(2, layers=4), get_target("mixture")
+        >>> before = evaluate_reverse(flow, target, n=2000)["kl"]
+        >>> _ = fit_reverse_kl(flow, target, steps=200, batch_size=128, progress=False)
+        >>> evaluate_reverse(flow, target, n=2000)["kl"] < before
+        True
     """
     check_positive_int("steps", steps)
     loss = ReverseKLLoss(target, batch_size=batch_size, anneal=anneal)

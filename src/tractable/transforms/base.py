@@ -53,6 +53,16 @@ class Compose(Transform):
 
     Args:
         *transforms: the transforms, first applied first.
+
+    Example:
+        >>> import torch
+        >>> from tractable import Compose, ElementwiseAffine, ReversePermutation
+        >>> t = Compose(ElementwiseAffine(3), ReversePermutation(3))
+        >>> x = torch.randn(4, 3)
+        >>> z, ladj = t(x)
+        >>> x_back, ladj_inv = t.inverse(z)
+        >>> bool(torch.allclose(x_back, x, atol=1e-6)), bool(torch.allclose(ladj + ladj_inv, torch.zeros(4)))
+        (True, True)
     """
 
     def __init__(self, *transforms: Transform):
@@ -97,6 +107,16 @@ class Inverse(Transform):
 
     Layers whose cheap direction is the generative one (planar, radial, Sylvester, IAF) are placed in a flow as
     ``Inverse(layer)`` so that sampling runs their analytic direction.
+
+    Example:
+        >>> import torch
+        >>> from tractable import Inverse, Planar
+        >>> layer = Inverse(Planar(2, layers=4))  # forward now runs the numerical inverse, inverse the analytic map
+        >>> z = torch.randn(5, 2)
+        >>> x, ladj = layer.inverse(z)
+        >>> z_back, ladj_back = layer(x)
+        >>> bool(torch.allclose(z_back, z, atol=1e-4)), bool(torch.allclose(ladj_back, -ladj, atol=1e-4))
+        (True, True)
     """
 
     def __init__(self, transform: Transform):

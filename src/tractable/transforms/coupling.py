@@ -57,7 +57,7 @@ class Coupling(Transform):
         >>> t = Coupling(split, affine, mlp_conditioner(split, affine, hidden=32))
         >>> x = torch.randn(5, 4)
         >>> y, ladj = t(x)
-        >>> bool(torch.equal(y, x)), float(ladj.abs().max())  # identity at initialisation
+        >>> bool(torch.equal(y, x)), ladj.abs().max().item()  # identity at initialisation
         (True, 0.0)
     """
 
@@ -110,6 +110,15 @@ def mlp_conditioner(
         blocks: number of hidden layers.
         context_features: width of the context the conditioner reads (0: unconditional).
         activation: the activation (see :data:`~tractable.nn.activations.ACTIVATIONS`).
+
+    Example:
+        >>> import torch
+        >>> from tractable import Coupling, RQSplineMap, VectorSplit, mlp_conditioner
+        >>> split, spline = VectorSplit(torch.tensor([True, True, False, False])), RQSplineMap(bins=8)
+        >>> layer = Coupling(split, spline, mlp_conditioner(split, spline, hidden=32))
+        >>> x = torch.randn(5, 4)
+        >>> bool(torch.allclose(layer(x)[0], x, atol=1e-5))  # the identity at initialisation
+        True
     """
     net = MLP(split.n_pass, split.n_transformed * map.params, hidden=hidden, blocks=blocks,
               context_features=context_features, activation=activation, zero_last=True)

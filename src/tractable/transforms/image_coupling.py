@@ -50,6 +50,16 @@ def resnet_conditioner(
         output_activation: concat-ELU before the last convolution (``False``: Flow++'s released code).
         positions: ``(H, W)`` of the conditioner's inputs for a learned position embedding in the attention
             (Flow++'s code); ``None``: sinusoidal.
+
+    Example:
+        >>> import torch
+        >>> from tractable import AffineMap, Coupling, ImageSplit, resnet_conditioner
+        >>> split, map = ImageSplit("channel", channels=2), AffineMap()
+        >>> layer = Coupling(split, map, resnet_conditioner(split, map, hidden=8, blocks=1, attention=True, heads=2))
+        >>> x = torch.randn(2, 2, 4, 4)
+        >>> y, ladj = layer(x)
+        >>> bool(torch.equal(y, x)), ladj.abs().max().item()  # the exact identity at initialisation
+        (True, 0.0)
     """
     if bool(map.identity().any()):
         raise ValueError(f"an image conditioner starts at zero parameters, but {type(map).__name__} is the identity "

@@ -159,6 +159,14 @@ class AffineMap(ElementwiseMap):
 class AdditiveMap(ElementwiseMap):
     """``y = x + t`` (NICE): volume preserving, ``θ = (t,)``, identity at ``θ = 0``.
 
+    Example:
+        >>> import torch
+        >>> from tractable import AdditiveMap
+        >>> m = AdditiveMap()
+        >>> y, ladj = m(torch.tensor([[0.5, -1.0]]), torch.tensor([[[1.0], [2.0]]]))  # x and θ = (t,) per feature
+        >>> y.tolist(), ladj.tolist()  # the log-derivative of each entry
+        ([[1.5, 1.0]], [[0.0, 0.0]])
+
     References:
         NICE: Non-linear Independent Components Estimation (Dinh, Krueger & Bengio, 2014), arXiv:1410.8516.
     """

@@ -115,6 +115,15 @@ class Radial(LayerStack):
     Args:
         features: dimension of the input.
         layers: number of radial maps in the stack.
+
+    Example:
+        >>> import torch
+        >>> from tractable import Radial
+        >>> t = Radial(2, layers=3)
+        >>> y, ladj = t(torch.randn(6, 2))
+        >>> x, ladj_inv = t.inverse(y)
+        >>> tuple(x.shape), bool(torch.allclose(ladj + ladj_inv, torch.zeros(6), atol=1e-5))
+        ((6, 2), True)
     """
 
     def __init__(self, features: int, layers: int = 1):

@@ -140,6 +140,14 @@ class Squeezed(Transform):
     Args:
         inner: the transform applied at the coarser scale (on ``(B, 4C, H/2, W/2)``).
         order: the squeeze's channel order (see :class:`Squeeze`).
+
+    Example:
+        >>> import torch
+        >>> from tractable import InvertibleConv1x1, Squeezed
+        >>> t = Squeezed(InvertibleConv1x1(4))  # a 1x1 convolution of the (4, 2, 2) squeezed image
+        >>> y, ladj = t(torch.randn(3, 1, 4, 4))
+        >>> tuple(y.shape), tuple(ladj.shape)
+        ((3, 1, 4, 4), (3,))
     """
 
     def __init__(self, inner: Transform, order: str = "glow"):
@@ -190,7 +198,7 @@ class FactorOut(Transform):
         >>> t = FactorOut(4)
         >>> x = torch.randn(3, 4, 2, 2)
         >>> y, ladj = t(x)
-        >>> bool(torch.equal(y, x)), float(ladj.abs().max())  # identity at initialisation
+        >>> bool(torch.equal(y, x)), ladj.abs().max().item()  # identity at initialisation
         (True, 0.0)
 
     References:

@@ -88,6 +88,15 @@ class VectorSplit(Split):
 
     Args:
         mask: a boolean tensor of shape ``(D,)`` with at least one ``True`` and one ``False``; stored as a buffer.
+
+    Example:
+        >>> import torch
+        >>> from tractable import VectorSplit
+        >>> split = VectorSplit(torch.tensor([True, False, True]))
+        >>> x = torch.tensor([[1.0, 2.0, 3.0]])
+        >>> x_pass, x_t = split.split(x)  # the conditioner's input, the entries the map transforms
+        >>> x_pass.tolist(), x_t.tolist(), split.merge(x, x_pass, 10 * x_t).tolist()
+        ([[1.0, 3.0]], [[2.0]], [[1.0, 20.0, 3.0]])
     """
 
     def __init__(self, mask: Tensor):
@@ -172,6 +181,15 @@ class ImageSplit(Split):
         kind: ``"checkerboard"``, ``"channel"`` or ``"columns"``.
         channels: number of input channels ``C``.
         parity: which half passes (0 or 1); alternate it between consecutive layers.
+
+    Example:
+        >>> import torch
+        >>> from tractable import AffineMap, Coupling, ImageSplit, resnet_conditioner
+        >>> split, map = ImageSplit("checkerboard", channels=1), AffineMap()
+        >>> layer = Coupling(split, map, resnet_conditioner(split, map, hidden=8, blocks=1))
+        >>> y, ladj = layer(torch.randn(2, 1, 4, 4))
+        >>> tuple(y.shape), tuple(ladj.shape)
+        ((2, 1, 4, 4), (2,))
     """
 
     def __init__(self, kind: str, channels: int, parity: int = 0):

@@ -38,7 +38,8 @@ class Task(Protocol):
     images: bool
     #: The task's defaults: nested tables under the user's configuration (model keys a model does not take drop).
     defaults: Mapping[str, Any]
-    #: The keys every ``metrics.json`` of this task holds (documented in the README).
+    #: The keys every ``metrics.json`` of this task holds (documented in docs/guide/command-line.md, "The run
+    #: directory").
     metrics_keys: tuple[str, ...]
     #: The figure ``tractable sample`` writes beside the samples: ``STEM-{figure_suffix}.png``.
     figure_suffix: str

@@ -103,7 +103,7 @@ def load_data(config: FitConfig) -> DataSplits:
 #: a model whose size grows with the data (a conditioner of ``hidden`` units per layer has about ``hidden²``
 #: weights), every batch at most the training rows, validation about every tenth of an epoch's worth of rows and
 #: early stopping after ``PATIENCE`` validations without a new best. Measured on scikit-learn's wine (142 training
-#: rows) and diabetes (354): README "Your own data", benchmarks/small_tables.py.
+#: rows) and diabetes (354): docs/guide/your-own-data.md, benchmarks/small_tables.py.
 SIZES: tuple[tuple[float, dict[str, Any]], ...] = (
     (1_000, {"layers": 2, "hidden": 16, "bins": 8}),
     (10_000, {"layers": 3, "hidden": 32, "bins": 8}),

@@ -27,8 +27,9 @@ from .user_energy import FunctionEnergy, load_energy
 PLANAR_FEATURES = 2
 #: The default model above 2D: an inverse autoregressive flow (one-pass sampling with exact log q, so reverse KL costs
 #: one MADE pass per layer) with a learnable diagonal Gaussian base. On the 31-D logistic-regression posterior of
-#: benchmarks/logistic_posterior.py it reaches the ESS the README reports where 16 planar layers stall near 0.5:
-#: a planar layer bends space along one direction only, so 16 of them cannot represent a 31-D covariance.
+#: benchmarks/logistic_posterior.py it reaches the ESS docs/guide/variational-inference.md reports where 16 planar
+#: layers stall near 0.5: a planar layer bends space along one direction only, so 16 of them cannot represent a 31-D
+#: covariance.
 HIGH_DIMENSIONAL_MODEL: Mapping[str, Any] = {MODEL_NAME: "iaf", "layers": 5, "hidden": 64, "base": "diagonal"}
 
 

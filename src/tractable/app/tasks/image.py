@@ -102,7 +102,8 @@ class ImageTask:
     """Images: Flow++ with one attention head and a 2-layer affine variational dequantizer of width 16, 1,000 steps
     of 64 images at lr 2e-3 after 100 warmup steps, gradient clip 100, validation every 100 steps: the digits CPU
     budget (on 1,350 training images Flow++ starts to overfit after about 750 steps of a 2,000-step run, so a
-    shorter cosine schedule loses nothing; README "Images"). MNIST and CIFAR-10 runs start from their presets."""
+    shorter cosine schedule loses nothing; docs/results.md, "Digits"). MNIST and CIFAR-10 runs start from their
+    presets."""
 
     kind = "image"
     images = True
