@@ -32,16 +32,13 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from tractable import MAF, NSF, RealNVP, get_dataset
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bar; we train with progress=False
-from tractable.training import fit_max_likelihood  # noqa: E402
+from tractable.training import fit_max_likelihood
 
 SMOKE = os.environ.get("SMOKE", "0") not in ("", "0")
 STEPS = 30 if SMOKE else 1_000

@@ -28,7 +28,6 @@
 import math
 import os
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -37,9 +36,7 @@ from sklearn.datasets import load_breast_cancer
 
 from tractable import IAF, ElementwiseAffine, Flow, StandardNormal, as_target, evaluate_reverse
 from tractable.diagnostics import psis, psis_expectation, reverse_summary
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bar; we train with progress=False
-from tractable.training import fit_reverse_kl  # noqa: E402
+from tractable.training import fit_reverse_kl
 
 SMOKE = os.environ.get("SMOKE", "0") not in ("", "0")
 STEPS = 40 if SMOKE else 3_000
@@ -248,7 +245,7 @@ plt.show()
 # %% [markdown]
 # **Reading it.** The IAF's ESS is high and $\hat k$ is well below 0.7; its means and standard deviations agree
 # with HMC to a few hundredths of a posterior sd. The mean-field Gaussian cannot represent the strong correlation
-# between coefficients of nearly collinear measurements (radius, perimeter and area), so it underestimates the marginal spread — reverse KL's
-# classic failure — and its weights say so. From the shell, the same fit is
+# between coefficients of nearly collinear measurements (radius, perimeter and area), so it underestimates the
+# marginal spread — reverse KL's classic failure — and its weights say so. From the shell, the same fit is
 # `tractable fit --energy mymodel.py:log_posterior --features 11 --out runs/mine`, and
 # `tractable sample runs/mine -n 10000` writes posterior draws. At a smoke budget the numbers here mean nothing.

@@ -58,8 +58,11 @@ def execute(source: Path, out_dir: Path, *, smoke: bool, timeout: int = 600) -> 
     from nbclient import NotebookClient
 
     nb = read(source)
-    env_before = {k: os.environ.get(k) for k in ("SMOKE", "PYTHONPATH", "MPLBACKEND")}
+    env_before = {k: os.environ.get(k) for k in ("SMOKE", "PYTHONPATH", "MPLBACKEND", "PYTHONWARNINGS")}
     os.environ["SMOKE"] = "1" if smoke else "0"
+    # `import torch` imports tqdm.auto, which warns in a kernel without ipywidgets; not the tutorials' business
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [env_before["PYTHONWARNINGS"],
+                                                          "ignore:IProgress not found"]))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env_before["PYTHONPATH"]]))
     os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend draws the figures into the notebook
     try:
