@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean tutorials
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --durations=10
+
+# Re-execute every tutorial at its full budget (each under 3 minutes on 2 cores) into docs/tutorials/*.ipynb.
+tutorials: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python tutorials/execute.py
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks

@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -86,8 +87,8 @@ for name, build in models.items():
     nll = -log_q.mean().item()
     paired = (data.log_prob(test.double()) - log_q)  # log p - log q per test point: the KL gap's estimate
     fitted[name] = flow
-    results[name] = dict(parameters=sum(p.numel() for p in flow.parameters()), nll=nll, gap=nll - data.entropy,
-                         gap_se=paired.std().item() / len(test) ** 0.5, seconds=seconds)
+    results[name] = {"parameters": sum(p.numel() for p in flow.parameters()), "nll": nll, "gap": nll - data.entropy,
+                     "gap_se": paired.std().item() / len(test) ** 0.5, "seconds": seconds}
 
 print(f"{'model':30s} {'params':>7s} {'test NLL':>9s} {'KL gap':>8s} {'± se':>6s} {'s':>5s}")
 for name, r in results.items():
@@ -128,7 +129,7 @@ plt.show()
 # test NLL in `metrics.json`.
 
 # %%
-from sklearn.datasets import load_wine  # noqa: E402
+from sklearn.datasets import load_wine
 
 wine = load_wine()
 np.savetxt("wine.csv", wine.data, delimiter=",", header=",".join(wine.feature_names), comments="")
@@ -139,7 +140,7 @@ if SMOKE:
 start = time.perf_counter()
 subprocess.run(cmd, check=True)
 print(f"tractable fit took {time.perf_counter() - start:.1f} s")
-m = json.load(open("runs/wine/metrics.json"))
+m = json.loads(Path("runs/wine/metrics.json").read_text())
 print(f"{m['train_rows']} training, {m['val_rows']} validation, {m['test_rows']} test rows of {m['features']} columns")
 print(f"flow ({m['flow']}, {m['parameters']} parameters): test NLL {m['test_nll']:.2f} ± {m['test_nll_stderr']:.2f}")
 print(f"Gaussian (full covariance):              {m['baseline_gaussian_nll']:.2f}")

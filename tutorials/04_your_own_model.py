@@ -207,8 +207,8 @@ print(f"max split R-hat over the {D} coefficients: {rhat(chains).max():.3f} (≈
 
 # %% [markdown]
 # Posterior means and standard deviations: HMC, the flow's raw samples, and the flow's samples reweighted by PSIS
-# (`psis_expectation`, which corrects the remaining mismatch where $\hat k$ allows). The errors are in units of
-# the HMC posterior standard deviation.
+# (`psis_expectation`, which corrects the remaining mismatch where $\hat k$ allows; when $q$ is already this close,
+# the correction is within the Monte Carlo noise). The errors are in units of the HMC posterior standard deviation.
 
 # %%
 draws = chains.reshape(-1, D)

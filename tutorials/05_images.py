@@ -56,6 +56,7 @@ train, test = data.train.float(), data.test.float()
 if SMOKE:
     train, test = train[:128], test[:32]
 D, k = math.prod(train.shape[1:]), data.levels
+print("smoke budget" if SMOKE else "full budget")
 print(f"{len(train)} training and {len(test)} test images of shape {tuple(train.shape[1:])}, {k} levels;",
       f"uniform model: log2({k}) = {math.log2(k):.3f} bits/dim")
 
@@ -67,24 +68,46 @@ plt.show()
 # %% [markdown]
 # ## Dequantization in one dimension
 #
-# One pixel, a discrete distribution $P$ over 17 levels. Uniform noise spreads each level's mass over its cell: the
-# continuous density is a staircase, and its integral over each cell is $P(x)$ exactly — so the bound is tight for
-# *this* density. A smooth density (what a flow produces) cannot make sharp steps; spreading mass across cell
-# boundaries costs likelihood, which is where a learned, non-uniform $q(u \mid x)$ helps.
+# One pixel, a discrete distribution $P$ over 17 levels. Uniform noise spreads each level's mass evenly over its
+# cell: the continuous density is a staircase whose integral over each cell is exactly $P(x)$, so for *that*
+# density the bound is tight. A flow's density is smooth and cannot make sharp steps; below, a smoothed staircase
+# stands in for it. Its mass leaks across cell edges, and under uniform noise the bound charges it
+# $\mathbb E_u[\log p]$ inside each cell, which is below $\log \int_{\text{cell}} p$ (Jensen). The best
+# $q(u \mid x)$ — proportional to $p$ inside the cell — closes exactly that gap; variational dequantization
+# learns an approximation of it.
 
 # %%
 pixel = train[:, 0, 3, 3].long()  # one pixel near the centre of the 8×8 digits
 P = torch.bincount(pixel, minlength=k).double() / len(pixel)
-y = (torch.arange(k * 50, dtype=torch.float64) + 0.5) / (k * 50)  # points of the unit interval
-staircase = P[(y * k).long()] * k  # density of (x + u) / k under uniform u
+fine = 60  # grid points per cell
+y = (torch.arange(k * fine, dtype=torch.float64) + 0.5) / (k * fine)
+staircase = P.repeat_interleave(fine) * k  # the density of (x + u) / k under uniform u
+kernel = torch.exp(-0.5 * (torch.arange(-3 * fine, 3 * fine + 1, dtype=torch.float64) / (0.6 * fine)) ** 2)
+padded = torch.nn.functional.pad(staircase[None, None], (3 * fine, 3 * fine), mode="reflect")
+smooth = torch.nn.functional.conv1d(padded, (kernel / kernel.sum())[None, None])[0, 0]  # mass-preserving blur
+
+cells = smooth.reshape(k, fine)
+uniform_bound = (P * (cells.log().mean(1) - math.log(k))).sum()  # E_x E_u[log p((x+u)/k) − log k]
+best_bound = (P * (cells.mean(1) / k).log()).sum()  # log of the cell's mass: the tight value
+exact = (P * P.clamp_min(1e-300).log()).sum()  # −H(P): what the staircase scores
+bits = -1 / math.log(2)
+print(f"discrete entropy of the pixel:                    {exact * bits:.3f} bits")
+print(f"smooth density, uniform dequantization bound:     {uniform_bound * bits:.3f} bits")
+print(f"smooth density, best q(u|x) (the cell's mass):    {best_bound * bits:.3f} bits")
+
 fig, ax = plt.subplots(figsize=(6, 2.8))
-ax.bar((torch.arange(k) + 0.5) / k, P * k, width=1 / k, color="0.85", edgecolor="0.6", label="P(x)·k per cell")
-ax.plot(y, staircase, color="C3", lw=1.2, label="uniformly dequantized density")
+ax.bar((torch.arange(k) + 0.5) / k, P * k, width=1 / k, color="0.88", edgecolor="0.6", label="P(x)·k per cell")
+ax.plot(y, staircase, color="C3", lw=1, label="uniformly dequantized: a staircase")
+ax.plot(y, smooth, color="C0", lw=1.5, label="a smooth density, as a flow makes")
 ax.set(xlabel="y = (x + u) / k", ylabel="density", title="one pixel's 17 levels on [0, 1)")
 ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# Two gaps, then: from the smooth density's uniform bound down to its best-$q$ value (what variational
+# dequantization can win), and from there down to the entropy (mass the smooth density puts in the wrong cells,
+# which no $q$ can recover: only a sharper model can).
+#
 # ## A baseline without a flow
 #
 # Independent pixels, each with its own histogram over the 17 levels (add-one smoothing): an exact discrete
