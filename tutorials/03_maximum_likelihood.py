@@ -138,7 +138,7 @@ cmd = [sys.executable, "-m", "tractable", "fit", "--data", "wine.csv", "--out", 
 if SMOKE:
     cmd += ["--steps", "20"]
 start = time.perf_counter()
-subprocess.run(cmd, check=True)
+print(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 print(f"tractable fit took {time.perf_counter() - start:.1f} s")
 m = json.loads(Path("runs/wine/metrics.json").read_text())
 print(f"{m['train_rows']} training, {m['val_rows']} validation, {m['test_rows']} test rows of {m['features']} columns")

@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 SMOKE = os.environ.get("SMOKE", "0") not in ("", "0")
-STEPS, EVERY = (400, 40) if SMOKE else (3000, 500)
-DDP_STEPS = 20 if SMOKE else 300
+STEPS, EVERY = (400, 40) if SMOKE else (2000, 400)
+DDP_STEPS = 20 if SMOKE else 200
 plt.rcParams.update({"figure.dpi": 72, "savefig.dpi": 72})
 
 
@@ -165,7 +165,7 @@ ddp = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-
                       "--layers", "8", "--steps", str(DDP_STEPS), "--batch-size", "256", "--eval-samples", "20000",
                       "--checkpoint-every", "100", "--no-plots", "--quiet", "--out", "runs/ddp"],
                      capture_output=True, text=True, check=False)
-print(ddp.stdout[-1500:], ddp.stderr[-1500:] if ddp.returncode else "")
+print(ddp.stdout.strip(), ddp.stderr[-1500:] if ddp.returncode else "")
 assert ddp.returncode == 0, f"torchrun exited with status {ddp.returncode}"
 print(json.loads(Path("runs/ddp/metrics.json").read_text())["steps"], "steps on 2 processes of 256 samples each")
 
