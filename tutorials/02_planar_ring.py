@@ -46,7 +46,7 @@ from tractable.training import fit_reverse_kl
 
 SMOKE = os.environ.get("SMOKE", "0") not in ("", "0")
 STEPS = 50 if SMOKE else 10_000  # the demo's recipe: 16 layers, 10,000 steps of 512 samples, lr 2e-3
-COMPARE_STEPS = 30 if SMOKE else 1_500
+COMPARE_STEPS = 30 if SMOKE else 1_000
 EVAL_SAMPLES = 4_000 if SMOKE else 200_000
 plt.rcParams.update({"figure.dpi": 72, "savefig.dpi": 72})
 

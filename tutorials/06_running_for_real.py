@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 SMOKE = os.environ.get("SMOKE", "0") not in ("", "0")
-STEPS, EVERY = (400, 40) if SMOKE else (2000, 400)
+STEPS, EVERY = (400, 40) if SMOKE else (1500, 300)
 DDP_STEPS = 20 if SMOKE else 200
 plt.rcParams.update({"figure.dpi": 72, "savefig.dpi": 72})
 
