@@ -94,15 +94,16 @@ print((run / "config.toml").read_text().split("[data]")[0])
 #
 # Every `checkpoint_every` steps the fit writes a training checkpoint: weights, optimizer and schedule state, the
 # step, and every random-number generator. Writes are atomic, so a crash never leaves a half-written newest
-# checkpoint. Here we start the same configuration, kill the process with `SIGKILL` (no chance to clean up) once
-# its second checkpoint exists, and resume it. On the same machine the resumed run ends **bit-identical** to the
+# checkpoint. (A run shorter than ten checkpoint intervals also writes one at a tenth of its steps.) Here we start
+# the same configuration, kill the process with `SIGKILL` (no chance to clean up) as soon as its checkpoint at step
+# `2 × checkpoint_every` exists, and resume it. On the same machine the resumed run ends **bit-identical** to the
 # uninterrupted one.
 
 # %%
 cmd = [sys.executable, "-m", "tractable", "fit", "--config", "ring.toml", "--out", "runs/killed", "--quiet"]
 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-second = Path(f"runs/killed/checkpoints/step-{2 * EVERY:09d}.pt")
-while not second.exists() and proc.poll() is None:
+checkpoint = Path(f"runs/killed/checkpoints/step-{2 * EVERY:09d}.pt")
+while not checkpoint.exists() and proc.poll() is None:
     time.sleep(0.02)
 proc.send_signal(signal.SIGKILL)
 proc.wait()
