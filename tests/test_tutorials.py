@@ -1,5 +1,5 @@
 """The tutorials (tutorials/NN_name.py, jupytext percent scripts) run to the end at the smoke budget, and the executed
-notebooks in docs/tutorials/ are those scripts at their full budget: same code cells, outputs present, no errors."""
+notebooks in docs/tutorials/ are those scripts at their full budget: same cells, outputs present, no errors."""
 
 import importlib.util
 import re
@@ -27,8 +27,8 @@ runner = _runner()
 SOURCES = runner.sources()
 
 
-def _code(nb) -> list[str]:
-    return [cell.source for cell in nb.cells if cell.cell_type == "code"]
+def _cells(nb) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source) for cell in nb.cells]
 
 
 def _text(nb) -> str:
@@ -60,7 +60,7 @@ def test_committed_notebook_matches_source(source):
     path = DOCS / f"{source.stem}.ipynb"
     assert path.is_file(), f"{path} is missing: run `make tutorials`"
     nb = nbformat.read(path, as_version=4)
-    assert _code(nb) == _code(runner.read(source)), f"{path.name} differs from {source.name}: run `make tutorials`"
+    assert _cells(nb) == _cells(runner.read(source)), f"{path.name} differs from {source.name}: run `make tutorials`"
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
     assert outputs and not [out for out in outputs if out.output_type == "error"]
     text = _text(nb)
