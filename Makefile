@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint docs browser clean
+.PHONY: install demo test lint docs browser tutorials clean
 
 install: $(STAMP) browser
 
@@ -35,8 +35,12 @@ test: lint docs browser
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# Re-execute every tutorial at its full budget (each under 3 minutes on 2 cores) into docs/tutorials/*.ipynb.
+tutorials: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python tutorials/execute.py
+
 lint: $(STAMP)
-	$(BIN)/python -m ruff check src tests benchmarks docs/hooks
+	$(BIN)/python -m ruff check src tests benchmarks docs/hooks tutorials
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .cache
