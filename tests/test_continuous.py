@@ -30,7 +30,7 @@ def test_exact_ladj_matches_autograd(d: int) -> None:
     t = field(d, rtol=1e-9, atol=1e-9).eval()
     x = torch.randn(3, d, dtype=torch.float64)
     for fn in (t.forward, t.inverse):
-        y, ladj = fn(x)
+        _, ladj = fn(x)
         logdet = torch.linalg.slogdet(jacobians(lambda v, fn=fn: fn(v)[0], x))[1]
         torch.testing.assert_close(ladj, logdet, rtol=0, atol=1e-5)
         assert ladj.abs().min() > 1e-2  # a real check, not the identity's zero
@@ -57,7 +57,7 @@ def test_rnode_regularisers_and_adjoint() -> None:
         t.field.net.last.bias.copy_(torch.tensor([0.3, -0.4]))  # v = (0.3, -0.4) everywhere (zero last weights)
     t.regularize = True
     x = torch.randn(5, 2, dtype=torch.float64)
-    z, ladj = t(x)
+    z, _ = t(x)
     kinetic, frobenius = t.regularization
     torch.testing.assert_close(z, x - torch.tensor([0.3, -0.4], dtype=torch.float64))
     torch.testing.assert_close(kinetic, torch.full((5,), 0.25, dtype=torch.float64))
