@@ -15,7 +15,9 @@ pass in train mode.
 
 Both directions are numerical: an adaptive Runge–Kutta solve (``dopri5`` by default) to the relative and absolute
 tolerances ``rtol``/``atol`` (raised to ``10·eps`` of the input's dtype where set below it), so the round trip and the
-log-determinant are exact to about those tolerances, not to rounding.
+log-determinant are exact to about those tolerances, not to rounding. An adaptive solver takes one step size for the
+whole batch, so a row's result depends on its batch at the level of the tolerance; a fixed-step method (``rk4`` with
+``step_size``) keeps rows exactly independent.
 
 torchdiffeq is an optional dependency (``pip install 'tractable[ode]'``), imported only when a continuous flow is built.
 
