@@ -38,6 +38,7 @@ from density_quality import SIZES, PeerFlow, Standardized, count_parameters, job
 from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NOTES = "\n## Notes"
 PLANAR = ("eight_gaussians", "checkerboard", "rings")
 MODELS = ("fm", "ffjord", "zuko-cnf", "ncsf", "ncsf-ar", "zuko-ncsf", "normflows-ncsf")
 DEFAULTS = {"steps": 5000, "batch_size": 512, "lr": 1e-3, "eval_every": 250, "hidden": 64, "blocks": 2,
@@ -97,9 +98,10 @@ def run_one(job: dict) -> dict:
     torch.manual_seed(seed)
     inner = build(model, cfg)
     stored, effective = count_parameters(inner)
-    if getattr(data, "circular", False):
+    if getattr(data, "circular", False):  # angles are not standardised
         flow = inner
-        flow.event_shape = (2,)
+        if not hasattr(flow, "event_shape"):
+            flow.event_shape = (2,)
     elif hasattr(inner, "transform"):
         flow = inner
         flow.transform = Compose(Standardizer.fit(train).as_transform(), flow.transform)
@@ -171,8 +173,10 @@ def main() -> None:
     text = "\n".join(f"### steps {steps}\n\n" + markdown(summarise([r for r in rows if r["cfg"]["steps"] == steps]),
                                                          cfg)
                      for steps in sorted({r["cfg"]["steps"] for r in rows}))
-    (RESULTS / f"{args.out}.md").write_text("# Continuous flows and circular splines (benchmarks/continuous_quality.py)"
-                                            "\n\n" + text)
+    md = RESULTS / f"{args.out}.md"
+    notes = md.read_text().partition(NOTES)[2] if md.exists() else ""  # hand-written notes survive a rerun
+    md.write_text("# Continuous flows and circular splines (benchmarks/continuous_quality.py)\n\n" + text
+                  + (NOTES + notes if notes else ""))
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"runs": rows}, indent=1))
     print(text)
 
