@@ -127,6 +127,11 @@ class FlowMatching(Flow):
     reflow). Time is data at 1 and noise at 0, the convention of :class:`ContinuousFlow`, so ``log_prob`` is the ODE's
     exact log-density (exact trace, eval mode) and sampling integrates from noise to data.
 
+    Training never solves the ODE; validation does: the best state is chosen by the validation NLL (an ODE solve per
+    validation), not by the flow matching loss, because that loss has an unknown positive floor (the conditional
+    velocities' variance) and is not a bound on the NLL, so a lower loss need not mean a better density — and the NLL
+    is what the fit reports.
+
     Args:
         features: dimension of the data.
         hidden: width of the vector field's hidden layers.
