@@ -110,3 +110,13 @@ def test_trained_density_integrates_to_one(model: str) -> None:
     with torch.no_grad():
         mass = math.exp(log_integral_2d(lambda g: flow.log_prob(g.float()).double(), (-6.0, 6.0), 60))
     assert abs(mass - 1) < 1e-2, mass
+
+
+@pytest.mark.parametrize("module", ["tractable.transforms.continuous", "tractable.models.continuous",
+                                    "tractable.models.ncsf", "tractable.transforms.circular"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0, result
