@@ -169,7 +169,10 @@ def main() -> None:
                 handle.flush()
                 print(f"{row['dataset']:16s} {row['lib']:15s} seed {row['seed']}: gap {row['gap']:.4f} "
                       f"params {row['params']} fit {row['fit_cpu_seconds']:.0f} CPU s", flush=True)
-    rows = [r for r in done.values()]
+    # a run whose options differ from the defaults (beyond steps) is its own row of the table
+    rows = [{**r, "lib": r["lib"] + "".join(f" {k}={v}" for k, v in sorted(r["cfg"].items())
+                                            if k not in ("steps", "eval_every") and v != DEFAULTS.get(k, v))}
+            for r in done.values()]
     text = "\n".join(f"### steps {steps}\n\n" + markdown(summarise([r for r in rows if r["cfg"]["steps"] == steps]),
                                                          cfg)
                      for steps in sorted({r["cfg"]["steps"] for r in rows}))
