@@ -27,7 +27,7 @@ def _gen(seed):
 
 
 def test_which_sets_are_exact():
-    assert set(EXACT) == {"eight_gaussians", "checkerboard", "rings", "gaussian_mixture"}
+    assert set(EXACT) == {"eight_gaussians", "checkerboard", "rings", "gaussian_mixture", "torus"}
     for name in VISUAL:
         d = get_dataset(name)
         assert d.log_prob is None and d.entropy is None

@@ -453,6 +453,33 @@ def as_base(base: Distribution | torch.distributions.Distribution) -> Distributi
                     f"{type(base).__name__}")
 
 
+class UniformTorus(_Standard):
+    """The uniform distribution on the torus ``[-π, π)^d`` (the base of circular flows): ``log p = -d log 2π`` inside,
+    ``-inf`` outside.
+
+    Args:
+        shape: the event shape (the number of angles).
+
+    Example:
+        >>> from tractable.distributions import UniformTorus
+        >>> base = UniformTorus(2)
+        >>> x = base.sample(4)
+        >>> bool(((x >= -3.1416) & (x < 3.1416)).all()), round(float(base.log_prob(x)[0]), 4)
+        (True, -3.6758)
+    """
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        self._check(x)
+        inside = ((x >= -math.pi) & (x <= math.pi)).flatten(-len(self.event_shape)).all(-1)
+        value = -math.prod(self.event_shape) * math.log(2 * math.pi)
+        return torch.where(inside, value, -math.inf).to(x.dtype)
+
+    def sample(self, shape: int | Sequence[int], context: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
+        batch = _batch(shape, temperature)  # the temperature has no meaning on the torus; it is checked only
+        u = torch.rand((*batch, *self.event_shape), dtype=self._zero.dtype, device=self._zero.device)
+        return (2 * u - 1) * math.pi
+
+
 BASES = {"normal": StandardNormal, "diagonal": DiagonalGaussian, "mixture": GaussianMixture}
 
 

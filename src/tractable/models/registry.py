@@ -10,7 +10,9 @@ from collections.abc import Callable
 from functools import partial
 
 from ..flow import Flow
+from .continuous import FFJORD, FlowMatching
 from .maf import IAF, MAF
+from .ncsf import NCSF
 from .nsf import NSF
 from .planar import planar_flow, radial_flow, sylvester_flow
 from .realnvp import RealNVP
@@ -25,6 +27,10 @@ MODELS: dict[str, Callable[..., Flow]] = {
     "iaf": IAF,
     "nsf": NSF,
     "nsf-ar": partial(NSF, autoregressive=True),
+    "ffjord": FFJORD,
+    "fm": FlowMatching,
+    "ncsf": NCSF,
+    "ncsf-ar": partial(NCSF, autoregressive=True),
 }
 
 #: name -> one-line description.
@@ -37,6 +43,10 @@ DESCRIPTIONS: dict[str, str] = {
     "iaf": "inverse autoregressive flow (Kingma et al. 2016); one-pass sampling",
     "nsf": "rational-quadratic spline couplings (Durkan et al. 2019)",
     "nsf-ar": "autoregressive rational-quadratic splines (Durkan et al. 2019)",
+    "ffjord": "continuous flow, Hutchinson trace, RNODE (Grathwohl et al. 2019); needs tractable[ode]",
+    "fm": "flow matching, OT paths, ODE likelihood (Lipman et al. 2023); needs tractable[ode]",
+    "ncsf": "circular spline couplings on the torus, uniform base (Rezende et al. 2020)",
+    "ncsf-ar": "autoregressive circular splines on the torus, uniform base (Rezende et al. 2020)",
 }
 
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from .quadrature import grid_entropy
 from .toy_base import LOG_2PI, ToyDataset, check_points, normal, uniform
 from .toy_mixture import GaussianMixtureData
+from .toy_torus import TorusMixture
 
 
 class EightGaussians(ToyDataset):
@@ -228,6 +229,7 @@ DATASETS: dict[str, type[ToyDataset]] = {
     "pinwheel": Pinwheel,
     "two_spirals": TwoSpirals,
     "swiss_roll": SwissRoll,
+    "torus": TorusMixture,
 }
 """The toy data sets by name -> their class; :func:`get_dataset` builds one (and accepts FFJORD's names too).
 

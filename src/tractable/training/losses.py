@@ -195,21 +195,27 @@ class _Batches:
 
 
 class _LogProb(nn.Module):
-    """``flow.log_prob(x, context)`` as a module's forward, so DDP can wrap it."""
+    """``flow.log_prob(x, context)`` as a module's forward, so DDP can wrap it; ``-flow.training_loss(x, context)``
+    for a flow that defines its own per-row training loss (flow matching's regression loss, FFJORD's regularised
+    NLL)."""
 
     def __init__(self, flow: Flow):
         super().__init__()
         self.flow = flow
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.flow.log_prob(x, context)
+        own = getattr(self.flow, "training_loss", None)
+        return -own(x, context) if own is not None else self.flow.log_prob(x, context)
 
 
 class LikelihoodLoss:
     """Maximum likelihood: the negative log-likelihood ``−mean log q(x | c)`` of mini-batches of ``data``.
 
     Rows may be vectors or images ``(rows, C, H, W)``; a flow whose ``log_prob`` includes dequantization (an
-    :class:`~tractable.models.image_flow.ImageFlow`) is trained on the dequantized likelihood bound this way. Every
+    :class:`~tractable.models.image_flow.ImageFlow`) is trained on the dequantized likelihood bound this way. A flow
+    with a method ``training_loss(x, context)`` (per-row losses, shape ``(batch,)``) is trained on its mean instead
+    (:class:`~tractable.models.continuous.FlowMatching`, :class:`~tractable.models.continuous.FFJORD`); validation
+    still measures the NLL. Every
     epoch is a fresh permutation seeded by ``(seed, epoch)``. Under ``torchrun`` each rank takes its slice of every
     global batch of ``world_size × batch_size`` rows and ActNorm layers are initialised from the global first batch,
     so the result equals one process with the larger batch.
@@ -264,15 +270,17 @@ class LikelihoodLoss:
         return {"val_nll": math.nan}
 
     def shown(self, row: dict[str, float]) -> dict[str, float]:
-        return {"nll": row["loss"]}
+        return {"loss" if hasattr(self.flow, "training_loss") else "nll": row["loss"]}
 
     def describe(self, loss: Tensor, aux: Tensor) -> str:
         bad = int((~torch.isfinite(aux)).sum())
+        if hasattr(self.flow, "training_loss"):
+            return f"the training loss is {loss.item()} (non-finite in {bad} of {len(aux)} batch rows)"
         return (f"the training loss (NLL) is {loss.item()} (non-finite log-likelihood in {bad} of {len(aux)} batch "
                 "rows)")
 
     def rerun(self) -> None:
-        self.flow.log_prob(*self.last)
+        _LogProb(self.flow)(*self.last)
 
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.batches.state_dict()}

@@ -109,9 +109,11 @@ def _spline(
     min_bin_width: float,
     min_bin_height: float,
     min_derivative: float,
+    circular: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The spline (or its inverse) on ``x`` (shape ``S``) with parameters ``θ`` (``S + (3K - 1,)``: width logits,
-    height logits, inner derivatives). Returns the output and the elementwise log-derivative."""
+    height logits, inner derivatives; ``circular``: ``S + (3K,)``, the last the derivative shared by both ends).
+    Returns the output and the elementwise log-derivative."""
     knots = _knots(theta, bins, bound, min_bin_width, min_bin_height)
     pair = _constants(bins, bound, min_bin_width, min_bin_height, theta.dtype, theta.device)[1]
     clamped = x.clamp(-bound, bound)
@@ -123,9 +125,14 @@ def _spline(
     start = lo_hi[..., 0]
     xk, yk = start.unbind(-1)
     w, h = (lo_hi[..., 1] - start).unbind(-1)
-    # Knot derivatives, only the two of the bin: δ(u) at inner knots, exactly 1 at the two ends.
-    raw = theta.gather(-1, (j + (2 * bins - 1)).clamp(2 * bins, 3 * bins - 2))
-    delta = torch.where(j % bins == 0, 1.0, _derivative(raw, min_derivative))
+    # Knot derivatives, only the two of the bin: δ(u) at inner knots, exactly 1 at the two ends (circular: the
+    # shared parameter θ[3K - 1] at both ends, so the map's derivative is continuous around the circle).
+    if circular:
+        raw = theta.gather(-1, torch.where(j % bins == 0, 3 * bins - 1, j + (2 * bins - 1)))
+        delta = _derivative(raw, min_derivative)
+    else:
+        raw = theta.gather(-1, (j + (2 * bins - 1)).clamp(2 * bins, 3 * bins - 2))
+        delta = torch.where(j % bins == 0, 1.0, _derivative(raw, min_derivative))
     d0, d1 = delta.unbind(-1)
     s = h / w
     dsum = torch.add(delta.sum(-1), s, alpha=-2.0)  # δ_k + δ_k+1 - 2s
@@ -269,12 +276,19 @@ class RQSplineMap(ElementwiseMap):
     identity outside ``[-bound, bound]``. :meth:`identity` (all zeros) gives equal bins and unit inner derivatives, at
     which the spline is the identity to rounding in every dtype.
 
+    With ``circular=True`` the interval is a circle (angles in ``[-bound, bound)``, ``bound = π``): the end knots stay
+    at ``(±B, ±B)`` but their common derivative is a free parameter (``params = 3 · bins``, the last one), so the map
+    is a diffeomorphism of the circle with a continuous derivative (Rezende et al. 2020). Any density on the circle
+    is reachable this way (it is the derivative of such a map pushing the uniform density), though every layer keeps
+    ``-B`` fixed.
+
     Args:
         bins: number of bins ``K``.
         bound: half-width of the interval covered by the spline.
         min_bin_width: smallest bin width (fraction of the interval).
         min_bin_height: smallest bin height (fraction of the interval).
         min_derivative: smallest inner knot derivative.
+        circular: a circular spline on ``[-bound, bound)``, matching derivatives at the ends.
 
     Example:
         >>> import torch
@@ -287,6 +301,8 @@ class RQSplineMap(ElementwiseMap):
 
     References:
         Neural Spline Flows (Durkan et al., 2019), arXiv:1906.04032.
+        Normalizing Flows on Tori and Spheres (Rezende, Papamakarios, Racanière, Albergo, Kanwar, Shanahan &
+            Cranmer, 2020), arXiv:2002.02428.
     """
 
     def __init__(
@@ -297,12 +313,13 @@ class RQSplineMap(ElementwiseMap):
         min_bin_width: float = MIN_BIN_WIDTH,
         min_bin_height: float = MIN_BIN_HEIGHT,
         min_derivative: float = MIN_DERIVATIVE,
+        circular: bool = False,
     ):
         super().__init__()
         _check(bins, bound, min_bin_width, min_bin_height, min_derivative)
-        self.bins, self.bound = bins, bound
+        self.bins, self.bound, self.circular = bins, bound, circular
         self.min_bin_width, self.min_bin_height, self.min_derivative = min_bin_width, min_bin_height, min_derivative
-        self.params = 3 * bins - 1
+        self.params = 3 * bins if circular else 3 * bins - 1
 
     def _run(self, x: Tensor, theta: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         if theta.shape[-1] != self.params or theta.shape[:-1] != x.shape:
@@ -318,6 +335,7 @@ class RQSplineMap(ElementwiseMap):
             min_bin_width=self.min_bin_width,
             min_bin_height=self.min_bin_height,
             min_derivative=self.min_derivative,
+            circular=self.circular,
         )
 
     def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -330,7 +348,7 @@ class RQSplineMap(ElementwiseMap):
         return torch.zeros(self.params)  # equal bins; δ(0) = 1 (see the derivative parameterization)
 
     def extra_repr(self) -> str:
-        return f"bins={self.bins}, bound={self.bound}"
+        return f"bins={self.bins}, bound={self.bound}" + (", circular=True" if self.circular else "")
 
 
 __all__ = ["MIN_BIN_HEIGHT", "MIN_BIN_WIDTH", "MIN_DERIVATIVE", "RQSplineMap", "rational_quadratic", "spline_knots"]

@@ -25,6 +25,7 @@ from torch import Tensor
 from ...baselines import baselines
 from ...distributions import GaussianMixture
 from ...flow import Flow
+from ...models.registry import MODELS
 from ...plots.data import plot_data_fit
 from ...plots.samples import plot_sample_set
 from ...targets.tabular import Standardizer, load_table, split
@@ -174,6 +175,17 @@ def sized_for_rows(train_rows: int) -> dict[str, Any]:
     return {"train": train, "model": model, "data": {"whiten": True}}
 
 
+def circular(config: FitConfig) -> bool:
+    """Whether the data are angles (a toy data set with ``circular = True``, e.g. ``torus``), which are fitted as they
+    are: ``data.standardize`` and ``data.whiten`` do not apply to them."""
+    if config.data.path:
+        return False
+    try:
+        return bool(getattr(get_dataset(config.target), "circular", False))
+    except ValueError:
+        return False
+
+
 def _on(x: Tensor | None, device: torch.device | str) -> Tensor | None:
     return None if x is None else x.to(device)
 
@@ -200,6 +212,17 @@ class DataTask:
     label = "data (maximum likelihood)"
 
     def sized_defaults(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`sized_for_table`, under the training defaults a named model declares in its ``train_defaults``
+        (FFJORD: fewer steps, each an ODE solve)."""
+        sized = self.sized_for_table(given)
+        model = given.get("model", {})
+        name = model.get(MODEL_NAME) if isinstance(model, Mapping) else None
+        own = getattr(MODELS.get(name), "train_defaults", None) if isinstance(name, str) else None
+        if own:
+            sized["train"] = {**own, **sized.get("train", {})}
+        return sized
+
+    def sized_for_table(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """:func:`sized_for_rows` for a user's table (``data.path``), its rows counted from the file; ``{}`` for toy
         data sets (100,000 rows: the fixed defaults are theirs) and for a file that cannot be read (loading it then
         reports why). Model keys apply only to the default model (a model the user names keeps its own)."""
@@ -255,6 +278,8 @@ class DataTask:
     def build(self, config: FitConfig, spec: Mapping[str, Any], problem: DataSplits | None = None) -> Flow:
         features = int(spec["features"])
         flow = place(build_vector(config.model, features, int(spec["context_features"])), config)
+        if circular(config):  # angles on the torus: an affine standardisation would break their periodicity
+            return flow
         if config.data.standardize and config.data.whiten:
             if problem is not None:
                 try:
@@ -340,7 +365,8 @@ class DataTask:
         return config.model.get("layers")
 
     def describe(self, config: FitConfig, metrics: Mapping[str, Any]) -> str:
-        return f"{config.name} × {config.model_name} ({metrics['layers']} layers)"
+        layers = metrics.get("layers")
+        return f"{config.name} × {config.model_name}" + ("" if layers is None else f" ({layers} layers)")
 
     def summary(self, metrics: Mapping[str, Any], split: str = TEST) -> str:
         m = metrics
