@@ -14,6 +14,7 @@ from .maf import IAF, MAF
 from .nsf import NSF
 from .planar import planar_flow, radial_flow, sylvester_flow
 from .realnvp import RealNVP
+from .resflow import ResidualFlow
 
 #: name -> constructor ``(features, **options) -> Flow``, in the order ``tractable list`` shows them.
 MODELS: dict[str, Callable[..., Flow]] = {
@@ -25,6 +26,7 @@ MODELS: dict[str, Callable[..., Flow]] = {
     "iaf": IAF,
     "nsf": NSF,
     "nsf-ar": partial(NSF, autoregressive=True),
+    "resflow": ResidualFlow,
 }
 
 #: name -> one-line description.
@@ -37,6 +39,7 @@ DESCRIPTIONS: dict[str, str] = {
     "iaf": "inverse autoregressive flow (Kingma et al. 2016); one-pass sampling",
     "nsf": "rational-quadratic spline couplings (Durkan et al. 2019)",
     "nsf-ar": "autoregressive rational-quadratic splines (Durkan et al. 2019)",
+    "resflow": "residual flow (Chen et al. 2019): Lipschitz residual blocks, Russian-roulette log-det in training",
 }
 
 
