@@ -11,6 +11,7 @@ from functools import partial
 
 from ..flow import Flow
 from .maf import IAF, MAF
+from .naf import BNAF, NAF, UNAF
 from .nsf import NSF
 from .planar import planar_flow, radial_flow, sylvester_flow
 from .realnvp import RealNVP
@@ -27,6 +28,9 @@ MODELS: dict[str, Callable[..., Flow]] = {
     "nsf": NSF,
     "nsf-ar": partial(NSF, autoregressive=True),
     "resflow": ResidualFlow,
+    "naf": NAF,
+    "unaf": UNAF,
+    "bnaf": BNAF,
 }
 
 #: name -> one-line description.
@@ -40,6 +44,9 @@ DESCRIPTIONS: dict[str, str] = {
     "nsf": "rational-quadratic spline couplings (Durkan et al. 2019)",
     "nsf-ar": "autoregressive rational-quadratic splines (Durkan et al. 2019)",
     "resflow": "residual flow (Chen et al. 2019): Lipschitz residual blocks, Russian-roulette log-det in training",
+    "naf": "neural autoregressive flow (Huang et al. 2018): MADE-conditioned deep sigmoidal maps",
+    "unaf": "unconstrained NAF (Wehenkel & Louppe 2019): a positive network integrated by Clenshaw-Curtis",
+    "bnaf": "block neural autoregressive flow (De Cao et al. 2019); numerically inverted sampling",
 }
 
 
