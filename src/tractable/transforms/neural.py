@@ -192,8 +192,10 @@ class IntegralMap(ElementwiseMap):
         nn.init.zeros_(self.layers[-1].bias)
         t, w = clenshaw_curtis(nodes)
         # Ordered from u = 0 (t = −1) to u = x (t = 1): the last node is the upper limit.
-        self.register_buffer("half_t", (1 + t.flip(0)) / 2, persistent=False)
-        self.register_buffer("half_w", w.flip(0) / 2, persistent=False)
+        # Computed in float64, kept in the default dtype so they follow the module's .double() / .float().
+        dtype = torch.get_default_dtype()
+        self.register_buffer("half_t", ((1 + t.flip(0)) / 2).to(dtype), persistent=False)
+        self.register_buffer("half_w", (w.flip(0) / 2).to(dtype), persistent=False)
 
     def log_integrand(self, u: Tensor, h: Tensor) -> Tensor:
         """``log g(u; h)`` for points ``u`` of shape ``S + (n,)`` and signals ``h`` of shape ``S + (signal,)``."""
@@ -207,7 +209,7 @@ class IntegralMap(ElementwiseMap):
 
     def _integral(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """``∫_0^x g`` and ``log g(x)`` (the last node)."""
-        ht, hw = self.half_t.to(x.dtype), self.half_w.to(x.dtype)
+        ht, hw = self.half_t, self.half_w
         log_g = self.log_integrand(x.unsqueeze(-1) * ht, h)
         return x * (torch.exp(log_g) * hw).sum(-1), log_g[..., -1]
 
