@@ -77,3 +77,13 @@ def test_cli_fit_checkerboard(tmp_path, model):
                  "data.val_size=500", "--set", "data.test_size=1000", "--no-plots", "--quiet", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["flow"] == model and metrics["test_nll"] < 10
+
+
+@pytest.mark.parametrize("module", ["tractable.transforms.residual", "tractable.transforms.neural",
+                                    "tractable.transforms.bnaf", "tractable.models.resflow", "tractable.models.naf"])
+def test_the_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result
