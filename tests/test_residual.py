@@ -119,3 +119,10 @@ def test_cli_fit_checkerboard_resflow(tmp_path):
                  "data.val_size=500", "--set", "data.test_size=1000", "--no-plots", "--quiet", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["flow"] == "resflow" and metrics["test_nll"] < 10
+
+
+def test_exact_training_above_the_limit_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="exact_limit"):
+        ResidualBlock(20, logdet="exact")

@@ -170,6 +170,9 @@ class ResidualBlock(Transform):
         if not 0 < roulette_p < 1 or exact_terms < 1 or power_iterations < 1:
             raise ValueError(f"expected 0 < roulette_p < 1, exact_terms >= 1 and power_iterations >= 1, got "
                              f"roulette_p={roulette_p}, exact_terms={exact_terms}, power_iterations={power_iterations}")
+        if logdet == "exact" and features > exact_limit:
+            raise ValueError(f"expected features <= exact_limit ({exact_limit}) for logdet='exact', got features="
+                             f"{features}; use logdet='stochastic' or raise exact_limit")
         self.features, self.logdet = features, logdet
         self.exact_terms, self.roulette_p, self.exact_limit = exact_terms, float(roulette_p), exact_limit
         self.tol, self.max_iter = tol, max_iter
