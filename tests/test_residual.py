@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tractable.cli import main
@@ -122,7 +123,5 @@ def test_cli_fit_checkerboard_resflow(tmp_path):
 
 
 def test_exact_training_above_the_limit_is_refused():
-    import pytest
-
     with pytest.raises(ValueError, match="exact_limit"):
         ResidualBlock(20, logdet="exact")
