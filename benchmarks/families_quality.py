@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=dq.DEFAULTS["lr"])
     parser.add_argument("--out", default="families_quality")
     parser.add_argument("--list", action="store_true", help="print the matched parameter counts and exit")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="run nothing: write the table of the runs already in the cache")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.peer_path not in sys.path:
@@ -211,7 +213,7 @@ def main() -> None:
                     jobs.append({"key": key, "lib": lib, "dataset": name, "seed": seed, "cfg": cfg,
                                  "peer_path": args.peer_path})
     print(f"{len(wanted) - len(jobs)} runs cached, {len(jobs)} to run with {args.jobs} process(es)", flush=True)
-    if jobs:
+    if jobs and not args.cached_only:
         with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool, cache.open("a") as handle:
             for row in pool.imap(run_job, jobs):
                 done[row["key"]] = row
