@@ -190,12 +190,7 @@ class IntegralMap(ElementwiseMap):
         self.layers = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(blocks + 1))
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
-        t, w = clenshaw_curtis(nodes)
-        # Ordered from u = 0 (t = −1) to u = x (t = 1): the last node is the upper limit.
-        # Computed in float64, kept in the default dtype so they follow the module's .double() / .float().
-        dtype = torch.get_default_dtype()
-        self.register_buffer("half_t", ((1 + t.flip(0)) / 2).to(dtype), persistent=False)
-        self.register_buffer("half_w", (w.flip(0) / 2).to(dtype), persistent=False)
+        self._rules: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     def log_integrand(self, u: Tensor, h: Tensor) -> Tensor:
         """``log g(u; h)`` for points ``u`` of shape ``S + (n,)`` and signals ``h`` of shape ``S + (signal,)``."""
@@ -207,9 +202,19 @@ class IntegralMap(ElementwiseMap):
         s = a.squeeze(-1)
         return self.CLIP * torch.tanh(s / self.CLIP)  # smooth (a |s| kink would slow the quadrature's convergence)
 
+    def _rule(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The nodes on ``[0, 1]`` (from ``u = 0`` to the upper limit, last) and the weights, in ``x``'s dtype and on
+        its device: computed in float64 once per dtype and device (not buffers, so a float32 copy never loses the
+        float64 rule)."""
+        key = (x.dtype, x.device)
+        if key not in self._rules:
+            t, w = clenshaw_curtis(self.nodes)
+            self._rules[key] = (((1 + t.flip(0)) / 2).to(x), (w.flip(0) / 2).to(x))
+        return self._rules[key]
+
     def _integral(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """``∫_0^x g`` and ``log g(x)`` (the last node)."""
-        ht, hw = self.half_t, self.half_w
+        ht, hw = self._rule(x)
         log_g = self.log_integrand(x.unsqueeze(-1) * ht, h)
         return x * (torch.exp(log_g) * hw).sum(-1), log_g[..., -1]
 
