@@ -12,10 +12,12 @@ from functools import partial
 from ..flow import Flow
 from .continuous import FFJORD, FlowMatching
 from .maf import IAF, MAF
+from .naf import BNAF, NAF, UNAF
 from .ncsf import NCSF
 from .nsf import NSF
 from .planar import planar_flow, radial_flow, sylvester_flow
 from .realnvp import RealNVP
+from .resflow import ResidualFlow
 
 #: name -> constructor ``(features, **options) -> Flow``, in the order ``tractable list`` shows them.
 MODELS: dict[str, Callable[..., Flow]] = {
@@ -31,6 +33,10 @@ MODELS: dict[str, Callable[..., Flow]] = {
     "fm": FlowMatching,
     "ncsf": NCSF,
     "ncsf-ar": partial(NCSF, autoregressive=True),
+    "resflow": ResidualFlow,
+    "naf": NAF,
+    "unaf": UNAF,
+    "bnaf": BNAF,
 }
 
 #: name -> one-line description.
@@ -47,6 +53,10 @@ DESCRIPTIONS: dict[str, str] = {
     "fm": "flow matching, OT paths, ODE likelihood (Lipman et al. 2023); needs tractable[ode]",
     "ncsf": "circular spline couplings on the torus, uniform base (Rezende et al. 2020)",
     "ncsf-ar": "autoregressive circular splines on the torus, uniform base (Rezende et al. 2020)",
+    "resflow": "residual flow (Chen et al. 2019): Lipschitz residual blocks, Russian-roulette log-det in training",
+    "naf": "neural autoregressive flow (Huang et al. 2018): MADE-conditioned deep sigmoidal maps",
+    "unaf": "unconstrained NAF (Wehenkel & Louppe 2019): a positive network integrated by Clenshaw-Curtis",
+    "bnaf": "block neural autoregressive flow (De Cao et al. 2019); numerically inverted sampling",
 }
 
 

@@ -2,6 +2,7 @@
 
 from .autoregressive import MaskedAffineAutoregressive, MaskedAutoregressive, MaskedSplineAutoregressive
 from .base import Compose, Inverse, LayerStack, Transform, check_features
+from .bnaf import BlockNeuralAutoregressive
 from .conv import InvertibleConv1x1
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, mlp_conditioner
 from .elementwise import ElementwiseAffine, Logit, Sigmoid, StandardizeTransform
@@ -17,10 +18,12 @@ from .linear import (
 )
 from .logistic_mixture import LogisticMixtureMap, mixture_logit_cdf
 from .maps import AdditiveMap, AffineMap, ElementwiseMap
+from .neural import DeepSigmoidalMap, IntegralMap
 from .normalization import ActNorm, BatchNorm
 from .numerics import newton_refine, solve_increasing, solve_tanh_shift
 from .planar import Planar, Radial
 from .reshape import FactorOut, Squeeze, Squeezed, channel_mask, checkerboard_mask
+from .residual import ResidualBlock
 from .splines import RQSplineMap, rational_quadratic, spline_knots
 from .splits import IMAGE_SPLITS, ImageSplit, Split, VectorSplit, coupling_mask
 from .sylvester import Sylvester
@@ -34,13 +37,16 @@ __all__ = [
     "AffineCoupling",
     "AffineMap",
     "BatchNorm",
+    "BlockNeuralAutoregressive",
     "Compose",
     "Coupling",
+    "DeepSigmoidalMap",
     "ElementwiseAffine",
     "ElementwiseMap",
     "FactorOut",
     "ImageAffineCoupling",
     "ImageSplit",
+    "IntegralMap",
     "Inverse",
     "InvertibleConv1x1",
     "LULinear",
@@ -57,6 +63,7 @@ __all__ = [
     "RQSplineMap",
     "Radial",
     "RandomPermutation",
+    "ResidualBlock",
     "ReversePermutation",
     "Sigmoid",
     "Split",
