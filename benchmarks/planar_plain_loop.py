@@ -63,8 +63,14 @@ def init_normflows(planar, which: str = "uwb") -> None:
 
 
 def build_tractable(layers: int, variant: str):
-    if variant.startswith("init:"):  # the library's own option
-        return PlanarFlow(2, layers, base="normal", init=variant.split(":", 1)[1])
+    if variant.startswith("init:"):  # the library's own option: init:NAME[:SCALE[:B]] (B: b ~ U(±B) afterwards)
+        name, *rest = variant.split(":")[1:]
+        flow = PlanarFlow(2, layers, base="normal", init=name)
+        if rest:
+            flow.transform.transform.__init__(2, layers, init=name, scale=float(rest[0]))
+        if len(rest) > 1:
+            _uniform_(flow.transform.transform.b, float(rest[1]))
+        return flow
     flow = PlanarFlow(2, layers, base="diagonal" if variant == "base-diagonal" else "normal")
     planar = flow.transform.transform  # Inverse(Planar)
     if variant == "init-nf-m0" or variant.startswith("shear:"):

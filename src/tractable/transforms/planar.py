@@ -36,12 +36,13 @@ class Planar(LayerStack):
     ``α = wᵀz``, solved by safeguarded Newton iteration to ``1e-12`` (float64) or ``1e-6`` (float32), relative, then
     ``z = y - û tanh(α + b)``. Gradients through the inverse are exact (implicit function theorem).
 
-    Initialisation (``init``), both with ``m(wᵀu) = 0`` in every map, so that no map contracts space at the start
+    Initialisation (``init``), both with ``m(wᵀu) ≈ 0`` in every map, so that no map contracts space at the start
     (with ``u`` and ``w`` drawn independently, as in other libraries, ``m < 0`` in most maps and the initial density is
     a near point mass, from which reverse KL tends to settle on one mode):
 
     * ``"shear"``: ``w ~ U(±√(2/features))`` per entry, ``u ~ U(±scale·√2)`` moved along ``w`` so that
-      ``wᵀu = log(e - 1)``; ``û`` across ``w`` is then of order ``scale`` and every map already shears space.
+      ``wᵀu = log(e - 1)`` (``m = 0``); ``û`` across ``w`` is then of order ``scale``: every map is a
+      volume-preserving shear (``log|det| = 0``) that already bends space.
     * ``"identity"``: ``w`` of random direction and norm ``√2``, ``u = log(e - 1) w / ‖w‖² + N(0, scale²)``, so
       ``û`` is of order ``scale`` (0.01 by default): each map starts close to the identity.
 
