@@ -16,7 +16,7 @@ from tractable.models.registry import MODELS
 def test_no_map_contracts_at_the_start(init: str, tol: float) -> None:
     torch.manual_seed(0)
     t = Planar(2, layers=32, init=init).double()
-    uh, m = t.constrained()
+    _, m = t.constrained()
     # shear: m = 0 up to the float32 rounding of the stored u; identity: m of order its 0.01 noise (a u drawn
     # independently of w gives m of order 1, mostly < 0)
     assert m.abs().max().item() < tol
