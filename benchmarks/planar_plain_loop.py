@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from tractable import PlanarFlow, evaluate_reverse
+from tractable import Flow, Inverse, Planar, PlanarFlow, evaluate_reverse
+from tractable.distributions import make_base
 from tractable.targets.energies import get_target
 
 ROOT = Path(__file__).resolve().parent
@@ -63,14 +64,14 @@ def init_normflows(planar, which: str = "uwb") -> None:
 
 
 def build_tractable(layers: int, variant: str):
-    if variant.startswith("init:"):  # the library's own option: init:NAME[:SCALE[:B]] (B: b ~ U(±B) afterwards)
+    if variant.startswith("init:"):  # the library's own option: init:NAME[:SCALE[:B]] (B: b ~ U(±B) after u, w)
         name, *rest = variant.split(":")[1:]
-        flow = PlanarFlow(2, layers, base="normal", init=name)
-        if rest:
-            flow.transform.transform.__init__(2, layers, init=name, scale=float(rest[0]))
+        if not rest:
+            return PlanarFlow(2, layers, base="normal", init=name)
+        layer = Planar(2, layers, init=name, scale=float(rest[0]))  # the same draws as PlanarFlow's
         if len(rest) > 1:
-            _uniform_(flow.transform.transform.b, float(rest[1]))
-        return flow
+            _uniform_(layer.b, float(rest[1]))
+        return Flow(Inverse(layer), make_base("normal", 2))
     flow = PlanarFlow(2, layers, base="diagonal" if variant == "base-diagonal" else "normal")
     planar = flow.transform.transform  # Inverse(Planar)
     if variant == "init-nf-m0" or variant.startswith("shear:"):
