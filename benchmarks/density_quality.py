@@ -41,7 +41,7 @@ The quality grid (``--grid``; results ``<out>`` = ``density_quality_grid``) cros
 conditioners 2×64 / 2×128, on eight_gaussians, checkerboard, rings and two_moons, every library, 3 seeds; the rest
 of the configuration (loop, schedule, lr, layers) comes from the options as usual. A cell is named
 ``s<steps>-b<bins>-<std|raw>-h<hidden>``; ``--cells`` selects cells by name or shell pattern (``'s2000-*'``), and
-``--table`` only prints the table of what is cached. A run already recorded under the same key in any other
+``--table`` only writes the table of what is cached. A run already recorded under the same key in any other
 ``*.runs.jsonl`` of the results folder is copied into the grid's cache instead of rerun. The table gives, per cell and
 data set, each library's median over seeds of the gap (two_moons, whose entropy is unknown: the test NLL) and
 ``Δ = tractable − best peer`` (medians; the entropy cancels, so Δ is a test-NLL difference for every data set);
@@ -635,10 +635,9 @@ def run_grid(args: argparse.Namespace, cfg: dict) -> None:
         "the gap test NLL − entropy (two_moons: test NLL), (n) where fewer than "
         f"{len(seeds)} seeds are done; Δ: tractable's median test NLL minus the best peer's (ok: Δ ≤ 0.005).\n\n"
     )
-    if not args.table:
-        (results_dir / f"{out}.md").write_text(header + text)
-        (results_dir / f"{out}.json").write_text(json.dumps({"config": cfg, "cells": cells, "summary": summary},
-                                                            indent=1, default=str))
+    (results_dir / f"{out}.md").write_text(header + text)
+    (results_dir / f"{out}.json").write_text(json.dumps({"config": cfg, "cells": cells, "summary": summary},
+                                                        indent=1, default=str))
     print(header + text)
 
 
@@ -679,7 +678,7 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the parameter counts and exit")
     parser.add_argument("--grid", action="store_true", help="the quality grid (steps × bins × standardize × hidden)")
     parser.add_argument("--cells", nargs="+", default=None, help="grid cells (names or shell patterns; default all)")
-    parser.add_argument("--table", action="store_true", help="grid: print the table of the cached runs, run nothing")
+    parser.add_argument("--table", action="store_true", help="grid: write the table of the cached runs, run nothing")
     args = parser.parse_args()
     args.datasets_given = "--datasets" in sys.argv
     torch.set_num_threads(1)
