@@ -21,7 +21,7 @@ from .base import LayerStack
 from .numerics import newton_refine, solve_tanh_shift
 
 #: Planar's initialisations and the default size of ``û`` at the start of each.
-INITS = {"shear": 0.6, "identity": 0.01}
+INITS = {"shear": 0.3, "identity": 0.01}
 
 
 class Planar(LayerStack):
@@ -50,7 +50,7 @@ class Planar(LayerStack):
         features: dimension of the input.
         layers: number of planar maps in the stack.
         init: ``"shear"`` or ``"identity"`` (see above).
-        scale: the size of ``û`` at the start (``None``: 0.6 for ``"shear"``, 0.01 for ``"identity"``).
+        scale: the size of ``û`` at the start (``None``: 0.3 for ``"shear"``, 0.01 for ``"identity"``).
 
     Example:
         >>> import torch
