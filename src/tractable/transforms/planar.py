@@ -46,6 +46,11 @@ class Planar(LayerStack):
     * ``"identity"``: ``w`` of random direction and norm ``√2``, ``u = log(e - 1) w / ‖w‖² + N(0, scale²)``, so
       ``û`` is of order ``scale`` (0.01 by default): each map starts close to the identity.
 
+    The shear start (the default) suits a plain reverse-KL loop (fixed base, no annealing): with 32 maps on the
+    U2 and U3 energies it reaches in 3,000 steps what the identity start needs several times as many steps for. With
+    β annealing and a learnable base (``tractable fit``'s energy recipe, which uses ``"identity"``) the identity start
+    is the more reliable one.
+
     Args:
         features: dimension of the input.
         layers: number of planar maps in the stack.
