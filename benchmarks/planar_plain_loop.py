@@ -64,6 +64,16 @@ def init_normflows(planar, which: str = "uwb") -> None:
 
 
 def build_tractable(layers: int, variant: str):
+    if variant.startswith("mixed:"):
+        # mixed:LO:HI: the shear start with û across w scaled per map, log-uniformly between LO and HI (m = 0 kept)
+        lo, hi = (float(v) for v in variant.split(":")[1:])
+        layer = Planar(2, layers, init="shear", scale=1.0)
+        with torch.no_grad():
+            w, u = layer.w, layer.u
+            along = (w * u).sum(-1, keepdim=True) / (w * w).sum(-1, keepdim=True) * w
+            f = torch.exp(torch.empty(layers, 1).uniform_(math.log(lo), math.log(hi)))
+            u.copy_(along + f * (u - along))
+        return Flow(Inverse(layer), make_base("normal", 2))
     if variant.startswith("init:"):  # the library's own option: init:NAME[:SCALE[:B]] (B: b ~ U(±B) after u, w)
         name, *rest = variant.split(":")[1:]
         if not rest:
