@@ -42,8 +42,8 @@ class EnergyTask:
     images = False
     #: The recipe starts planar maps near the identity (``init="identity"``): with β annealed from 0.01, a cosine
     #: schedule and a learnable base it fits the ring reliably from there (KL 0.017–0.022 over six seeds), while the
-    #: shear start, ``Planar``'s default for a plain loop, gave 0.043 at one of two seeds
-    #: (benchmarks/results/planar_plain_loop.md).
+    #: shear start of size 0.3 (``Planar``'s default is a shear start, made for a plain loop) gave 0.043 at one of
+    #: two seeds (benchmarks/results/planar_plain_loop.md).
     defaults: Mapping[str, Any] = {
         "model": {MODEL_NAME: "planar", "layers": 16, "base": "diagonal", "init": "identity"},
     }
