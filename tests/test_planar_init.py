@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tractable import Planar, PlanarFlow
-from tractable.transforms.planar import INITS
 from tractable.models.registry import MODELS
+from tractable.transforms.planar import INITS
 
 
 @pytest.mark.parametrize(("init", "tol"), [("shear", 1e-6), ("identity", 0.05)])
@@ -37,9 +37,10 @@ def test_the_two_starts_differ_in_size() -> None:
         w = t.w / torch.linalg.vector_norm(t.w, dim=-1, keepdim=True)
         across = uh - (uh * w).sum(-1, keepdim=True) * w
         moved[init] = torch.linalg.vector_norm(across, dim=-1).mean().item()
-    # û across w: u ~ U(±s·√2) per entry gives a mean length of about 0.67 s in 2D; the identity start 0.01
+    # û across w: u ~ U(±s·√2) per entry gives a mean length of about 0.67 s in 2D, times a factor of mean
+    # 0.9 / ln 10 ≈ 0.39 (log-uniform on [0.1, 1]); the identity start 0.01
     s = INITS["shear"]
-    assert 0.5 * s < moved["shear"] < 0.85 * s, moved
+    assert 0.15 * s < moved["shear"] < 0.4 * s, moved
     assert moved["identity"] < 0.03, moved
     t = Planar(2, layers=64, init="shear", scale=0.0).double()
     assert (t(x)[0] - x).abs().max().item() < 1e-5  # scale 0: every map the identity (up to float32 rounding)
