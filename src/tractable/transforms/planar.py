@@ -48,7 +48,7 @@ class Planar(LayerStack):
       ``û`` is of order ``scale`` (0.01 by default): each map starts close to the identity.
 
     The shear start (the default) suits a plain reverse-KL loop (fixed base, no annealing): with 32 maps on the U2
-    energy it reaches a lower KL in 3,000 steps than the identity start does in 10,000 (0.03 against 0.10). With
+    energy it reaches a lower KL in 3,000 steps than the identity start does in 10,000 (0.03–0.06 against 0.10). With
     β annealing and a learnable base (``tractable fit``'s energy recipe, which uses ``"identity"``) the identity start
     is the more reliable one.
 
