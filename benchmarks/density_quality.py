@@ -35,6 +35,20 @@ ReLU units, alternating halves, a standard normal base. Differences that the lib
 Runs are cached one JSON line each in ``benchmarks/results/<out>.runs.jsonl`` (keyed by library, data set, seed and
 configuration), so an interrupted benchmark resumes; ``--jobs`` processes run at once, each with one thread.
 The table goes to ``benchmarks/results/<out>.{md,json}`` (default ``<out>`` = ``density_quality``).
+
+The quality grid (``--grid``; results ``<out>`` = ``density_quality_grid``) crosses the budget and the setting:
+``--steps`` 1,000 / 2,000 / 5,000 × ``--bins`` 8 / 16 × standardized (tail bound 3) or raw data (tail bound 5) ×
+conditioners 2×64 / 2×128, on eight_gaussians, checkerboard, rings and two_moons, every library, 3 seeds; the rest
+of the configuration (loop, schedule, lr, layers) comes from the options as usual. A cell is named
+``s<steps>-b<bins>-<std|raw>-h<hidden>``; ``--cells`` selects cells by name or shell pattern (``'s2000-*'``), and
+``--table`` only writes the table of what is cached. A run already recorded under the same key in any other
+``*.runs.jsonl`` of the results folder is copied into the grid's cache instead of rerun. The table gives, per cell and
+data set, each library's median over seeds of the gap (two_moons, whose entropy is unknown: the test NLL) and
+``Δ = tractable − best peer`` (medians; the entropy cancels, so Δ is a test-NLL difference for every data set);
+a cell is complete when every library has 3 seeds.
+
+    .venv/bin/python benchmarks/density_quality.py --grid --cells s2000-b8-raw-h128 s5000-b16-std-h64 --jobs 1
+    .venv/bin/python benchmarks/density_quality.py --grid --table
 """
 
 from __future__ import annotations
@@ -91,6 +105,17 @@ EXTRA_DEFAULTS = {
     "unconditional": False,  # an unconditional spline on the passing half of each coupling (normflows, NSF paper)
 }
 TRACTABLE_ONLY = ("last_init", "logit_scale", "derivative", "unconditional")
+
+#: The quality grid's axes (``--grid``) and its data sets; the tail bound follows the standardization (3 in
+#: standardised units, 5 on the raw toy sets, which all lie within ±4.3).
+GRID_STEPS = (1000, 2000, 5000)
+GRID_BINS = (8, 16)
+GRID_STANDARDIZE = (True, False)
+GRID_HIDDEN = (64, 128)
+GRID_DATASETS = ("eight_gaussians", "checkerboard", "rings", "two_moons")
+GRID_SEEDS = (0, 1, 2)
+#: The issue's setting and the benchmark's default first, then the rest.
+GRID_FIRST = ("s2000-b8-raw-h128", "s5000-b16-std-h64")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -475,6 +500,160 @@ def markdown(summary: list[dict], cfg: dict, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# The quality grid.
+
+
+def grid_cells() -> dict[str, dict]:
+    """Every cell of the grid: name -> the configuration values it sets, the issue's and the default cell first."""
+    cells = {}
+    for steps in GRID_STEPS:
+        for bins in GRID_BINS:
+            for standardize in GRID_STANDARDIZE:
+                for hidden in GRID_HIDDEN:
+                    name = f"s{steps}-b{bins}-{'std' if standardize else 'raw'}-h{hidden}"
+                    cells[name] = {"steps": steps, "bins": bins, "standardize": standardize, "hidden": hidden,
+                                   "bound": 3.0 if standardize else 5.0}
+    return {**{k: cells[k] for k in GRID_FIRST}, **{k: v for k, v in cells.items() if k not in GRID_FIRST}}
+
+
+def select_cells(patterns: list[str] | None) -> dict[str, dict]:
+    """The cells whose names match any of ``patterns`` (names or shell patterns), in the grid's order."""
+    import fnmatch
+
+    cells = grid_cells()
+    if not patterns:
+        return cells
+    chosen = {k: v for k, v in cells.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(k, p) for k in cells)]
+    if unknown:
+        raise SystemExit(f"--cells: no cell matches {', '.join(unknown)}; cells are e.g. {next(iter(cells))}")
+    return chosen
+
+
+def read_caches(results_dir: Path, own: Path) -> tuple[dict, dict]:
+    """``(own rows, rows of the other *.runs.jsonl files)``, each keyed by run key."""
+    done, other = {}, {}
+    for path in sorted(results_dir.glob("*.runs.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if "key" in row and "gap" in row:
+                    (done if path == own else other)[row["key"]] = row
+    return done, other
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+
+def grid_table(cells: dict[str, dict], datasets: list[str], libs: list[str], seeds: list[int],
+               wanted: dict[tuple[str, str, str, int], str], done: dict) -> tuple[str, list[dict]]:
+    """The grid's summary: per cell and data set, each library's median gap (two_moons: test NLL) over the seeds it
+    has, Δ = tractable − best peer (medians of test NLL), and whether the cell is complete."""
+    peers = [lib for lib in libs if lib != "tractable"]
+    lines = [
+        "| cell | data set | " + " | ".join(libs) + " | Δ tractable − best peer | complete |",
+        "|---|---|" + "---:|" * len(libs) + "---:|---|",
+    ]
+    out = []
+    for cell in cells:
+        for name in datasets:
+            per_lib = {}
+            for lib in libs:
+                rows = [done[wanted[(cell, name, lib, s)]] for s in seeds if wanted[(cell, name, lib, s)] in done]
+                per_lib[lib] = rows
+            nll = {lib: median([r["test_nll"] for r in rows]) for lib, rows in per_lib.items() if rows}
+            shown = {lib: median([(r["gap"] if math.isfinite(r["gap"]) else r["test_nll"]) for r in rows])
+                     for lib, rows in per_lib.items() if rows}
+            complete = all(len(per_lib[lib]) == len(seeds) for lib in libs)
+            delta = (nll["tractable"] - min(nll[p] for p in peers if p in nll)
+                     if "tractable" in nll and any(p in nll for p in peers) else math.nan)
+            cells_text = [
+                f"{shown[lib]:.4f}" + ("" if len(per_lib[lib]) == len(seeds) else f" ({len(per_lib[lib])})")
+                if lib in shown else "—" for lib in libs
+            ]
+            status = ("yes" if complete else "no") + (
+                "" if math.isnan(delta) else (", ok" if delta <= 0.005 else ", **trails**"))
+            lines.append(f"| {cell} | {name}{' (NLL)' if name == 'two_moons' else ''} | " + " | ".join(cells_text)
+                         + f" | {'—' if math.isnan(delta) else f'{delta:+.4f}'} | {status} |")
+            out.append({"cell": cell, "dataset": name, "complete": complete, "delta": delta,
+                        "median": shown, "seeds": {lib: sorted(r["seed"] for r in rows)
+                                                   for lib, rows in per_lib.items()}})
+    return "\n".join(lines) + "\n", out
+
+
+def run_grid(args: argparse.Namespace, cfg: dict) -> None:
+    cells = select_cells(args.cells)
+    datasets = args.datasets if args.datasets_given else list(GRID_DATASETS)
+    seeds = args.seeds
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out if args.out != "density_quality" else "density_quality_grid"
+    cache = results_dir / f"{out}.runs.jsonl"
+    done, other = read_caches(results_dir, cache)
+    wanted: dict[tuple[str, str, str, int], str] = {}
+    jobs, copied = [], []
+    for cell, values in cells.items():
+        c = {**cfg, **values}
+        peer_cfg = {k: v for k, v in c.items() if k not in TRACTABLE_ONLY}
+        if "normflows" in args.libs:
+            peer_cfg["normflows_blocks"] = args.normflows_blocks or max(c["blocks"] // 2, 1)
+            peer_cfg["normflows_hidden"] = args.normflows_hidden or normflows_width({**c, **peer_cfg})
+        for name in datasets:
+            for lib in args.libs:
+                lc = c if lib == "tractable" else peer_cfg
+                for seed in seeds:
+                    key = job_key(lib, name, seed, lc)
+                    wanted[(cell, name, lib, seed)] = key
+                    if key in done:
+                        continue
+                    if key in other:
+                        done[key] = other[key]
+                        copied.append(other[key])
+                        continue
+                    jobs.append({"key": key, "lib": lib, "dataset": name, "seed": seed, "cfg": lc,
+                                 "peer_path": args.peer_path, "cell": cell})
+    if copied:
+        with cache.open("a") as handle:
+            for row in copied:
+                handle.write(json.dumps(row) + "\n")
+    print(f"{len(wanted) - len(jobs)} runs cached ({len(copied)} copied from other caches), {len(jobs)} to run",
+          flush=True)
+    if jobs and not args.table:
+        execute(jobs, cache, done, args.jobs)
+    text, summary = grid_table(cells, datasets, args.libs, seeds, wanted, done)
+    header = (
+        f"NSF quality grid: {cfg['layers']} coupling layers, ReLU conditioners of {cfg['blocks']} hidden layers, "
+        f"Adam lr {cfg['lr']:g} {cfg['schedule']}, batch {cfg['batch_size']}, "
+        + (f"validation every {cfg['eval_every']} (best restored); " if cfg["loop"] == "harness" else
+           "plain loop (fresh batches, last state); ")
+        + f"train/val/test {SIZES[0]:,}/{SIZES[1]:,}/{SIZES[2]:,}; one thread per fit; torch {torch.__version__}. "
+        "Cells s<steps>-b<bins>-<std|raw>-h<hidden> (tail bound 3 standardised, 5 raw). Entries: median over seeds of "
+        "the gap test NLL − entropy (two_moons: test NLL), (n) where fewer than "
+        f"{len(seeds)} seeds are done; Δ: tractable's median test NLL minus the best peer's (ok: Δ ≤ 0.005).\n\n"
+    )
+    (results_dir / f"{out}.md").write_text(header + text)
+    (results_dir / f"{out}.json").write_text(json.dumps({"config": cfg, "cells": cells, "summary": summary},
+                                                        indent=1, default=str))
+    print(header + text)
+
+
+def execute(jobs: list[dict], cache: Path, done: dict, processes: int) -> None:
+    """Run ``jobs`` in ``processes`` fresh processes (one thread each), appending each row to ``cache``."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(processes, maxtasksperchild=1) as pool, cache.open("a") as handle:
+        for row in pool.imap(run_one, jobs):
+            done[row["key"]] = row
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            print(f"{row['dataset']:16s} {row['lib']:10s} seed {row['seed']}: gap {row['gap']:.4f} "
+                  f"(NLL {row['test_nll']:.4f}) best step {row['best_step']} fit {row['fit_seconds']:.0f}s",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
@@ -497,11 +676,18 @@ def main() -> None:
     parser.add_argument("--normflows-hidden", type=int, default=None,
                         help="residual-net width (default: matched to tractable's parameter count)")
     parser.add_argument("--list", action="store_true", help="print the parameter counts and exit")
+    parser.add_argument("--grid", action="store_true", help="the quality grid (steps × bins × standardize × hidden)")
+    parser.add_argument("--cells", nargs="+", default=None, help="grid cells (names or shell patterns; default all)")
+    parser.add_argument("--table", action="store_true", help="grid: write the table of the cached runs, run nothing")
     args = parser.parse_args()
+    args.datasets_given = "--datasets" in sys.argv
     torch.set_num_threads(1)
     if args.peer_path and args.peer_path not in sys.path:
         sys.path.append(args.peer_path)
     cfg = {key: getattr(args, key) for key in {**DEFAULTS, **EXTRA_DEFAULTS}}
+    if args.grid:
+        run_grid(args, cfg)
+        return
     peer_cfg = {k: v for k, v in cfg.items() if k not in TRACTABLE_ONLY}
     if "normflows" in args.libs:
         peer_cfg["normflows_blocks"] = args.normflows_blocks or max(cfg["blocks"] // 2, 1)
@@ -532,15 +718,7 @@ def main() -> None:
                                  "peer_path": args.peer_path})
     print(f"{len(wanted) - len(jobs)} runs cached, {len(jobs)} to run with {args.jobs} process(es)", flush=True)
     if jobs:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(args.jobs, maxtasksperchild=1) as pool, cache.open("a") as handle:
-            for row in pool.imap_unordered(run_one, jobs):
-                done[row["key"]] = row
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-                print(f"{row['dataset']:16s} {row['lib']:10s} seed {row['seed']}: gap {row['gap']:.4f} "
-                      f"(paired {row['kl_paired']:.4f}) best step {row['best_step']} fit {row['fit_seconds']:.0f}s",
-                      flush=True)
+        execute(jobs, cache, done, args.jobs)
     rows = [done[k] for k in wanted]
     summary = summarise(rows)
     header = (

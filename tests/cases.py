@@ -49,8 +49,8 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
 NUMERICAL = ["planar", "planar-4", "planar-1d", "sylvester-orthogonal", "sylvester-householder", "inverse-planar"]
 
 AT_INIT: dict[str, Callable[[], Transform]] = {
-    "planar": lambda: Planar(2, layers=4),
-    "planar-1d": lambda: Planar(1, layers=4),
+    "planar": lambda: Planar(2, layers=4, init="identity"),
+    "planar-1d": lambda: Planar(1, layers=4),  # in 1D the shear start is the identity too
     "radial": lambda: Radial(3, layers=4),
     "sylvester-orthogonal": lambda: Sylvester(3, layers=4, hidden=2),
     "sylvester-householder": lambda: Sylvester(3, layers=4, variant="householder"),

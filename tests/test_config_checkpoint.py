@@ -19,13 +19,13 @@ def test_config_toml_round_trip(tmp_path):
     path.write_text(c.to_toml())
     back = load_config(path)
     assert back == c and back.train.lr == 1.0 and isinstance(back.train.lr, float)
-    assert back.model == {"name": "planar", "layers": 32, "base": "diagonal"}
+    assert back.model == {"name": "planar", "layers": 32, "base": "diagonal", "init": "identity"}
 
 
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("model.depth", 3, "unknown config key 'model.depth' for model 'planar'; expected one of base, layers"),
+        ("model.depth", 3, "unknown config key 'model.depth' for model 'planar'; expected one of base, init, layers"),
         ("model.layers", "many", "'model.layers' expects int, got str"),
         ("train.steps", "many", "'train.steps' expects int, got str"),
         ("train.steps", True, "'train.steps' expects int, got bool"),

@@ -25,6 +25,8 @@ class PlanarFlow(Flow):
         hidden: Sylvester only: the number of hidden units ``M`` of each map (``None``: ``features``).
         variant: Sylvester only: ``orthogonal`` or ``householder``.
         reflections: Sylvester only: Householder reflections per map (``None``: the layer's default).
+        init: planar only: the maps' starting values, ``"shear"`` or ``"identity"`` (``None``: :class:`Planar`'s
+            default); see :class:`~tractable.transforms.planar.Planar`.
 
     Example:
         >>> from tractable import PlanarFlow
@@ -44,27 +46,33 @@ class PlanarFlow(Flow):
         hidden: int | None = None,
         variant: str = "orthogonal",
         reflections: int | None = None,
+        init: str | None = None,
     ):
         if flow not in FLOW_TYPES:
             raise ValueError(f"unknown flow type {flow!r}; expected one of {', '.join(FLOW_TYPES)}")
         if flow == "sylvester":
+            if init is not None:
+                raise ValueError(f"init is an option of the planar flow, not of 'sylvester'; got init={init!r}")
             layer = Sylvester(features, layers, hidden=hidden, variant=variant, reflections=reflections)
         else:
             if hidden is not None or variant != "orthogonal" or reflections is not None:
                 raise ValueError(f"hidden, variant and reflections are options of the sylvester flow, not of {flow!r}; "
                                  f"got hidden={hidden}, variant={variant!r}, reflections={reflections}")
-            layer = FLOW_TYPES[flow](features, layers=layers)
+            if init is not None and flow != "planar":
+                raise ValueError(f"init is an option of the planar flow, not of {flow!r}; got init={init!r}")
+            layer = FLOW_TYPES[flow](features, layers=layers, **({} if init is None else {"init": init}))
         super().__init__(Inverse(layer), make_base(base, features))
         self.flow_type, self.layers = flow, layers
 
 
-def planar_flow(features: int = 2, layers: int = 16, *, base: str = "diagonal") -> PlanarFlow:
-    """``layers`` planar maps on a ``base`` (the registry's ``planar``: exactly the arguments it takes).
+def planar_flow(features: int = 2, layers: int = 16, *, base: str = "diagonal", init: str = "shear") -> PlanarFlow:
+    """``layers`` planar maps on a ``base`` (the registry's ``planar``: exactly the arguments it takes); ``init``:
+    the maps' starting values, ``"shear"`` or ``"identity"`` (see :class:`~tractable.transforms.planar.Planar`).
 
     References:
         Variational Inference with Normalizing Flows (Rezende & Mohamed, 2015), arXiv:1505.05770.
     """
-    return PlanarFlow(features, layers, flow="planar", base=base)
+    return PlanarFlow(features, layers, flow="planar", base=base, init=init)
 
 
 def radial_flow(features: int = 2, layers: int = 16, *, base: str = "diagonal") -> PlanarFlow:

@@ -20,6 +20,9 @@ from torch import Tensor, nn
 from .base import LayerStack
 from .numerics import newton_refine, solve_tanh_shift
 
+#: Planar's initialisations and the default size of ``û`` at the start of each.
+INITS = {"shear": 1.0, "identity": 0.01}
+
 
 class Planar(LayerStack):
     """A stack of planar maps ``f(z) = z + û tanh(wᵀz + b)``, applied in order.
@@ -33,13 +36,27 @@ class Planar(LayerStack):
     ``α = wᵀz``, solved by safeguarded Newton iteration to ``1e-12`` (float64) or ``1e-6`` (float32), relative, then
     ``z = y - û tanh(α + b)``. Gradients through the inverse are exact (implicit function theorem).
 
-    Initialisation: ``w`` of random direction and norm ``√2`` (the root-mean-square norm of ``N(0, 2/features)``),
-    ``u = log(e - 1) w / ‖w‖² + N(0, 0.01²)`` (so that ``m(wᵀu) ≈ 0`` and ``û`` is of order 0.01), ``b = 0``; each map
-    starts close to the identity while ``tanh`` already works in its non-linear range.
+    Initialisation (``init``), both with ``m(wᵀu) ≈ 0`` in every map, so that no map contracts space at the start
+    (with ``u`` and ``w`` drawn independently, as in other libraries, ``m < 0`` in most maps and the initial density is
+    a near point mass, from which reverse KL tends to settle on one mode):
+
+    * ``"shear"``: ``w ~ U(±√(2/features))`` per entry, ``u ~ U(±scale·√2)`` moved along ``w`` so that
+      ``wᵀu = log(e - 1)`` (``m = 0``), then its part across ``w`` multiplied by a factor drawn per map
+      log-uniformly on ``[0.1, 1]``: ``û`` across ``w`` is of order ``scale/10`` to ``scale``, and every map is a
+      volume-preserving shear (``log|det| = 0``) that already bends space.
+    * ``"identity"``: ``w`` of random direction and norm ``√2``, ``u = log(e - 1) w / ‖w‖² + N(0, scale²)``, so
+      ``û`` is of order ``scale`` (0.01 by default): each map starts close to the identity.
+
+    The shear start (the default) suits a plain reverse-KL loop (fixed base, no annealing): with 32 maps on the U2
+    energy it reaches a lower KL in 3,000 steps than the identity start does in 10,000 (0.03–0.06 against 0.10). With
+    β annealing and a learnable base (``tractable fit``'s energy recipe, which uses ``"identity"``) the identity start
+    is the more reliable one.
 
     Args:
         features: dimension of the input.
         layers: number of planar maps in the stack.
+        init: ``"shear"`` or ``"identity"`` (see above).
+        scale: the size of ``û`` at the start (``None``: 1 for ``"shear"``, its largest, 0.01 for ``"identity"``).
 
     Example:
         >>> import torch
@@ -52,13 +69,33 @@ class Planar(LayerStack):
         True
     """
 
-    def __init__(self, features: int, layers: int = 1):
+    def __init__(self, features: int, layers: int = 1, *, init: str = "shear", scale: float | None = None):
         super().__init__(features, layers)
-        w = torch.randn(layers, features)
-        w = w * (math.sqrt(2.0) / torch.linalg.vector_norm(w, dim=-1, keepdim=True))
-        # wᵀu ≈ log(e - 1) puts m(wᵀu) ≈ 0, hence û ≈ small noise (u ≈ 0 would give m = log 2 - 1 ≈ -0.31,
-        # û = m w/‖w‖²).
-        u = torch.randn(layers, features) * 0.01 + (math.log(math.e - 1) / 2.0) * w
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+        scale = INITS[init] if scale is None else float(scale)
+        if not scale >= 0:
+            raise ValueError(f"scale must be >= 0; got {scale}")
+        self.init = init
+        c = math.log(math.e - 1)  # wᵀu = c puts m(wᵀu) = 0 (u ≈ 0 would give m = log 2 - 1 ≈ -0.31: a contraction)
+        if init == "identity":
+            w = torch.randn(layers, features)
+            w = w * (math.sqrt(2.0) / torch.linalg.vector_norm(w, dim=-1, keepdim=True))
+            u = torch.randn(layers, features) * scale + (c / 2.0) * w
+        else:
+            lim = math.sqrt(2.0 / features)
+            w = torch.empty(layers, features).uniform_(-lim, lim)
+            norm = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+            # a rare near-zero w would make the move along w below (and û's parametrisation) ill-conditioned
+            w = torch.where(norm < 0.1 * lim, w * (0.1 * lim / norm.clamp_min(1e-12)), w)
+            u = torch.empty(layers, features).uniform_(-1.0, 1.0) * (scale * math.sqrt(2.0))
+            u = u + ((c - (w * u).sum(-1, keepdim=True)) / (w * w).sum(-1, keepdim=True)) * w
+            # each map's shear shrunk by its own factor, log-uniform on [0.1, 1]: a few large shears bend the bands of
+            # U2–U4 early, while the many small ones keep a ring-shaped target whole (one size for all maps gave one
+            # or the other: ring KL 0.08 at 0.3 but 0.6–1.2 at 0.45–1; U4 0.33 at 0.3 but 0.22 at 0.6–1)
+            along = (w * u).sum(-1, keepdim=True) / (w * w).sum(-1, keepdim=True) * w
+            f = torch.exp(torch.empty(layers, 1).uniform_(math.log(0.1), math.log(1.0)))
+            u = along + f * (u - along)
         self.w, self.u = nn.Parameter(w), nn.Parameter(u)
         self.b = nn.Parameter(torch.zeros(layers))
 
