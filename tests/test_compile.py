@@ -2,6 +2,7 @@
 ``torch.compile(fullgraph=True)`` (the "eager" backend checks the tracing without inductor's C++ build) and give the
 eager values; ``TrainOptions.compile`` compiles the training step and times its first step apart."""
 
+import inspect
 import math
 
 import pytest
@@ -13,9 +14,15 @@ from tractable.models.maf import MAF
 from tractable.models.nsf import NSF
 from tractable.training import fit_max_likelihood
 
-#: What does not trace into one graph, and why: the density direction of planar and Sylvester maps inverts them
-#: numerically, with a solver that stops once every element converged (a loop whose length depends on the values).
-NOT_FULLGRAPH = {("planar", "log_prob"), ("sylvester", "log_prob")}
+#: What does not trace into one graph, and why: a direction computed by a solver that stops once every element has
+#: converged (a loop whose length depends on the values) — the density of planar and Sylvester maps, the sampling of
+#: residual flows (fixed point) and of NAF, UNAF and BNAF (bisection), and both directions of the continuous flows
+#: (adaptive ODE steps).
+_SOLVED_SAMPLING = [(name, method) for name in ("resflow", "naf", "unaf", "bnaf")
+                    for method in ("sample", "sample_and_log_prob")]
+NOT_FULLGRAPH = ({("planar", "log_prob"), ("sylvester", "log_prob")} | set(_SOLVED_SAMPLING)
+                 | {(name, method) for name in ("ffjord", "fm")
+                    for method in ("log_prob", "sample", "sample_and_log_prob")})
 
 
 def _compiled(fn):
@@ -36,13 +43,16 @@ def _same(eager, compiled, seed=0):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_vector_models_compile_without_graph_breaks(name):
     torch.manual_seed(0)
-    flow = MODELS[name](3, layers=2)
+    fn = MODELS[name]
+    flow = fn(3, **({"layers": 2} if "layers" in inspect.signature(fn).parameters else {}))
     x = torch.randn(8, 3)
+    flow.log_prob(x)  # a trained model's state: data-initialised layers (ActNorm) are initialised
+    flow.eval()  # stochastic log-determinants (residual flows, FFJORD) are estimated in training mode only
     calls = {"log_prob": (flow.log_prob, x), "sample": (flow.sample, 8), "sample_and_log_prob":
              (flow.sample_and_log_prob, 8)}
     for method, (fn, arg) in calls.items():
         if (name, method) in NOT_FULLGRAPH:
-            with pytest.raises(Exception, match="data-dependent"):
+            with pytest.raises(Exception, match="(?i)data-dependent"):
                 _compiled(fn)(arg)
             continue
         _same(lambda fn=fn, arg=arg: fn(arg), lambda fn=fn, arg=arg: _compiled(fn)(arg))
