@@ -27,14 +27,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from density_quality import SIZES, PeerFlow, Standardized, count_parameters, job_key, markdown, summarise
+from density_quality import (
+    SIZES,
+    PeerFlow,
+    Standardized,
+    count_parameters,
+    execute,
+    job_key,
+    load_runs,
+    markdown,
+    summarise,
+)
 from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -146,12 +155,7 @@ def main() -> None:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     cache = RESULTS / f"{args.out}.runs.jsonl"
-    done = {}
-    if cache.exists():
-        for line in cache.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[row["key"]] = row
+    done = load_runs(cache)
     jobs = []
     for seed in args.seeds:  # seed 0 on every set first
         for name in args.datasets:
@@ -162,13 +166,9 @@ def main() -> None:
                                  "peer_path": args.peer_path})
     print(f"{len(jobs)} runs to do with {args.jobs} process(es)", flush=True)
     if jobs:
-        with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool, cache.open("a") as handle:
-            for row in pool.imap_unordered(run_one, jobs):
-                done[row["key"]] = row
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-                print(f"{row['dataset']:16s} {row['lib']:15s} seed {row['seed']}: gap {row['gap']:.4f} "
-                      f"params {row['params']} fit {row['fit_cpu_seconds']:.0f} CPU s", flush=True)
+        execute(jobs, cache, done, args.jobs, worker=run_one, describe=lambda row: (
+            f"{row['dataset']:16s} {row['lib']:15s} seed {row['seed']}: gap {row['gap']:.4f} "
+            f"params {row['params']} fit {row['fit_cpu_seconds']:.0f} CPU s"))
     # a run whose options differ from the defaults (beyond steps) is its own row of the table
     rows = [{**r, "lib": r["lib"] + "".join(f" {k}={v}" for k, v in sorted(r["cfg"].items())
                                             if k not in ("steps", "eval_every") and v != DEFAULTS.get(k, v))}

@@ -61,6 +61,7 @@ import multiprocessing as mp
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -641,17 +642,30 @@ def run_grid(args: argparse.Namespace, cfg: dict) -> None:
     print(header + text)
 
 
-def execute(jobs: list[dict], cache: Path, done: dict, processes: int) -> None:
-    """Run ``jobs`` in ``processes`` fresh processes (one thread each), appending each row to ``cache``."""
+def load_runs(cache: Path) -> dict:
+    """The cached rows of ``cache`` (one JSON line a run), keyed by run key; empty if there is no cache yet."""
+    if not cache.exists():
+        return {}
+    rows = (json.loads(line) for line in cache.read_text().splitlines() if line.strip())
+    return {row["key"]: row for row in rows}
+
+
+def _describe(row: dict) -> str:
+    return (f"{row['dataset']:16s} {row['lib']:10s} seed {row['seed']}: gap {row['gap']:.4f} "
+            f"(NLL {row['test_nll']:.4f}) best step {row['best_step']} fit {row['fit_seconds']:.0f}s")
+
+
+def execute(jobs: list[dict], cache: Path, done: dict, processes: int, *,
+            worker: Callable[[dict], dict] | None = None, describe: Callable[[dict], str] = _describe) -> None:
+    """Run ``jobs`` with ``worker`` (default :func:`run_one`) in ``processes`` fresh processes (one thread each),
+    appending each row to ``cache`` and to ``done`` as it arrives."""
     ctx = mp.get_context("spawn")
     with ctx.Pool(processes, maxtasksperchild=1) as pool, cache.open("a") as handle:
-        for row in pool.imap(run_one, jobs):
+        for row in pool.imap(worker or run_one, jobs):
             done[row["key"]] = row
             handle.write(json.dumps(row) + "\n")
             handle.flush()
-            print(f"{row['dataset']:16s} {row['lib']:10s} seed {row['seed']}: gap {row['gap']:.4f} "
-                  f"(NLL {row['test_nll']:.4f}) best step {row['best_step']} fit {row['fit_seconds']:.0f}s",
-                  flush=True)
+            print(describe(row), flush=True)
 
 
 def main() -> None:
@@ -699,12 +713,7 @@ def main() -> None:
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     cache = results_dir / f"{args.out}.runs.jsonl"
-    done = {}
-    if cache.exists():
-        for line in cache.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[row["key"]] = row
+    done = load_runs(cache)
     jobs, wanted = [], []
     for name in args.datasets:
         for lib in args.libs:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -197,12 +196,7 @@ def main() -> None:
         return
     dq.RESULTS.mkdir(parents=True, exist_ok=True)
     cache = dq.RESULTS / f"{args.out}.runs.jsonl"
-    done = {}
-    if cache.exists():
-        for line in cache.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[row["key"]] = row
+    done = dq.load_runs(cache)
     jobs, wanted = [], []
     for seed in args.seeds:  # seed 0 on every set first
         for name in args.datasets:
@@ -214,13 +208,9 @@ def main() -> None:
                                  "peer_path": args.peer_path})
     print(f"{len(wanted) - len(jobs)} runs cached, {len(jobs)} to run with {args.jobs} process(es)", flush=True)
     if jobs and not args.cached_only:
-        with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool, cache.open("a") as handle:
-            for row in pool.imap(run_job, jobs):
-                done[row["key"]] = row
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-                print(f"{row['dataset']:16s} {row['lib']:18s} seed {row['seed']}: gap {row['gap']:.4f} "
-                      f"params {row['params']} fit {row['fit_seconds']:.0f}s", flush=True)
+        dq.execute(jobs, cache, done, args.jobs, worker=run_job, describe=lambda row: (
+            f"{row['dataset']:16s} {row['lib']:18s} seed {row['seed']}: gap {row['gap']:.4f} "
+            f"params {row['params']} fit {row['fit_seconds']:.0f}s"))
     rows = [done[k] for k in wanted if k in done]
     summary = sorted(dq.summarise(rows), key=lambda s: (s["lib"].split("/")[0], s["dataset"], s["lib"]))
     header = (f"Residual and neural autoregressive families beside their peers: {args.steps} steps × batch "
