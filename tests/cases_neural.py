@@ -40,5 +40,5 @@ CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {
     "naf-conditional": (lambda: randomised(NAF(2, layers=2, hidden=8, components=3, context_features=2).transform,
                                            0.3), 2),
     "unaf-conditional": (lambda: randomised(UNAF(2, layers=1, hidden=8, signal=3, integrand_hidden=8,
-                                                 context_features=2).transform, 0.3), 2),
+                                                 context_features=2, activation="tanh").transform, 0.3), 2),
 }
