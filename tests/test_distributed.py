@@ -41,7 +41,7 @@ tempfile.mkstemp = lambda *a, **k: (lambda r: (written.append(r[1]), r)[1])(_mks
 
 from tractable import RealNVP
 from tractable.targets.toy import get_dataset, sample_splits
-from tractable.training import DistContext, fit_max_likelihood, init_distributed, shutdown_distributed
+from tractable.training import DistContext, end_process, fit_max_likelihood, init_distributed, shutdown_distributed
 
 torch.set_num_threads(1)
 started = init_distributed("cpu")
@@ -58,6 +58,7 @@ torch.save(flow.state_dict(), f"{record}.pt")
 Path(f"{record}.json").write_text(json.dumps({"written": written, "evaluations": history.evaluations}))
 if started:
     shutdown_distributed()
+end_process(0)
 '''
 
 

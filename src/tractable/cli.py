@@ -36,6 +36,7 @@ from .targets.energies import TARGETS
 from .targets.images import IMAGE_DATASETS
 from .targets.toy import DATASETS
 from .training import CheckpointError, NonFiniteError
+from .training.distributed import end_process
 
 #: option dest -> the dotted configuration key it sets.
 OPTIONS = {
@@ -310,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    return end_process(_run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit status, its error (if any) printed as one line."""
     try:
         return {"fit": _fit, "list": _list, "sample": _sample, "eval": _eval, "plot": _plot}[args.command](args)
     except (ConfigError, CheckpointError, NonFiniteError, ValueError) as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from ..utils import evaluating
 #: Minutes a collective waits for the other ranks before it fails (``train.timeout``); PyTorch's own default is 30
 #: (10 for NCCL), half an hour of a stopped run holding every other process.
 COLLECTIVE_TIMEOUT = 5.0
+
+_joined = False  # whether this process joined a group through init_distributed (see end_process)
 
 
 class CollectiveError(TimeoutError):
@@ -103,6 +106,8 @@ def init_distributed(device: str = "cpu", *, timeout: float = COLLECTIVE_TIMEOUT
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout))
+    global _joined
+    _joined = True
     return True
 
 
@@ -137,6 +142,22 @@ def shutdown_distributed(*, wait: bool = True) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def end_process(code: int) -> int:
+    """Return ``code``; in a process that joined a group through :func:`init_distributed`, exit with it instead.
+
+    Gloo's worker threads can still hold work (and the tensors of a collective that timed out) when the interpreter
+    finalizes; releasing them then needs the GIL of an interpreter being torn down, and the process ends with SIGABRT
+    instead of its status (pytorch/pytorch#179291, seen here about once in ten runs on a loaded machine). A torchrun
+    worker has closed its files and left its group by now, so it flushes its streams and ends with ``os._exit``,
+    which skips that finalization.
+    """
+    if not _joined:
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 @torch.no_grad()
