@@ -99,5 +99,6 @@ def test_models_declare_their_training_defaults() -> None:
     from tractable.app.tasks import DATA
 
     assert DATA.sized_defaults({"model": {"name": "ffjord"}})["train"]["steps"] == 1000
-    assert DATA.sized_defaults({"model": {"name": "fm"}})["train"] == {"eval_every": 500}
+    assert DATA.sized_defaults({"model": {"name": "fm"}})["train"] == {"steps": 16000, "batch_size": 1024,
+                                                                        "lr": 2e-3, "eval_every": 4000}
     assert DATA.sized_defaults({"model": {"name": "nsf"}}) == {}

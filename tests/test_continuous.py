@@ -86,6 +86,20 @@ def test_flow_matching_loss_targets_the_ot_path() -> None:
         FlowMatching(2, path="curved")
 
 
+@pytest.mark.parametrize("power", [1.0, 2.0, 0.5])
+def test_flow_matching_training_times_have_the_stated_density(power: float) -> None:
+    """t = u^(1/k) has CDF t^k: the empirical CDF of 20,000 draws is within 0.02 of it (Kolmogorov-Smirnov; the
+    uniform CDF differs from t² by 0.25)."""
+    torch.manual_seed(0)
+    t = FlowMatching(2, hidden=8, blocks=1, time_power=power).sample_times(20_000, dtype=torch.float64).squeeze(-1)
+    t = t.sort().values
+    empirical = torch.arange(1, len(t) + 1, dtype=torch.float64) / len(t)
+    assert t.min() >= 0 and t.max() <= 1
+    assert (empirical - t.pow(power)).abs().max() < 0.02
+    with pytest.raises(ValueError, match="time_power"):
+        FlowMatching(2, time_power=0)
+
+
 def test_torchdiffeq_is_optional() -> None:
     """`import tractable` (and its models) never imports torchdiffeq; without it, building a CNF is one line."""
     code = ("import sys, tractable, tractable.models.registry, tractable.transforms; "

@@ -20,6 +20,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -141,6 +142,11 @@ class FlowMatching(Flow):
         activation: the field's activation.
         path: ``ot`` (with ``sigma_min``) or ``rectified``.
         sigma_min: the noise left at the data end of the ``ot`` path.
+        time_power: training times are ``t = u^(1/time_power)``, ``u ~ U[0, 1]``, of density
+            ``time_power · t^(time_power − 1)``: above 1 more of them near the data end, where the field must turn
+            sharp for the density's edges and an error costs the most likelihood; 1 is uniform (Lipman et al.).
+            On checkerboard (20,000 steps, a 3×256 field) 2 gave a gap of 0.131 ± 0.006 nats against 0.164 ± 0.006
+            for 1.
         method: the torchdiffeq method of the likelihood and sampling solves.
         tol: their ``rtol = atol``.
 
@@ -156,20 +162,31 @@ class FlowMatching(Flow):
         2023), arXiv:2209.03003.
     """
 
-    #: The data task's training defaults for this model: validation (an ODE solve with the exact trace over the
-    #: validation rows) every 500 steps rather than 250.
-    train_defaults: ClassVar[dict[str, int]] = {"eval_every": 500}
+    #: The data task's training defaults for this model. A step costs a few milliseconds (no ODE solve), and the
+    #: field keeps improving long after 5,000 steps (checkerboard, seed 0, exact ODE likelihood: gap 0.66 after 5,000
+    #: steps of 512 at lr 1e-3, 0.17 after 20,000 of 1,024 at 2e-3 in about 2 minutes of one core); validation, an
+    #: ODE solve with the exact trace over the validation rows, is what costs, so it runs every 4,000 steps.
+    train_defaults: ClassVar[dict[str, int | float]] = {"steps": 16000, "batch_size": 1024, "lr": 2e-3,
+                                                         "eval_every": 4000}
 
     def __init__(self, features: int, *, hidden: int = 128, blocks: int = 3, context_features: int = 0,
-                 freqs: int = 3, activation: str = "silu", path: str = "ot", sigma_min: float = 1e-4,
-                 method: str = "dopri5", tol: float = 1e-5):
+                 freqs: int = 8, activation: str = "silu", path: str = "ot", sigma_min: float = 1e-4,
+                 time_power: float = 2.0, method: str = "dopri5", tol: float = 1e-5):
         if path not in PATHS or not 0 <= sigma_min < 1:
             raise ValueError(f"expected path in {PATHS} and 0 <= sigma_min < 1, got {path!r}, {sigma_min}")
+        if not (isinstance(time_power, (int, float)) and math.isfinite(time_power) and time_power > 0):
+            raise ValueError(f"expected a positive finite time_power, got {time_power!r}")
         cnf = _cnf(features, hidden=hidden, blocks=blocks, context_features=context_features, freqs=freqs,
                    activation=activation, method=method, rtol=tol, atol=tol, estimator="exact")
         super().__init__(cnf, StandardNormal(features))
         self.features, self.context_features = features, context_features
         self.path, self.sigma_min = path, sigma_min if path == "ot" else 0.0
+        self.time_power = float(time_power)
+
+    def sample_times(self, n: int, *, dtype: torch.dtype | None = None, device: torch.device | None = None) -> Tensor:
+        """``n`` training times of density ``time_power · t^(time_power − 1)`` on ``[0, 1]``, shape ``(n, 1)``."""
+        u = torch.rand(n, 1, dtype=dtype, device=device)
+        return u if self.time_power == 1 else u.pow(1 / self.time_power)
 
     def training_loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Per row: the conditional flow matching loss ``‖v(t, x_t) − u_t‖²`` (summed over features)."""
@@ -177,7 +194,7 @@ class FlowMatching(Flow):
         for layer in before:
             x, _ = layer(x, context)
         x0 = torch.randn_like(x)
-        t = torch.rand(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device)
+        t = self.sample_times(x[..., 0].numel(), dtype=x.dtype, device=x.device).reshape(x.shape[:-1] + (1,))
         s = 1 - self.sigma_min
         xt = (1 - s * t) * x0 + t * x
         target = x - s * x0
