@@ -137,7 +137,8 @@ def collective_failure(error: BaseException, timeout: float) -> CollectiveError 
 
 def shutdown_distributed(*, wait: bool = True) -> None:
     """Leave the process group, after a barrier (``wait``) so that no rank leaves while another still communicates;
-    after an error pass ``wait=False``, since the other ranks may never reach the barrier."""
+    after an error pass ``wait=False``, since the other ranks may never reach the barrier. A script's last step is
+    then :func:`end_process`, which keeps the backend's threads from aborting the exit."""
     if dist.is_available() and dist.is_initialized():
         if wait:
             dist.barrier()
