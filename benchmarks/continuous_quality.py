@@ -62,8 +62,8 @@ def build(model: str, cfg: dict) -> nn.Module:
     h, b = cfg["hidden"], cfg["blocks"]
     if model == "fm":
         from tractable.models.continuous import FlowMatching
-        return FlowMatching(2, hidden=cfg["fm_hidden"], blocks=cfg["fm_blocks"], freqs=cfg.get("fm_freqs", 3),
-                            time_power=cfg.get("fm_time_power", 1.0))  # the earlier runs' values where absent
+        return FlowMatching(2, hidden=cfg["fm_hidden"], blocks=cfg["fm_blocks"], freqs=cfg["fm_freqs"],
+                            time_power=cfg["fm_time_power"])
     if model == "ffjord":
         from tractable.models.continuous import FFJORD
         return FFJORD(2, hidden=h, blocks=b, freqs=3)

@@ -429,14 +429,14 @@ def run_one(job: dict) -> dict:
     start = time.perf_counter()
     metrics = evaluate_toy(flow, data, test=test)
     eval_seconds = time.perf_counter() - start
-    return {"log_mass": log_mass(flow, data),
+    return {
         "key": job["key"], "lib": lib, "dataset": name, "seed": seed, "cfg": cfg,
         "params": stored, "params_effective": effective,
         "test_nll": metrics["test_nll"], "test_nll_stderr": metrics["test_nll_stderr"], "entropy": metrics["entropy"],
         "gap": metrics["kl_gap"], "kl_paired": metrics["kl_paired"], "kl_paired_stderr": metrics["kl_paired_stderr"],
         "best_step": history.best_step, "best_val_nll": history.best_val_nll,
         "val_curve": history.evaluations, "fit_seconds": history.seconds, "fit_cpu_seconds": fit_cpu_seconds,
-        "eval_seconds": eval_seconds,
+        "eval_seconds": eval_seconds, "log_mass": log_mass(flow, data),
         "torch": torch.__version__,
     }
 
