@@ -51,10 +51,11 @@ NOTES = "\n## Notes"
 PLANAR = ("eight_gaussians", "checkerboard", "rings")
 MODELS = ("fm", "ffjord", "zuko-cnf", "ncsf", "ncsf-ar", "zuko-ncsf", "normflows-ncsf")
 DEFAULTS = {"steps": 5000, "batch_size": 512, "lr": 1e-3, "eval_every": 250, "hidden": 64, "blocks": 2,
-            "layers": 4, "bins": 8, "fm_hidden": 128, "fm_blocks": 3, "fm_freqs": 8, "fm_time_power": 2.0}
+            "layers": 4, "bins": 8, "fm_hidden": 128, "fm_blocks": 3, "fm_freqs": 8, "fm_time_power": 2.0,
+            "fm_space_freqs": 32, "fm_space_scale": 3.0}
 
 #: Options of flow matching alone, left out of the other models' configurations (and so of their cache keys).
-FM_ONLY = ("fm_freqs", "fm_time_power")
+FM_ONLY = ("fm_freqs", "fm_time_power", "fm_space_freqs", "fm_space_scale")
 
 
 def build(model: str, cfg: dict) -> nn.Module:
@@ -63,7 +64,8 @@ def build(model: str, cfg: dict) -> nn.Module:
     if model == "fm":
         from tractable.models.continuous import FlowMatching
         return FlowMatching(2, hidden=cfg["fm_hidden"], blocks=cfg["fm_blocks"], freqs=cfg["fm_freqs"],
-                            time_power=cfg["fm_time_power"])
+                            time_power=cfg["fm_time_power"], space_freqs=cfg["fm_space_freqs"],
+                            space_scale=cfg["fm_space_scale"])
     if model == "ffjord":
         from tractable.models.continuous import FFJORD
         return FFJORD(2, hidden=h, blocks=b, freqs=3)

@@ -23,6 +23,7 @@ def cnf(features: int = 2, **options: object) -> ContinuousFlow:
 
 TRANSFORMS: dict[str, Callable[[], Transform]] = {
     "cnf": lambda: randomised(cnf(), 0.2).eval(),
+    "cnf-fourier": lambda: randomised(cnf(space_freqs=4), 0.2).eval(),
 }
 
 AT_INIT: dict[str, Callable[[], Transform]] = {

@@ -25,9 +25,10 @@ def field(d: int, **options: object) -> ContinuousFlow:
     return randomised(ContinuousFlow(d, hidden=8, blocks=1, freqs=2, activation="tanh", **options), 0.3).double()
 
 
+@pytest.mark.parametrize("space_freqs", [0, 3])
 @pytest.mark.parametrize("d", [2, 3])
-def test_exact_ladj_matches_autograd(d: int) -> None:
-    t = field(d, rtol=1e-9, atol=1e-9).eval()
+def test_exact_ladj_matches_autograd(d: int, space_freqs: int) -> None:
+    t = field(d, rtol=1e-9, atol=1e-9, space_freqs=space_freqs).eval()
     x = torch.randn(3, d, dtype=torch.float64)
     for fn in (t.forward, t.inverse):
         _, ladj = fn(x)
@@ -35,6 +36,23 @@ def test_exact_ladj_matches_autograd(d: int) -> None:
         torch.testing.assert_close(ladj, logdet, rtol=0, atol=1e-5)
         assert ladj.abs().min() > 1e-2  # a real check, not the identity's zero
     torch.testing.assert_close(t.inverse(t(x)[0])[0], x, rtol=0, atol=1e-6)
+
+
+def test_space_features_are_saved_and_optional() -> None:
+    """The Fourier features' frequencies are part of the saved state; a field without them has none to load, so a
+    state saved before they existed still loads; bad sizes fail in one line."""
+    torch.manual_seed(0)
+    a, b = ContinuousFlow(2, space_freqs=5, space_scale=2.0), ContinuousFlow(2, space_freqs=5, space_scale=2.0)
+    assert a.field.space.shape == (2, 5) and not torch.equal(a.field.space, b.field.space)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 2)
+    torch.testing.assert_close(b.field(torch.tensor(0.3), x), a.field(torch.tensor(0.3), x))
+    plain = ContinuousFlow(2).state_dict()
+    assert not any(k.endswith("space") for k in plain)
+    ContinuousFlow(2).load_state_dict(plain)
+    for bad in ({"space_freqs": -1}, {"space_scale": 0.0}, {"space_scale": float("nan")}):
+        with pytest.raises(ValueError, match="space_"):
+            ContinuousFlow(2, **bad)
 
 
 @pytest.mark.parametrize("noise", ["rademacher", "gaussian"])

@@ -25,6 +25,8 @@ References:
     Neural Ordinary Differential Equations (Chen, Rubanova, Bettencourt & Duvenaud, 2018), arXiv:1806.07366.
     FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative Models (Grathwohl, Chen, Bettencourt,
         Sutskever & Duvenaud, 2019), arXiv:1810.01367.
+    Fourier Features Let Networks Learn High Frequency Functions in Low Dimensional Domains (Tancik et al., 2020),
+        arXiv:2006.10739.
     How to train your neural ODE: the world of Jacobian and kinetic regularization (Finlay, Jacobsen, Nurbekyan &
         Oberman, 2020), arXiv:2002.02798.
 """
@@ -59,6 +61,12 @@ class VectorField(nn.Module):
     """``v(t, x, c)``: an MLP on ``x``, a Fourier embedding of ``t`` (``cos kπt, sin kπt``, ``k = 1..freqs``; ``t``
     itself when ``freqs = 0``) and the context. Its last layer starts at zero, so the flow starts as the identity.
 
+    With ``space_freqs > 0`` the MLP also reads random Fourier features of ``x``: ``cos Bx, sin Bx`` for a fixed
+    ``(space_freqs, features)`` matrix ``B`` of ``N(0, space_scale²)`` entries, drawn once at construction and saved
+    with the module (Tancik et al., 2020). An MLP on ``x`` alone is biased towards smooth functions; the features let
+    the field turn sharply, which a density with edges (checkerboard, thin rings) needs near the data end of the flow.
+    ``space_scale`` is in the units of ``x`` (standardised data: about the inverse of the sharpest length scale).
+
     Args:
         features: dimension of ``x``.
         hidden: width of each hidden layer.
@@ -67,6 +75,8 @@ class VectorField(nn.Module):
         freqs: number of time frequencies.
         activation: a smooth activation name (``tanh``, ``softplus``, ``silu``): the trace's gradient involves the
             activation's second derivative, and ELU's jump there costs adaptive solvers steps and accuracy.
+        space_freqs: number of random Fourier features of ``x`` (0: none).
+        space_scale: standard deviation of their frequencies.
 
     Example:
         >>> import torch
@@ -76,19 +86,28 @@ class VectorField(nn.Module):
     """
 
     def __init__(self, features: int, *, hidden: int = 64, blocks: int = 2, context_features: int = 0,
-                 freqs: int = 3, activation: str = "tanh"):
+                 freqs: int = 3, activation: str = "tanh", space_freqs: int = 0, space_scale: float = 1.0):
         super().__init__()
-        if freqs < 0:
-            raise ValueError(f"expected freqs >= 0, got {freqs}")
+        if freqs < 0 or space_freqs < 0:
+            raise ValueError(f"expected freqs >= 0 and space_freqs >= 0, got {freqs}, {space_freqs}")
+        if not (math.isfinite(space_scale) and space_scale > 0):
+            raise ValueError(f"expected a positive finite space_scale, got {space_scale}")
         self.features, self.context_features = features, context_features
-        self.register_buffer("freqs", torch.arange(1, freqs + 1, dtype=torch.get_default_dtype()) * math.pi)
-        width = features + (2 * freqs if freqs else 1)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("freqs", torch.arange(1, freqs + 1, dtype=dtype) * math.pi)
+        # None when unused: nothing drawn from the RNG, nothing in the state dict (fields saved without it load)
+        self.register_buffer("space", torch.randn(features, space_freqs, dtype=dtype) * space_scale
+                             if space_freqs else None)
+        width = features + 2 * space_freqs + (2 * freqs if freqs else 1)
         self.net = MLP(width, features, hidden=hidden, blocks=blocks, context_features=context_features,
                        activation=activation)
 
     def forward(self, t: Tensor, x: Tensor, context: Tensor | None = None) -> Tensor:
         t = t.to(x).expand(x.shape[:-1]).unsqueeze(-1)
         emb = torch.cat([torch.cos(self.freqs * t), torch.sin(self.freqs * t)], -1) if len(self.freqs) else t
+        if self.space is not None:
+            proj = x @ self.space
+            return self.net(torch.cat([x, torch.cos(proj), torch.sin(proj), emb], -1), context)
         return self.net(torch.cat([x, emb], -1), context)
 
 
@@ -147,6 +166,8 @@ class ContinuousFlow(Transform):
             field's parameters, not to the context).
         estimator: the trace in train mode: ``hutchinson`` (stochastic, one pass) or ``exact`` (``features`` passes).
         noise: Hutchinson's probe: ``rademacher`` or ``gaussian``.
+        space_freqs: random Fourier features of ``x`` in the default field (:class:`VectorField`).
+        space_scale: the standard deviation of their frequencies.
 
     Attributes:
         regularize: integrate RNODE's kinetic energy and Jacobian Frobenius norm in train-mode forward passes.
@@ -169,7 +190,8 @@ class ContinuousFlow(Transform):
     def __init__(self, features: int, field: nn.Module | None = None, *, hidden: int = 64, blocks: int = 2,
                  context_features: int = 0, freqs: int = 3, activation: str = "tanh", method: str = "dopri5",
                  rtol: float = 1e-5, atol: float = 1e-5, step_size: float | None = None, adjoint: bool = False,
-                 estimator: str = "hutchinson", noise: str = "rademacher"):
+                 estimator: str = "hutchinson", noise: str = "rademacher", space_freqs: int = 0,
+                 space_scale: float = 1.0):
         super().__init__()
         torchdiffeq()  # fail at construction, in one line, when it is missing
         if features < 1:
@@ -181,7 +203,7 @@ class ContinuousFlow(Transform):
         self.features, self.context_features = features, context_features
         self.field = field if field is not None else VectorField(
             features, hidden=hidden, blocks=blocks, context_features=context_features, freqs=freqs,
-            activation=activation)
+            activation=activation, space_freqs=space_freqs, space_scale=space_scale)
         self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
         self.adjoint, self.estimator, self.noise = adjoint, estimator, noise
         self.regularize = False
