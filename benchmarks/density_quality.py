@@ -14,7 +14,9 @@ The protocol is the one of ``tractable fit <dataset> --model nsf --steps 5000 --
   best validated state restored;
 * :func:`~tractable.training.evaluation.evaluate_toy` on the test split: ``gap = test NLL − entropy`` (an
   estimate of ``KL(p‖q)``; its standard error is the NLL's, about 0.003 nats) and ``kl_paired = mean(log p − log q)``
-  (the same quantity with a much smaller standard error where the data's log-density is finite everywhere).
+  (the same quantity with a much smaller standard error where the data's log-density is finite everywhere);
+  on the planar sets also ``log ∫q`` over a grid, and the table's "gap of q/∫q" (gap + log ∫q: the gap of the
+  density a model implies when its ``log_prob`` does not integrate to 1).
 
 Every library gets the same loop (peer flows are wrapped in a module exposing ``log_prob``), the same data, the same
 standardisation and the same architecture: ``--layers`` coupling layers of rational-quadratic splines with ``--bins``
@@ -58,6 +60,7 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
+import statistics
 import sys
 import time
 import warnings
@@ -486,10 +489,14 @@ def summarise(rows: list[dict]) -> list[dict]:
             return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
 
         gap, gap_se = mean_se("gap")
+        masses = [r.get("log_mass") for r in rs]
         out.append({
             "dataset": name, "lib": lib, "seeds": sorted(r["seed"] for r in rs), "n": n,
             "test_nll": mean_se("test_nll")[0], "entropy": rs[0]["entropy"], "gap": gap, "gap_se": gap_se,
-            "gap_max": max(r["gap"] for r in rs),
+            "gap_max": max(r["gap"] for r in rs), "gap_median": statistics.median(r["gap"] for r in rs),
+            # the gap of q / ∫q: a model whose log_prob does not integrate to 1 is scored as the density it implies
+            "gap_normalised_median": None if None in masses else statistics.median(
+                r["gap"] + m for r, m in zip(rs, masses)),
             "gap_stderr_within": max(r["test_nll_stderr"] for r in rs),
             "kl_paired": mean_se("kl_paired")[0], "params": rs[0]["params"],
             "log_mass": max((r["log_mass"] for r in rs if r.get("log_mass") is not None), default=None),
@@ -505,9 +512,10 @@ def summarise(rows: list[dict]) -> list[dict]:
 def markdown(summary: list[dict], cfg: dict, header: str = "") -> str:
     lines = [header] if header else []
     lines += [
-        ("| data set | library | seeds | test NLL | entropy | gap (NLL − H) ± s.e. over seeds | worst seed | "
-         "per-seed gaps | KL (paired) | log ∫q (largest) | parameters (effective) | fit s |"),
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        ("| data set | library | seeds | test NLL | entropy | gap (NLL − H) ± s.e. over seeds | median gap "
+         "| worst seed | per-seed gaps | KL (paired) | log ∫q (largest) | median gap of q/∫q "
+         "| parameters (effective) | fit s |"),
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for s in summary:
         se = "" if math.isnan(s["gap_se"]) else f" ± {s['gap_se']:.4f}"
@@ -516,9 +524,10 @@ def markdown(summary: list[dict], cfg: dict, header: str = "") -> str:
         kl = "—" if math.isnan(s["kl_paired"]) else f"{s['kl_paired']:.4f}"
         lines.append(
             f"| {s['dataset']} | {s['lib']} | {seeds} | {s['test_nll']:.4f} | {s['entropy']:.4f} | "
-            f"{s['gap']:.4f}{se} | "
+            f"{s['gap']:.4f}{se} | {s['gap_median']:.4f} | "
             f"{s['gap_max']:.4f} | {', '.join(f'{g:.3f}' for g in s['per_seed_gap'])} | {kl} | "
             f"{'—' if s.get('log_mass') is None else format(s['log_mass'], '.4f')} | "
+            f"{'—' if s.get('gap_normalised_median') is None else format(s['gap_normalised_median'], '.4f')} | "
             f"{s['params']:,}{eff} | {s['fit_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
