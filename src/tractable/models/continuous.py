@@ -174,9 +174,9 @@ class FlowMatching(Flow):
     """
 
     #: The data task's training defaults for this model. A step costs a few milliseconds (no ODE solve), and the
-    #: field keeps improving long after 5,000 steps (checkerboard, seed 0, exact ODE likelihood: gap 0.66 after 5,000
-    #: steps of 512 at lr 1e-3, 0.185 after these 16,000 of 1,024 at 2e-3: 3 min 23 s for the whole command on two
-    #: cores); validation, an ODE solve with the exact trace over the validation rows, is what costs, so it runs
+    #: field keeps improving long after 5,000 steps (checkerboard, seed 0, exact ODE likelihood: gap 0.248 after
+    #: 5,000 steps of 512 at lr 1e-3, 0.064 after these 16,000 of 1,024 at 2e-3: 4 min 8 s for the whole command on
+    #: two cores); validation, an ODE solve with the exact trace over the validation rows, is what costs, so it runs
     #: every 4,000 steps.
     train_defaults: ClassVar[dict[str, int | float]] = {"steps": 16000, "batch_size": 1024, "lr": 2e-3,
                                                          "eval_every": 4000}
