@@ -61,8 +61,8 @@ class VectorField(nn.Module):
     """``v(t, x, c)``: an MLP on ``x``, a Fourier embedding of ``t`` (``cos kπt, sin kπt``, ``k = 1..freqs``; ``t``
     itself when ``freqs = 0``) and the context. Its last layer starts at zero, so the flow starts as the identity.
 
-    With ``space_freqs > 0`` the MLP also reads random Fourier features of ``x``: ``cos Bx, sin Bx`` for a fixed
-    ``(space_freqs, features)`` matrix ``B`` of ``N(0, space_scale²)`` entries, drawn once at construction and saved
+    With ``space_freqs > 0`` the MLP also reads random Fourier features of ``x``: ``cos xB, sin xB`` for a fixed
+    ``(features, space_freqs)`` matrix ``B`` of ``N(0, space_scale²)`` entries, drawn once at construction and saved
     with the module (Tancik et al., 2020). An MLP on ``x`` alone is biased towards smooth functions; the features let
     the field turn sharply, which a density with edges (checkerboard, thin rings) needs near the data end of the flow.
     ``space_scale`` is in the units of ``x`` (standardised data: about the inverse of the sharpest length scale).
@@ -105,10 +105,11 @@ class VectorField(nn.Module):
     def forward(self, t: Tensor, x: Tensor, context: Tensor | None = None) -> Tensor:
         t = t.to(x).expand(x.shape[:-1]).unsqueeze(-1)
         emb = torch.cat([torch.cos(self.freqs * t), torch.sin(self.freqs * t)], -1) if len(self.freqs) else t
+        parts = [x, emb]
         if self.space is not None:
             proj = x @ self.space
-            return self.net(torch.cat([x, torch.cos(proj), torch.sin(proj), emb], -1), context)
-        return self.net(torch.cat([x, emb], -1), context)
+            parts[1:1] = [torch.cos(proj), torch.sin(proj)]
+        return self.net(torch.cat(parts, -1), context)
 
 
 class _Dynamics(nn.Module):
