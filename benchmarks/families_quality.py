@@ -1,7 +1,7 @@
 """Density quality of the residual and neural autoregressive families beside the peers that have them.
 
-    .venv/bin/python benchmarks/families_quality.py [--families resflow naf unaf bnaf] [--datasets eight_gaussians
-        checkerboard rings] [--seeds 0 1 2] [--jobs 2] [--peer-path /tmp/peerlibs] [--list]
+    .venv/bin/python benchmarks/families_quality.py [--families resflow naf unaf bnaf] [--libs unaf/zuko ...]
+        [--datasets eight_gaussians checkerboard rings] [--seeds 0 1 2] [--jobs 2] [--peer-path /tmp/peerlibs] [--list]
 
 Pairs (tractable beside its peer), parameter counts matched within 5% (``--list`` prints them):
 
@@ -45,10 +45,12 @@ PEERS = {"resflow": "normflows", "naf": "zuko", "unaf": "zuko", "bnaf": "pyro"}
 #: The architecture of each pair (the peers' sizes; tractable's MADE width is then matched to the count).
 ARCH = {
     "resflow": {"layers": 5, "hidden": 64, "coefficient": 0.97},
-    "naf": {"layers": 5, "signal": 16, "peer_network": [32, 32], "peer_hidden": [64, 64], "components": 16},
+    "naf": {"layers": 5, "signal": 16, "peer_network": [32, 32], "peer_hidden": [64, 64]},
     "unaf": {"layers": 5, "signal": 8, "integrand": [32, 32], "peer_hidden": [64, 64], "nodes": 16},
     "bnaf": {"layers": 5, "hidden": 16},
 }
+#: Settings only tractable's side reads (kept out of the peer's configuration, hence out of its cache key).
+OURS = {"naf": {"components": 8, "depth": 2}}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -78,7 +80,8 @@ def normflows_resflow(cfg: dict, features: int) -> nn.Module:
 def tractable_naf(cfg: dict, features: int) -> nn.Module:
     from tractable.models.naf import NAF
 
-    return NAF(features, layers=cfg["layers"], hidden=cfg["hidden"], components=cfg["components"])
+    return NAF(features, layers=cfg["layers"], hidden=cfg["hidden"], components=cfg["components"],
+               depth=cfg["depth"])
 
 
 def zuko_naf(cfg: dict, features: int) -> nn.Module:
@@ -150,7 +153,7 @@ def matched(family: str, features: int = 2) -> tuple[dict, dict]:
     """The configurations of the pair: the peer's as in :data:`ARCH`; tractable's MADE width (naf, unaf) chosen so
     its effective parameter count (less the entries the MADE masks keep at zero) is the closest to the peer's."""
     peer_cfg = dict(ARCH[family])
-    ours = dict(peer_cfg)
+    ours = {**peer_cfg, **OURS.get(family, {})}
     if family in ("naf", "unaf"):
         target = dq.count_parameters(BUILDERS[f"{family}/{PEERS[family]}"](peer_cfg, features))[1]
         ours["hidden"] = min(range(8, 257), key=lambda h: abs(
@@ -169,6 +172,8 @@ def run_job(job: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--libs", nargs="+", choices=sorted(BUILDERS),
+                        help="run only these sides (e.g. unaf/zuko); the table still shows every cached run")
     parser.add_argument("--datasets", nargs="+", default=list(dq.DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
@@ -203,7 +208,7 @@ def main() -> None:
             for lib, cfg in configs.items():
                 key = dq.job_key(lib, name, seed, cfg)
                 wanted.append(key)
-                if key not in done:
+                if key not in done and (not args.libs or lib in args.libs):
                     jobs.append({"key": key, "lib": lib, "dataset": name, "seed": seed, "cfg": cfg,
                                  "peer_path": args.peer_path})
     print(f"{len(wanted) - len(jobs)} runs cached, {len(jobs)} to run with {args.jobs} process(es)", flush=True)
