@@ -22,6 +22,9 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
         MaskedAutoregressive(3, IntegralMap(4, hidden=8), hidden=8, activation="tanh"), 0.3),
     "unaf-stack": lambda: randomised(UNAF(2, layers=2, hidden=8, signal=3, integrand_hidden=8,
                                           activation="tanh").transform, 0.2),
+    "unaf-per-feature": lambda: randomised(
+        MaskedAutoregressive(3, IntegralMap(4, hidden=8, features=3), hidden=8, activation="tanh", order=[2, 0, 1]),
+        0.3),
     "bnaf": lambda: randomised(BlockNeuralAutoregressive(3, hidden=4), 0.3),
     "bnaf-normal": lambda: randomised(BlockNeuralAutoregressive(2, hidden=3, blocks=1, residual="normal"), 0.3),
     "bnaf-1d": lambda: randomised(BlockNeuralAutoregressive(1, hidden=4), 0.3),
@@ -34,6 +37,7 @@ SIGNED = ["bnaf-stack"]  # the reversal of three features between its layers
 AT_INIT: dict[str, Callable[[], Transform]] = {
     "naf": lambda: NAF(3).transform,
     "unaf": lambda: UNAF(3).transform,
+    "unaf-per-feature": lambda: UNAF(3, integrand_per_feature=True).transform,
 }
 
 CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {
@@ -41,4 +45,7 @@ CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {
                                            0.3), 2),
     "unaf-conditional": (lambda: randomised(UNAF(2, layers=1, hidden=8, signal=3, integrand_hidden=8,
                                                  context_features=2, activation="tanh").transform, 0.3), 2),
+    "unaf-per-feature-conditional": (lambda: randomised(UNAF(2, layers=2, hidden=8, signal=3, integrand_hidden=8,
+                                                             integrand_per_feature=True, context_features=2,
+                                                             activation="tanh").transform, 0.3), 2),
 }

@@ -82,9 +82,10 @@ class UNAF(Flow):
     integrates a positive network by Clenshaw–Curtis quadrature (:class:`~tractable.transforms.neural.IntegralMap`).
 
     The MADE gives every feature a ``signal`` vector and an offset; the integrand network (one per layer, shared by the
-    features) reads the point and the signal. Directions: ``log_prob`` is one MADE pass and ``nodes + 1`` integrand
-    evaluations per feature and layer, exact up to the quadrature error; sampling is a bracketed Newton–bisection solve
-    per feature and layer. Every layer starts as the identity.
+    features, or one per feature with ``integrand_per_feature``) reads the point and the signal. Directions:
+    ``log_prob`` is one MADE pass and ``nodes + 1`` integrand evaluations per feature and layer, exact up to the
+    quadrature error; sampling is a bracketed Newton–bisection solve per feature and layer. Every layer starts as the
+    identity.
 
     Args:
         features: dimension of the data.
@@ -97,6 +98,8 @@ class UNAF(Flow):
         integrand_blocks: hidden layers of the integrand networks.
         nodes: Clenshaw–Curtis order (``nodes + 1`` integrand evaluations; 16 halves the time of 32 and keeps trained
             2-D models normalised to 1e-2 on standardised data; the map's own default is 32).
+        integrand_per_feature: an integrand network per feature in each layer (as Wehenkel & Louppe's UMNN-MAF and
+            zuko's UNAF) instead of one shared by the features.
         context_features: size of the context (0 for an unconditional flow).
         base: base distribution name (``normal``, ``diagonal`` or ``mixture``).
         permutation: ``alternate`` (reverse the order every other layer) or ``random``.
@@ -114,10 +117,12 @@ class UNAF(Flow):
     """
 
     def __init__(self, features: int, *, layers: int = 5, hidden: int = 64, blocks: int = 2, signal: int = 8,
-                 integrand_hidden: int = 24, integrand_blocks: int = 2, nodes: int = 16, context_features: int = 0,
-                 base: str = "normal", permutation: str = "alternate", activation: str = "relu"):
+                 integrand_hidden: int = 24, integrand_blocks: int = 2, nodes: int = 16,
+                 integrand_per_feature: bool = False, context_features: int = 0, base: str = "normal",
+                 permutation: str = "alternate", activation: str = "relu"):
         maps: list[ElementwiseMap] = [
-            IntegralMap(signal, hidden=integrand_hidden, blocks=integrand_blocks, nodes=nodes) for _ in range(layers)
+            IntegralMap(signal, hidden=integrand_hidden, blocks=integrand_blocks, nodes=nodes,
+                        features=features if integrand_per_feature else None) for _ in range(layers)
         ]
         chain = _autoregressive(features, maps, hidden=hidden, blocks=blocks, context_features=context_features,
                                 permutation=permutation, activation=activation)

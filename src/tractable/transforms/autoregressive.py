@@ -112,7 +112,7 @@ class MaskedAutoregressive(Transform):
         index = torch.arange(self.features, device=y.device)
         # Position t of the order: the feature's parameters read only features placed before it, exact by then.
         for i in self.made.positions:
-            x_i, log_d = self.map.inverse(y[..., i], self.made.feature_params(x, context, i))
+            x_i, log_d = self.map.select(i).inverse(y[..., i], self.made.feature_params(x, context, i))
             x = x.index_copy(-1, index[i : i + 1], x_i.unsqueeze(-1))
             ladj = log_d if ladj is None else ladj + log_d
         return x, ladj  # type: ignore[return-value]

@@ -44,6 +44,8 @@ class ElementwiseMap(nn.Module):
       ``tanh`` bounds), never expect the conditioner to.
     - :meth:`identity`: the ``theta`` of the identity map, shape ``(params,)``; the conditioners start with a zero last
       layer and this bias, so a new layer is the identity.
+    - :meth:`select` ``(i)``: the map of feature ``i`` alone, for a map whose own parameters differ by feature (whose
+      elements' last axis is then the feature axis); the default returns the map itself.
 
     A map is an ``nn.Module`` so that it may hold parameters of its own (a learned bound).
 
@@ -86,6 +88,11 @@ class ElementwiseMap(nn.Module):
         """Unconstrained parameters (shape ``(params,)``) for which the map is the identity (zeros by default;
         override when zero is not the identity, as for a spline's widths)."""
         return torch.zeros(self.params)
+
+    def select(self, feature: int) -> ElementwiseMap:
+        """The map that feature ``feature`` alone is given to (the sequential inverse of an autoregressive layer
+        passes one feature at a time): the map itself, unless its own parameters differ by feature."""
+        return self
 
 
 class AffineMap(ElementwiseMap):

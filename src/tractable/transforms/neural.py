@@ -158,6 +158,8 @@ class IntegralMap(ElementwiseMap):
         blocks: hidden layers of the integrand network.
         nodes: Clenshaw–Curtis order ``N`` (``N + 1`` nodes).
         activation: the integrand network's activation (smooth ones make the quadrature converge fastest).
+        features: ``None`` for one integrand network shared by every element; ``D`` for a network per feature (as
+            Wehenkel & Louppe's UMNN-MAF): the elements' last axis is then the feature axis, of size ``D``.
         tol: the inverse's relative tolerance (``None``: by dtype).
 
     Example:
@@ -178,27 +180,48 @@ class IntegralMap(ElementwiseMap):
     CLIP = 7.0
 
     def __init__(self, signal: int = 16, *, hidden: int = 64, blocks: int = 2, nodes: int = 32,
-                 activation: str = "silu", tol: float | None = None):
+                 activation: str = "silu", features: int | None = None, tol: float | None = None):
         super().__init__()
-        if signal < 0 or hidden < 1 or blocks < 1 or nodes < 2:
-            raise ValueError(f"expected signal >= 0, hidden >= 1, blocks >= 1 and nodes >= 2, got signal={signal}, "
-                             f"hidden={hidden}, blocks={blocks}, nodes={nodes}")
+        if signal < 0 or hidden < 1 or blocks < 1 or nodes < 2 or (features is not None and features < 1):
+            raise ValueError(f"expected signal >= 0, hidden >= 1, blocks >= 1, nodes >= 2 and features None or "
+                             f">= 1, got signal={signal}, hidden={hidden}, blocks={blocks}, nodes={nodes}, "
+                             f"features={features}")
         self.signal, self.nodes, self.tol, self.activation = signal, nodes, tol, activation
+        self.features = features
         self.params = signal + 1
         self._act = activation_fn(activation)
         sizes = [1 + signal] + [hidden] * blocks + [1]
-        self.layers = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(blocks + 1))
+        self.layers = nn.ModuleList(_StackedLinear(sizes[i], sizes[i + 1], features) if features else
+                                    nn.Linear(sizes[i], sizes[i + 1]) for i in range(blocks + 1))
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
         self._rules: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
-    def log_integrand(self, u: Tensor, h: Tensor) -> Tensor:
-        """``log g(u; h)`` for points ``u`` of shape ``S + (n,)`` and signals ``h`` of shape ``S + (signal,)``."""
-        first = self.layers[0]
-        # The signal's part of the first layer once per element, the point's part per node.
-        a = F.linear(h, first.weight[:, 1:], first.bias).unsqueeze(-2) + u.unsqueeze(-1) * first.weight[:, 0]
-        for layer in self.layers[1:]:
-            a = layer(self._act(a))
+    def _check(self, x: Tensor, feature: int | None) -> None:
+        if self.features and feature is None and (x.dim() < 1 or x.shape[-1] != self.features):
+            raise ValueError(f"expected elements of shape (..., {self.features}) for an integrand per feature, got "
+                             f"shape {tuple(x.shape)}")
+
+    def select(self, feature: int) -> ElementwiseMap:
+        """The map of feature ``feature`` alone: itself when the integrand is shared, else a view of that feature's
+        integrand network (the sequential inverse of an autoregressive layer takes one feature at a time)."""
+        return self if not self.features else _OneFeature(self, feature)
+
+    def log_integrand(self, u: Tensor, h: Tensor, feature: int | None = None) -> Tensor:
+        """``log g(u; h)`` for points ``u`` of shape ``S + (n,)`` and signals ``h`` of shape ``S + (signal,)``; with
+        an integrand per feature, ``S`` ends with the feature axis, or ``feature`` names the one feature of ``S``."""
+        params = [(layer.weight, layer.bias) if feature is None else (layer.weight[feature], layer.bias[feature])
+                  for layer in self.layers]
+        w, b = params[0]
+        if w.dim() == 2:  # shared (or one feature's): the signal's part once per element, the point's part per node
+            a = F.linear(h, w[:, 1:], b).unsqueeze(-2) + u.unsqueeze(-1) * w[:, 0]
+            for w, b in params[1:]:
+                a = F.linear(self._act(a), w, b)
+        else:  # per feature: w (D, out, in) against S = (..., D)
+            a = (torch.einsum("...ds,dos->...do", h, w[..., 1:]) + b).unsqueeze(-2) \
+                + u.unsqueeze(-1) * w[:, None, :, 0]
+            for w, b in params[1:]:
+                a = torch.einsum("...dni,doi->...dno", self._act(a), w) + b[:, None, :]
         s = a.squeeze(-1)
         return self.CLIP * torch.tanh(s / self.CLIP)  # smooth (a |s| kink would slow the quadrature's convergence)
 
@@ -212,18 +235,20 @@ class IntegralMap(ElementwiseMap):
             self._rules[key] = (((1 + t.flip(0)) / 2).to(x), (w.flip(0) / 2).to(x))
         return self._rules[key]
 
-    def _integral(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    def _integral(self, x: Tensor, h: Tensor, feature: int | None = None) -> tuple[Tensor, Tensor]:
         """``∫_0^x g`` and ``log g(x)`` (the last node)."""
         ht, hw = self._rule(x)
-        log_g = self.log_integrand(x.unsqueeze(-1) * ht, h)
+        log_g = self.log_integrand(x.unsqueeze(-1) * ht, h, feature)
         return x * (torch.exp(log_g) * hw).sum(-1), log_g[..., -1]
 
-    def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, theta: Tensor, feature: int | None = None) -> tuple[Tensor, Tensor]:
+        self._check(x, feature)
         h, beta = theta[..., : self.signal], theta[..., self.signal]
-        value, log_g = self._integral(x, h)
+        value, log_g = self._integral(x, h, feature)
         return beta + value, log_g
 
-    def inverse(self, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, y: Tensor, theta: Tensor, feature: int | None = None) -> tuple[Tensor, Tensor]:
+        self._check(y, feature)
         h, beta = theta[..., : self.signal], theta[..., self.signal]
         v = y - beta
         hd = h.detach()
@@ -233,17 +258,46 @@ class IntegralMap(ElementwiseMap):
             hi = torch.where(vd < 0, vd * math.exp(-self.CLIP), vd * math.exp(self.CLIP))
 
             def fn(x: Tensor) -> tuple[Tensor, Tensor]:
-                value, log_g = self._integral(x, hd)
+                value, log_g = self._integral(x, hd, feature)
                 return value, torch.exp(log_g)
 
             tol = default_tolerance(y.dtype) if self.tol is None else self.tol
             x = solve_increasing(fn, vd, lo, hi, tol=tol)
-        value, log_g = self._integral(x, h)
+        value, log_g = self._integral(x, h, feature)
         x = newton_refine(value - v, torch.exp(log_g), x)
-        return x, -self._integral(x, h)[1]
+        return x, -self._integral(x, h, feature)[1]
 
     def extra_repr(self) -> str:
-        return f"signal={self.signal}, nodes={self.nodes}, activation={self.activation!r}"
+        per = f", features={self.features}" if self.features else ""
+        return f"signal={self.signal}, nodes={self.nodes}, activation={self.activation!r}{per}"
+
+
+class _StackedLinear(nn.Module):
+    """``stack`` independent linear layers ``in → out`` (weights ``(stack, out, in)``), initialised as ``nn.Linear``."""
+
+    def __init__(self, inputs: int, outputs: int, stack: int):
+        super().__init__()
+        bound = 1 / math.sqrt(inputs)
+        self.weight = nn.Parameter(torch.empty(stack, outputs, inputs).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(stack, outputs).uniform_(-bound, bound))
+
+
+class _OneFeature(ElementwiseMap):
+    """One feature's map of an :class:`IntegralMap` with an integrand per feature (not a module of its own: it calls
+    the parent's, whose parameters it uses)."""
+
+    def __init__(self, parent: IntegralMap, feature: int):
+        super().__init__()
+        self.params = parent.params
+        self._call = (parent, feature)  # a tuple: not registered as a submodule
+
+    def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+        parent, feature = self._call
+        return parent.forward(x, theta, feature)
+
+    def inverse(self, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+        parent, feature = self._call
+        return parent.inverse(y, theta, feature)
 
 
 __all__ = ["DeepSigmoidalMap", "IntegralMap", "clenshaw_curtis"]
