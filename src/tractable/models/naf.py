@@ -100,6 +100,7 @@ class UNAF(Flow):
             2-D models normalised to 1e-2 on standardised data; the map's own default is 32).
         integrand_per_feature: an integrand network per feature in each layer (as Wehenkel & Louppe's UMNN-MAF and
             zuko's UNAF) instead of one shared by the features.
+        integrand_activation: the integrand networks' activation (a smooth one: the quadrature converges fastest).
         context_features: size of the context (0 for an unconditional flow).
         base: base distribution name (``normal``, ``diagonal`` or ``mixture``).
         permutation: ``alternate`` (reverse the order every other layer) or ``random``.
@@ -118,11 +119,12 @@ class UNAF(Flow):
 
     def __init__(self, features: int, *, layers: int = 5, hidden: int = 64, blocks: int = 2, signal: int = 8,
                  integrand_hidden: int = 24, integrand_blocks: int = 2, nodes: int = 16,
-                 integrand_per_feature: bool = False, context_features: int = 0, base: str = "normal",
-                 permutation: str = "alternate", activation: str = "relu"):
+                 integrand_per_feature: bool = False, integrand_activation: str = "silu", context_features: int = 0,
+                 base: str = "normal", permutation: str = "alternate", activation: str = "relu"):
         maps: list[ElementwiseMap] = [
             IntegralMap(signal, hidden=integrand_hidden, blocks=integrand_blocks, nodes=nodes,
-                        features=features if integrand_per_feature else None) for _ in range(layers)
+                        activation=integrand_activation, features=features if integrand_per_feature else None)
+            for _ in range(layers)
         ]
         chain = _autoregressive(features, maps, hidden=hidden, blocks=blocks, context_features=context_features,
                                 permutation=permutation, activation=activation)
