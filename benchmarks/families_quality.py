@@ -10,14 +10,15 @@ Pairs (tractable beside its peer), parameter counts matched within 5% (``--list`
   LipSwish layers of ``hidden`` units, Lipschitz coefficient 0.97), both with the Russian-roulette log-determinant
   (2 exact terms, geometric p = 0.5) in training and a zero-initialised last layer. normflows evaluates with the same
   estimator (its exact trace is off: normflows' default); tractable with the exact 2-D log-determinant.
-* ``naf``: :class:`~tractable.models.naf.NAF` (MADE + deep sigmoidal maps) beside ``zuko.flows.NAF`` (MADE signal +
-  zuko's monotonic MLP, with soft clips between layers), ``layers`` transforms each. tractable's MADE width is chosen
-  so the effective parameter counts (less the weights the MADE masks keep at zero) agree within 5%.
+* ``naf``: :class:`~tractable.models.naf.NAF` (MADE + deep sigmoidal maps, 8 components × depth 2) beside
+  ``zuko.flows.NAF`` (MADE signal + zuko's monotonic MLP, with soft clips between layers), ``layers`` transforms each.
+  tractable's MADE width is chosen so the effective parameter counts (less the weights the MADE masks keep at zero)
+  agree within 5%.
 * ``unaf``: :class:`~tractable.models.naf.UNAF` (Clenshaw–Curtis, 16 nodes) beside ``zuko.flows.UNAF`` (Gauss–Legendre,
   32 nodes), the same signal size and integrand widths.
-* ``bnaf``: :class:`~tractable.models.naf.BNAF` beside pyro's ``BlockAutoregressive`` (``residual="gated"``), the same
-  layers, hidden factors and reversals between layers (pyro's layer is evaluated in its forward direction, which is the
-  normalizing one here: it has no inverse).
+* ``bnaf``: :class:`~tractable.models.naf.BNAF` (its default ``bias_range=2``) beside pyro's ``BlockAutoregressive``
+  (``residual="gated"``), the same layers, hidden factors and reversals between layers (pyro's layer is evaluated in
+  its forward direction, which is the normalizing one here: it has no inverse).
 
 The protocol is benchmarks/density_quality.py's, imported from it: data ``sample_splits(get_dataset(name),
 (100,000, 10,000, 100,000), seed)``, a Standardizer fitted on the training split as a fixed first layer,
@@ -50,7 +51,7 @@ ARCH = {
     "bnaf": {"layers": 5, "hidden": 16},
 }
 #: Settings only tractable's side reads (kept out of the peer's configuration, hence out of its cache key).
-OURS = {"naf": {"components": 8, "depth": 2}}
+OURS = {"naf": {"components": 8, "depth": 2}, "bnaf": {"bias_range": 2.0}}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def zuko_unaf(cfg: dict, features: int) -> nn.Module:
 def tractable_bnaf(cfg: dict, features: int) -> nn.Module:
     from tractable.models.naf import BNAF
 
-    return BNAF(features, layers=cfg["layers"], hidden=cfg["hidden"])
+    return BNAF(features, layers=cfg["layers"], hidden=cfg["hidden"], bias_range=cfg["bias_range"])
 
 
 class PyroChain(nn.Module):

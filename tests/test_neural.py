@@ -74,6 +74,14 @@ def test_integrand_per_feature_checks_the_feature_axis():
         IntegralMap(2, features=0)
 
 
+def test_bnaf_first_layer_biases_span_bias_range():
+    torch.manual_seed(0)
+    first = BNAF(2, layers=1, hidden=16, bias_range=2.0).transform.transforms[0].layers[0].bias
+    assert first.abs().max() <= 2.0 and first.abs().max() > 1.0  # 32 draws of U(-2, 2)
+    with pytest.raises(ValueError, match="expected a positive bias_range, got 0"):
+        BNAF(2, bias_range=0)
+
+
 def _fit(model, lr, **options):
     torch.manual_seed(0)
     dataset = get_dataset("eight_gaussians")

@@ -146,6 +146,8 @@ class BNAF(Flow):
         hidden: hidden units per feature of each transform.
         blocks: hidden layers of each transform.
         residual: ``gated`` (``σ(α) f(x) + (1 − σ(α)) x``) or ``normal`` (``f(x) + x``).
+        bias_range: the first layer's biases start uniform in ``[−bias_range, bias_range]`` (the data's range once
+            standardised, so the tanh units bend across the data from the start).
         base: base distribution name (``normal``, ``diagonal`` or ``mixture``).
 
     Example:
@@ -160,14 +162,15 @@ class BNAF(Flow):
     """
 
     def __init__(self, features: int, *, layers: int = 5, hidden: int = 16, blocks: int = 2, residual: str = "gated",
-                 base: str = "normal"):
+                 bias_range: float = 2.0, base: str = "normal"):
         if features < 1 or layers < 1:
             raise ValueError(f"expected features >= 1 and layers >= 1, got features={features}, layers={layers}")
         chain: list[Transform] = []
         for k in range(layers):
             if k > 0 and features > 1:
                 chain.append(ReversePermutation(features))
-            chain.append(BlockNeuralAutoregressive(features, hidden=hidden, blocks=blocks, residual=residual))
+            chain.append(BlockNeuralAutoregressive(features, hidden=hidden, blocks=blocks, residual=residual,
+                                                   bias_range=bias_range))
         super().__init__(Compose(*chain), make_base(base, features))
         self.features, self.layers = features, layers
 
