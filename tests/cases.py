@@ -14,10 +14,13 @@ global RNG: seed it first for a reproducible instance. To put a new transform un
 ``log|det|`` and the suite checks its sign only for the others. ``DOMAINS`` maps the names of cases that are not
 bijections of the whole space to ``(forward domain, inverse domain)``, each a per-entry interval ``(lo, hi)``.
 ``IMAGES`` maps names to ``(constructor, event shape)`` for transforms checked on image-shaped inputs too.
+``QUADRATURE`` lists the cases whose forward is a quadrature, accurate on a bounded input range only (UNAF's
+integral): the finite-difference check of their inverse's gradients takes points whose preimages lie in the test
+range, since far outside it the quadrature's slope and the exact log-derivative part.
 
 Each layer family may keep its cases in its own ``tests/cases_<family>.py`` with any of the dicts ``TRANSFORMS``,
-``AT_INIT``, ``CONDITIONAL``, ``DOMAINS``, ``IMAGES`` and the lists ``NUMERICAL``, ``SIGNED``; they are merged into
-these at import.
+``AT_INIT``, ``CONDITIONAL``, ``DOMAINS``, ``IMAGES`` and the lists ``NUMERICAL``, ``QUADRATURE``, ``SIGNED``; they
+are merged into these at import.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from pathlib import Path
 from tractable import Compose, Inverse, Planar, Radial, Sylvester, Transform
 from tractable.testing import features_of, randomised  # the suite's helpers live in the library, for users too
 
-__all__ = ["AT_INIT", "CONDITIONAL", "DOMAINS", "IMAGES", "NUMERICAL", "SIGNED", "TRANSFORMS", "features_of",
-           "randomised"]
+__all__ = ["AT_INIT", "CONDITIONAL", "DOMAINS", "IMAGES", "NUMERICAL", "QUADRATURE", "SIGNED", "TRANSFORMS",
+           "features_of", "randomised"]
 
 
 TRANSFORMS: dict[str, Callable[[], Transform]] = {
@@ -59,6 +62,7 @@ AT_INIT: dict[str, Callable[[], Transform]] = {
 
 CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {}
 SIGNED: list[str] = []
+QUADRATURE: list[str] = []
 DOMAINS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}
 IMAGES: dict[str, tuple[Callable[[], Transform], tuple[int, ...]]] = {}
 
@@ -69,5 +73,6 @@ for _path in sorted(Path(__file__).parent.glob("cases_*.py")):
     CONDITIONAL.update(getattr(_module, "CONDITIONAL", {}))
     NUMERICAL.extend(getattr(_module, "NUMERICAL", []))
     SIGNED.extend(getattr(_module, "SIGNED", []))
+    QUADRATURE.extend(getattr(_module, "QUADRATURE", []))
     DOMAINS.update(getattr(_module, "DOMAINS", {}))
     IMAGES.update(getattr(_module, "IMAGES", {}))

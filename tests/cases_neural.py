@@ -32,6 +32,7 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
 }
 
 NUMERICAL = list(TRANSFORMS)
+QUADRATURE = ["unaf", "unaf-stack", "unaf-per-feature", "unaf-conditional", "unaf-per-feature-conditional"]
 SIGNED = ["bnaf-stack"]  # the reversal of three features between its layers
 
 AT_INIT: dict[str, Callable[[], Transform]] = {

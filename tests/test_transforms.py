@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from cases import AT_INIT, CONDITIONAL, DOMAINS, IMAGES, NUMERICAL, SIGNED, TRANSFORMS, features_of
+from cases import AT_INIT, CONDITIONAL, DOMAINS, IMAGES, NUMERICAL, QUADRATURE, SIGNED, TRANSFORMS, features_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
@@ -221,7 +221,11 @@ def test_wrong_features_raise(name: str) -> None:
 def test_inverse_gradients(name: str, seed: int) -> None:
     """Gradients through the (numerical) inverse, w.r.t. input and parameters, match finite differences."""
     t, d = make(name, seed)
-    y, c = draw(name, "inverse", 2, d).requires_grad_(True), ctx(name, 2)
+    y, c = draw(name, "inverse", 2, d), ctx(name, 2)
+    if name in QUADRATURE:  # images of the test range: the quadrature is accurate there
+        with torch.no_grad():
+            y = t(draw(name, "forward", 2, d), c)[0]
+    y.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: t.inverse(v, c), (y,))
     # w.r.t. the parameters too (implicit function theorem through the solver): Inverse(t).forward is t.inverse.
     inv = Inverse(t)
