@@ -41,6 +41,24 @@ def test_config_errors_name_the_key(key, value, message):
         resolve({"target": "ring"}, sets=[(key, value)])
 
 
+def test_flowpp_on_digits_gets_its_cpu_budget_and_images_take_every_core():
+    from tractable.app.fit import DEFAULT_THREADS, IMAGE_THREADS, default_threads
+    from tractable.app.tasks.image import DIGITS_FLOWPP
+
+    config = resolve({"target": "digits"})
+    assert config.train.steps == DIGITS_FLOWPP["train"]["steps"] == 2000 and config.train.ema == 0.999
+    assert config.model["dropout"] == 0.2 and config.model["dequantizer"] == {"layers": 4, "hidden": 48, "blocks": 2}
+    # Other models keep the plain image defaults; the user's values win over the budget, key by key.
+    realnvp = resolve({"target": "digits", "model": {"name": "realnvp"}})
+    assert realnvp.train.steps == 1000 and realnvp.train.ema == 0 and "dropout" not in realnvp.model
+    mine = resolve({"target": "digits", "train": {"steps": 300}, "model": {"dequantizer": {"hidden": 8}}})
+    assert mine.train.steps == 300 and mine.model["dequantizer"] == {"layers": 4, "hidden": 8, "blocks": 2}
+    assert resolve({"target": "digits", "model": {"dequantization": "uniform"}}).model.get("dequantizer") is None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert default_threads(config) == min(cores, IMAGE_THREADS)
+    assert default_threads(resolve({"target": "ring"})) == DEFAULT_THREADS
+
+
 def test_model_keys_are_the_constructors_arguments():
     config = resolve({"target": "digits", "model": {"name": "realnvp", "hidden": [8, 16],
                                                     "dequantization": "variational", "dequantizer": {"hidden": 4}}})

@@ -128,7 +128,7 @@ print(f"per-pixel histogram: {(nll / (D * math.log(2))).mean():.3f} bits/dim (ex
 # about a minute on a CPU, and train it twice with the same seed: once with uniform noise, once with a variational
 # dequantizer (two affine couplings of width 8). `log_prob` of an image flow is the single-sample bound, so
 # `fit_max_likelihood` trains it like any flow. The full-size CLI default (`tractable fit digits`) reaches about
-# 1.93 bits/dim in 1,000 steps; this one has a far smaller budget.
+# 1.87 bits/dim in 2,000 steps; this one has a far smaller budget.
 
 # %%
 def make(dequantization):
@@ -180,5 +180,5 @@ plt.show()
 
 # %% [markdown]
 # **From the shell**, the full-size version of this tutorial is `tractable fit digits --out runs/digits`
-# (Flow++, variational dequantization, 1,000 steps), then `tractable eval runs/digits --samples 64` and
+# (Flow++, variational dequantization, 2,000 steps), then `tractable eval runs/digits --samples 64` and
 # `tractable sample runs/digits -n 64 --temperature 0.8`. At a smoke budget the numbers above mean nothing.

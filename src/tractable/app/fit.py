@@ -3,6 +3,7 @@ directory's default name, the thread count; and the listing of what can be fitte
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,16 +13,29 @@ from ..models.image_registry import IMAGE_DESCRIPTIONS
 from ..models.registry import DESCRIPTIONS
 from ..targets.energies import TARGETS, get_target
 from ..targets.toy import DATASETS, get_dataset
-from .config import ConfigError, read_toml
+from .config import ConfigError, FitConfig, read_toml
 from .preflight import check_threads
 from .presets import preset_description, preset_names, preset_tables, print_parameter_counts
 from .resolve import resolve
 from .run import run_config, run_fit
+from .tasks import task_for
 
-#: Torch CPU threads unless ``--threads`` says otherwise: the 2D fits run on small tensors, where extra threads only
-#: add synchronisation overhead, and the digits models lose from a second thread whenever the machine is shared
-#: (measured: docs/results.md, "Digits").
+#: Torch CPU threads of the vector tasks unless ``--threads`` says otherwise: the 2D fits run on small tensors, where
+#: extra threads only add synchronisation overhead.
 DEFAULT_THREADS = 1
+#: Torch CPU threads of the image tasks (at most; fewer where fewer cores are available).
+IMAGE_THREADS = 2
+
+
+def default_threads(config: FitConfig) -> int:
+    """The CPU threads of a fit without ``--threads``: :data:`DEFAULT_THREADS` for vectors, two for images where this
+    process may use two cores (the digits' Flow++ step: 0.30 s on two threads, 0.44 s on one, quiet machine; more
+    threads were not measured to pay on models this small, and on a shared machine even the second can cost more
+    than it gains: ``--threads 1`` there)."""
+    if not task_for(config).images:
+        return DEFAULT_THREADS
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, IMAGE_THREADS)
 
 
 def fit(*, target: str | None = None, config_file: str | None = None, preset: str | None = None,
@@ -46,7 +60,7 @@ def fit(*, target: str | None = None, config_file: str | None = None, preset: st
     if target is not None:
         options = {"target": target, **options}
     config = resolve(user, options=options, sets=sets)
-    torch.set_num_threads(threads if threads is not None else DEFAULT_THREADS)
+    torch.set_num_threads(threads if threads is not None else default_threads(config))
     if out is None:
         layers = config.model.get("layers") or ""
         out = f"runs/{config.stem}-{config.model_name}{layers}-seed{config.train.seed}"
@@ -63,7 +77,7 @@ def resume(run_dir: str, *, threads: int | None = None, progress: bool = True) -
     """
     check_threads(threads)
     config = run_config(run_dir)
-    torch.set_num_threads(threads if threads is not None else DEFAULT_THREADS)
+    torch.set_num_threads(threads if threads is not None else default_threads(config))
     return run_fit(config, run_dir, progress=progress, resume=True)
 
 
