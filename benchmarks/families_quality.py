@@ -51,7 +51,7 @@ ARCH = {
     "bnaf": {"layers": 5, "hidden": 16},
 }
 #: Settings only tractable's side reads (kept out of the peer's configuration, hence out of its cache key).
-OURS = {"naf": {"components": 8, "depth": 2}, "bnaf": {"bias_range": 2.0}}
+OURS = {"naf": {"components": 8, "depth": 2}, "bnaf": {"bias_range": 2.0, "hidden_bias_range": 1.0}}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -110,7 +110,10 @@ def zuko_unaf(cfg: dict, features: int) -> nn.Module:
 
 def tractable_bnaf(cfg: dict, features: int) -> nn.Module:
     from tractable.models.naf import BNAF
+    from tractable.transforms.bnaf import HIDDEN_BIAS_RANGE
 
+    if cfg.get("hidden_bias_range", HIDDEN_BIAS_RANGE) != HIDDEN_BIAS_RANGE:  # a library constant, in the cache key
+        raise ValueError(f"expected hidden_bias_range {HIDDEN_BIAS_RANGE}, got {cfg['hidden_bias_range']}")
     return BNAF(features, layers=cfg["layers"], hidden=cfg["hidden"], bias_range=cfg["bias_range"])
 
 

@@ -74,10 +74,12 @@ def test_integrand_per_feature_checks_the_feature_axis():
         IntegralMap(2, features=0)
 
 
-def test_bnaf_first_layer_biases_span_bias_range():
+def test_bnaf_biases_span_the_range_of_each_layers_input():
     torch.manual_seed(0)
-    first = BNAF(2, layers=1, hidden=16, bias_range=2.0).transform.transforms[0].layers[0].bias
-    assert first.abs().max() <= 2.0 and first.abs().max() > 1.0  # 32 draws of U(-2, 2)
+    first, hidden, last = BNAF(2, layers=1, hidden=16, bias_range=2.0).transform.transforms[0].layers
+    assert first.bias.abs().max() <= 2.0 and first.bias.abs().max() > 1.0  # 32 draws of U(-2, 2)
+    assert 0.5 < hidden.bias.abs().max() <= 1.0  # U(-1, 1): the tanh units' range (default: ±1/√32 = ±0.18)
+    assert last.bias.abs().max() <= 1 / 2**0.5
     with pytest.raises(ValueError, match="expected a positive bias_range, got 0"):
         BNAF(2, bias_range=0)
 
