@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch.func import functional_call
 
 from tractable import Inverse, Transform
-from tractable.testing import check_log_det, check_log_det_cancels, check_round_trip, context_width
+from tractable.testing import check_log_det, check_log_det_cancels, check_round_trip, context_width, jacobians
 from tractable.transforms.numerics import solve_tanh_shift
 
 UNCONDITIONAL = sorted(TRANSFORMS)
@@ -117,10 +117,19 @@ def test_shapes_and_dtype(name: str, batch: int, seed: int) -> None:
     else:
         x32 = draw(name, "forward", batch, d, normal=True, dtype=torch.float32)
         y32 = t32(x32, c32)[0].detach()
-        # float32 keeps ~7 digits of y: a randomised layer far from the identity (a 1-D planar layer with a tiny w
-        # shifts by ~1e3) pins x down only to ~1e-7·|y|/slope, so the bar widens with |y| beyond 100.
-        atol = 5e-4 * max(1.0, float(y32.abs().max()) / 100)
-        torch.testing.assert_close(t32.inverse(y32, c32)[0], x32, rtol=0, atol=atol)
+        errors = (t32.inverse(y32, c32)[0].detach() - x32).abs().amax(-1)
+        if float(errors.max()) > 5e-4:  # a badly conditioned row, or a wrong inverse: the float64 Jacobian tells
+            scale = _conditioning(t32.double(), y32.double(), None if c32 is None else c32.double())
+            bar = 5e-4 * (scale / 100).clamp(min=1.0)
+            assert bool((errors <= bar).all()), f"float32 round trip errors {errors.tolist()} > bars {bar.tolist()}"
+
+
+def _conditioning(t: Transform, y: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """Per row, ``max |y| · ‖∂x/∂y‖∞``: float32 keeps ~7 digits of ``y``, which pin ``x = inverse(y)`` down only to
+    ~1e-7 of this (a randomised 1-D planar layer shifts by ~900 with a slope of 0.13; a circular spline's flattest
+    bin has a slope ~1e-4), so the float32 round trip's bar widens with it beyond 100."""
+    jac = jacobians(lambda v: t.inverse(v, c)[0], y)
+    return (jac.abs().sum(-1).amax(-1) * y.abs().amax(-1)).detach().float()
 
 
 @pytest.mark.parametrize("name", UNCONDITIONAL)
