@@ -51,7 +51,8 @@ ARCH = {
     "bnaf": {"layers": 5, "hidden": 16},
 }
 #: Settings only tractable's side reads (kept out of the peer's configuration, hence out of its cache key).
-OURS = {"naf": {"components": 8, "depth": 2}, "bnaf": {"bias_range": 2.0, "hidden_bias_range": 1.0}}
+OURS = {"naf": {"components": 8, "depth": 2}, "unaf": {"integrand_clip": "algebraic"},
+        "bnaf": {"bias_range": 2.0, "hidden_bias_range": 1.0}}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -96,6 +97,8 @@ def zuko_naf(cfg: dict, features: int) -> nn.Module:
 def tractable_unaf(cfg: dict, features: int) -> nn.Module:
     from tractable.models.naf import UNAF
 
+    if cfg.get("integrand_clip", "algebraic") != "algebraic":  # the library's clip of log g, in the cache key
+        raise ValueError(f"expected integrand_clip 'algebraic', got {cfg['integrand_clip']!r}")
     return UNAF(features, layers=cfg["layers"], hidden=cfg["hidden"], signal=cfg["signal"],
                 integrand_hidden=cfg["integrand"][0], integrand_blocks=len(cfg["integrand"]), nodes=cfg["nodes"])
 

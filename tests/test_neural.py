@@ -42,6 +42,22 @@ def test_integral_map_matches_a_known_integral():
     torch.testing.assert_close(log_d, 7 * torch.tanh(torch.sin(x) / 7))
 
 
+@pytest.mark.parametrize("s", [-28.0, -7.0, 0.0, 3.0, 28.0, 1e4])
+def test_integrand_clip_is_bounded_and_keeps_a_gradient_far_out(s):
+    """log g = s/√(1 + (s/7)²): within ±7, the identity's slope at 0, and at |s| = 28 still a slope of
+    (1 + 16)^(-3/2) = 0.014 (7 tanh(s/7) would give 1.3e-3 there: a saturated integrand stops learning)."""
+    m = IntegralMap(0, hidden=4).double()
+    bias = m.layers[-1].bias
+    with torch.no_grad():
+        bias.fill_(s)  # the last layer's weights are zero: s is the bias, for every point
+    log_g = m.log_integrand(torch.zeros(1, 3, dtype=torch.float64), torch.zeros(1, 0, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(log_g[0, 0], bias)
+    log_g = log_g.detach()
+    assert float(log_g.abs().max()) < m.CLIP
+    assert float(log_g[0, 0]) == pytest.approx(s / math.sqrt(1 + (s / 7) ** 2), rel=1e-12)
+    assert float(grad) == pytest.approx((1 + (s / 7) ** 2) ** -1.5, rel=1e-9)
+
+
 def test_integrand_per_feature_is_each_features_own_network():
     """With an integrand network per feature, the map of all features at once is, feature by feature, the selected
     map of that feature (what the sequential inverse uses), and feature i's output moves with network i alone."""
