@@ -9,7 +9,8 @@ The protocol is density_quality's (its functions are imported): ``sample_splits(
 angles stay angles); ``torch.manual_seed(S)`` before building; ``fit_max_likelihood`` (Adam, cosine decay over
 ``--steps`` of batch ``--batch-size``, validation NLL every ``--eval-every`` steps, best state restored); then
 ``evaluate_toy`` on the test split (``gap = test NLL − entropy``). ``fm`` trains on its own loss (flow matching,
-through ``training_loss``) and ``ffjord`` on the Hutchinson NLL with RNODE's penalties; both are validated and tested
+through ``training_loss``) and ``ffjord`` on the Hutchinson NLL with RNODE's penalties (``ffjord-exact``: the exact
+trace and no penalties, as zuko's CNF trains); both are validated and tested
 by the exact ODE log-density. Peers:
 
 * ``zuko-cnf``: ``zuko.flows.CNF(2, hidden_features=(H,) * blocks)`` (ELU, 3 time frequencies, exact trace in
@@ -51,7 +52,7 @@ from torch import nn
 RESULTS = Path(__file__).resolve().parent / "results"
 NOTES = "\n## Notes"
 PLANAR = ("eight_gaussians", "checkerboard", "rings")
-MODELS = ("fm", "ffjord", "zuko-cnf", "ncsf", "ncsf-ar", "zuko-ncsf", "normflows-ncsf")
+MODELS = ("fm", "ffjord", "ffjord-exact", "zuko-cnf", "ncsf", "ncsf-ar", "zuko-ncsf", "normflows-ncsf")
 DEFAULTS = {"steps": 5000, "batch_size": 512, "lr": 1e-3, "eval_every": 250, "hidden": 64, "blocks": 2,
             "layers": 4, "bins": 8, "fm_hidden": 128, "fm_blocks": 3, "fm_freqs": 8, "fm_time_power": 2.0,
             "fm_space_freqs": 32, "fm_space_scale": 3.0, "zuko_train_tol": 1e-3, "zuko_eval_tol": 1e-5}
@@ -89,8 +90,10 @@ def build(model: str, cfg: dict) -> nn.Module:
         return FlowMatching(2, hidden=cfg["fm_hidden"], blocks=cfg["fm_blocks"], freqs=cfg["fm_freqs"],
                             time_power=cfg["fm_time_power"], space_freqs=cfg["fm_space_freqs"],
                             space_scale=cfg["fm_space_scale"])
-    if model == "ffjord":
+    if model in ("ffjord", "ffjord-exact"):
         from tractable.models.continuous import FFJORD
+        if model == "ffjord-exact":  # zuko's training: the exact trace, no RNODE penalties
+            return FFJORD(2, hidden=h, blocks=b, freqs=3, estimator="exact", kinetic=0.0, jacobian=0.0)
         return FFJORD(2, hidden=h, blocks=b, freqs=3)
     if model in ("ncsf", "ncsf-ar"):
         from tractable.models.ncsf import NCSF
