@@ -59,6 +59,38 @@ def test_flowpp_on_digits_gets_its_cpu_budget_and_images_take_every_core():
     assert default_threads(resolve({"target": "ring"})) == DEFAULT_THREADS
 
 
+@pytest.mark.parametrize("threads", [None, 1])
+def test_evaluation_after_training_takes_two_threads_unless_told(tmp_path, monkeypatch, threads):
+    from tractable.app.fit import DEFAULT_THREADS, EVAL_THREADS, fit
+    from tractable.app.tasks.data import DataTask
+
+    seen = {}
+    train, evaluate = DataTask.fit, DataTask.evaluate
+
+    def spy_fit(self, *args, **kwargs):
+        seen["train"] = torch.get_num_threads()
+        return train(self, *args, **kwargs)
+
+    def spy_evaluate(self, *args, **kwargs):
+        seen["evaluate"] = torch.get_num_threads()
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(DataTask, "fit", spy_fit)
+    monkeypatch.setattr(DataTask, "evaluate", spy_evaluate)
+    before = torch.get_num_threads()
+    try:
+        fit(target="checkerboard", options={"train.steps": 3, "train.batch_size": 16, "data.train_size": 100,
+                                            "data.val_size": 50, "data.test_size": 50, "output.plots": False},
+            out=str(tmp_path / "run"), threads=threads, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if threads is None:
+        assert seen == {"train": DEFAULT_THREADS, "evaluate": min(cores, EVAL_THREADS)}
+    else:
+        assert seen == {"train": threads, "evaluate": threads}
+
+
 def test_model_keys_are_the_constructors_arguments():
     config = resolve({"target": "digits", "model": {"name": "realnvp", "hidden": [8, 16],
                                                     "dequantization": "variational", "dequantizer": {"hidden": 4}}})

@@ -183,8 +183,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-last", type=int, default=None, help="training checkpoints kept (default 3)")
     run.add_argument("--no-plots", action="store_true", help="skip the figures")
     run.add_argument("--no-gif", action="store_true", help="skip the animated GIF")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 for vectors: "
-                     "small models gain nothing from more; 2 for images: use 1 on a shared machine; raise it for wide "
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads of the whole run (default: 1 "
+                     "for training on vectors: small models gain nothing from more; 2 for training on images and for "
+                     "the evaluation and figures after any training; use 1 on a shared machine; raise it for wide "
                      "models on large tables or MNIST/CIFAR-10 on CPU)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import __version__
 from ..flow import Flow
 from ..training import (
@@ -79,7 +81,7 @@ def export_weights(flow: Flow, config: FitConfig, path: Path) -> Path:
 
 
 def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: Echo = print,
-            resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+            resume: bool = False, overwrite: bool = False, eval_threads: int | None = None) -> dict[str, Any]:
     """Run the fit ``config`` describes, writing the run directory ``out``; return what ``metrics.json`` holds.
 
     Nothing is written before everything is checked: the settings, the data (loaded), the model (built) and the
@@ -90,6 +92,7 @@ def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: 
     With ``resume``, continue the run in ``out`` from its newest intact training checkpoint (``out/checkpoints``),
     after checking that its ``config.toml`` and data still match the checkpoint's; the result equals the
     uninterrupted run's. A run with no training checkpoint at all starts again from its configuration (with a note).
+    ``eval_threads`` (when given) is the torch thread count of the evaluation and figures after training.
     Launched by ``torchrun`` (``WORLD_SIZE > 1``), the process joins the process group and trains with DDP; only rank
     0 locks and writes files and reports (the others return ``{}``).
 
@@ -128,7 +131,7 @@ def run_fit(config: FitConfig, out: str | Path, *, progress: bool = True, echo: 
 
         seed_everything(config.train.seed)
         metrics = _fit(task, config, out, progress=progress, echo=echo, resume=resume and not restart,
-                       main=ctx.is_main, on_start=take_directory)
+                       main=ctx.is_main, on_start=take_directory, eval_threads=eval_threads)
         if ctx.is_main:
             echo(f"run directory: {out}")
     except BaseException as e:
@@ -162,8 +165,9 @@ def _resume_from(config: FitConfig, out: Path, problem: Any, main: bool) -> Path
 
 
 def _fit(task: Task, config: FitConfig, out: Path, *, progress: bool, echo: Echo, resume: bool, main: bool,
-         on_start: Callable[[], None]) -> dict[str, Any]:
-    """Load, build, train; then on rank 0 evaluate, checkpoint, export, write the metrics, report and draw."""
+         on_start: Callable[[], None], eval_threads: int | None = None) -> dict[str, Any]:
+    """Load, build, train; then on rank 0 evaluate, checkpoint, export, write the metrics, report and draw (on
+    ``eval_threads`` torch threads when given)."""
     problem = task.load(config)
     spec = task.spec(problem)
     flow = task.build(config, spec, problem)
@@ -175,6 +179,8 @@ def _fit(task: Task, config: FitConfig, out: Path, *, progress: bool, echo: Echo
     if not main:
         return {}
     flow.eval()
+    if eval_threads is not None:
+        torch.set_num_threads(eval_threads)
     metrics = task.evaluate(flow, problem, config)
     metrics.update(task.run_metrics(flow, problem, config, history))
     if history.compile_seconds:  # the first step's time, apart from the steady state's
