@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/families_quality.py [--families resflow naf unaf bnaf] [--libs unaf/zuko ...]
         [--datasets eight_gaussians checkerboard rings] [--seeds 0 1 2] [--jobs 2] [--peer-path /tmp/peerlibs] [--list]
+        [--ours KEY=JSON ...] [--out NAME]
 
 Pairs (tractable beside its peer), parameter counts matched within 5% (``--list`` prints them):
 
@@ -191,7 +192,16 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the matched parameter counts and exit")
     parser.add_argument("--cached-only", action="store_true",
                         help="run nothing: write the table of the runs already in the cache")
+    parser.add_argument("--ours", nargs="+", default=[], metavar="KEY=JSON",
+                        help="override an option of tractable's side of each family (e.g. signal=16); the peer's "
+                             "configuration and parameter count stay, tractable's MADE width is matched again")
     args = parser.parse_args()
+    for item in args.ours:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"expected --ours KEY=JSON, got {item!r}")
+        for family in args.families:
+            OURS.setdefault(family, {})[key] = json.loads(value)
     torch.set_num_threads(1)
     if args.peer_path not in sys.path:
         sys.path.append(args.peer_path)
