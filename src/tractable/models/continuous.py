@@ -56,7 +56,11 @@ class FFJORD(Flow):
     Training minimises ``-log q(x)`` with the stochastic trace (train mode) plus the RNODE penalties
     ``kinetic · ∫‖v‖²dt + jacobian · ∫‖εᵀ∂v/∂x‖²dt``; ``log_prob`` in eval mode is exact (the exact trace). The default
     sizes (a 64-unit, 2-layer field, tolerances 1e-3 in training) keep ``tractable fit checkerboard --model ffjord``
-    within minutes on two cores; evaluation solves to ``eval_tol``.
+    within minutes on two cores; evaluation solves to ``eval_tol``. In low dimension the exact trace costs only
+    ``features`` vector-Jacobian products: on the 2-D toy sets (``freqs=3``, 5,000 steps of 512),
+    ``estimator="exact", kinetic=0, jacobian=0`` (zuko's training of its CNF) fit better than the default on every
+    seed tried (KL gaps, eight_gaussians median 0.0082 against 0.0122; checkerboard median 0.245 against 0.269 and
+    0.301; rings 0.680 and 0.688 against 0.746 and 0.723) at 1.3–2.2× the training time.
 
     Args:
         features: dimension of the data.
