@@ -198,10 +198,17 @@ def main() -> None:
     args = parser.parse_args()
     for item in args.ours:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"expected --ours KEY=JSON, got {item!r}")
+        try:
+            parsed = json.loads(value) if sep and key else None
+        except json.JSONDecodeError:
+            parsed = None
+        if parsed is None:
+            parser.error(f"expected --ours KEY=JSON (e.g. signal=16), got {item!r}")
         for family in args.families:
-            OURS.setdefault(family, {})[key] = json.loads(value)
+            known = {**ARCH[family], **OURS.get(family, {})}
+            if key not in known:  # a key no builder reads would only change the cache key
+                parser.error(f"expected --ours KEY among {sorted(known)} for {family}, got {key!r}")
+            OURS.setdefault(family, {})[key] = parsed
     torch.set_num_threads(1)
     if args.peer_path not in sys.path:
         sys.path.append(args.peer_path)
