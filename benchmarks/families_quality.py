@@ -52,7 +52,8 @@ ARCH = {
     "bnaf": {"layers": 5, "hidden": 16},
 }
 #: Settings only tractable's side reads (kept out of the peer's configuration, hence out of its cache key).
-OURS = {"naf": {"components": 8, "depth": 2}, "unaf": {"integrand_clip": "algebraic"},
+OURS = {"naf": {"components": 8, "depth": 2},
+        "unaf": {"integrand_clip": "algebraic", "integrand_slope": 4.0, "integrand_spread": 2.5, "eval_nodes": 32},
         "bnaf": {"bias_range": 2.0, "hidden_bias_range": 1.0}}
 
 
@@ -101,7 +102,9 @@ def tractable_unaf(cfg: dict, features: int) -> nn.Module:
     if cfg.get("integrand_clip", "algebraic") != "algebraic":  # the library's clip of log g, in the cache key
         raise ValueError(f"expected integrand_clip 'algebraic', got {cfg['integrand_clip']!r}")
     return UNAF(features, layers=cfg["layers"], hidden=cfg["hidden"], signal=cfg["signal"],
-                integrand_hidden=cfg["integrand"][0], integrand_blocks=len(cfg["integrand"]), nodes=cfg["nodes"])
+                integrand_hidden=cfg["integrand"][0], integrand_blocks=len(cfg["integrand"]), nodes=cfg["nodes"],
+                integrand_slope=cfg.get("integrand_slope", 0.0), integrand_spread=cfg.get("integrand_spread", 2.5),
+                eval_nodes=cfg.get("eval_nodes", cfg["nodes"]))
 
 
 def zuko_unaf(cfg: dict, features: int) -> nn.Module:

@@ -163,6 +163,14 @@ class IntegralMap(ElementwiseMap):
         activation: the integrand network's activation (smooth ones make the quadrature converge fastest).
         features: ``None`` for one integrand network shared by every element; ``D`` for a network per feature (as
             Wehenkel & Louppe's UMNN-MAF): the elements' last axis is then the feature axis, of size ``D``.
+        slope: the first layer's weights on the point start uniform in ``[−slope, slope]`` (0: ``nn.Linear``'s
+            initialisation, whose small weights make an integrand smooth in ``u``: it takes thousands of steps to
+            grow the several bumps a multimodal conditional needs).
+        spread: the first layer's units start bending at points uniform in ``[−spread, spread]`` (standardised
+            data's range).
+        eval_nodes: the Clenshaw–Curtis order in eval mode (``None``: ``nodes``). Training with few nodes and
+            evaluating with more keeps training fast and the density normalised: the quadrature error is what
+            separates the map's derivative from ``g``, hence the density's mass from 1.
         tol: the inverse's relative tolerance (``None``: by dtype).
 
     Example:
@@ -183,22 +191,40 @@ class IntegralMap(ElementwiseMap):
     CLIP = 7.0
 
     def __init__(self, signal: int = 16, *, hidden: int = 64, blocks: int = 2, nodes: int = 32,
-                 activation: str = "silu", features: int | None = None, tol: float | None = None):
+                 activation: str = "silu", features: int | None = None, slope: float = 4.0, spread: float = 2.5,
+                 eval_nodes: int | None = None, tol: float | None = None):
         super().__init__()
         if signal < 0 or hidden < 1 or blocks < 1 or nodes < 2 or (features is not None and features < 1):
             raise ValueError(f"expected signal >= 0, hidden >= 1, blocks >= 1, nodes >= 2 and features None or "
                              f">= 1, got signal={signal}, hidden={hidden}, blocks={blocks}, nodes={nodes}, "
                              f"features={features}")
+        if not (slope >= 0 and spread >= 0) or (eval_nodes is not None and eval_nodes < 2):
+            raise ValueError(f"expected slope >= 0, spread >= 0 and eval_nodes None or >= 2, got slope={slope}, "
+                             f"spread={spread}, eval_nodes={eval_nodes}")
         self.signal, self.nodes, self.tol, self.activation = signal, nodes, tol, activation
+        self.eval_nodes = nodes if eval_nodes is None else eval_nodes
         self.features = features
         self.params = signal + 1
         self._act = activation_fn(activation)
         sizes = [1 + signal] + [hidden] * blocks + [1]
         self.layers = nn.ModuleList(_StackedLinear(sizes[i], sizes[i + 1], features) if features else
                                     nn.Linear(sizes[i], sizes[i + 1]) for i in range(blocks + 1))
+        self._spread_point_units(slope, spread)
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
-        self._rules: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+        self._rules: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+
+    @torch.no_grad()
+    def _spread_point_units(self, slope: float, spread: float) -> None:
+        """The first layer's weights on the point ``u`` start uniform in ``[−slope, slope]`` and its biases put each
+        unit's bend (the zero of its input at ``h = 0``) uniform in ``[−spread, spread]``: the integrand can grow
+        bumps across the standardised data from the first steps, instead of bending near ``u = 0`` only."""
+        if slope == 0:
+            return
+        first = self.layers[0]
+        w = first.weight[..., 0]
+        w.uniform_(-slope, slope)
+        first.bias.copy_(-w * torch.empty_like(w).uniform_(-spread, spread))
 
     def _check(self, x: Tensor, feature: int | None) -> None:
         if self.features and feature is None and (x.dim() < 1 or x.shape[-1] != self.features):
@@ -231,11 +257,12 @@ class IntegralMap(ElementwiseMap):
 
     def _rule(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The nodes on ``[0, 1]`` (from ``u = 0`` to the upper limit, last) and the weights, in ``x``'s dtype and on
-        its device: computed in float64 once per dtype and device (not buffers, so a float32 copy never loses the
-        float64 rule)."""
-        key = (x.dtype, x.device)
+        its device (``nodes`` in train mode, ``eval_nodes`` in eval mode): computed in float64 once per order, dtype
+        and device (not buffers, so a float32 copy never loses the float64 rule)."""
+        nodes = self.nodes if self.training else self.eval_nodes
+        key = (nodes, x.dtype, x.device)
         if key not in self._rules:
-            t, w = clenshaw_curtis(self.nodes)
+            t, w = clenshaw_curtis(nodes)
             self._rules[key] = (((1 + t.flip(0)) / 2).to(x), (w.flip(0) / 2).to(x))
         return self._rules[key]
 
@@ -258,22 +285,37 @@ class IntegralMap(ElementwiseMap):
         hd = h.detach()
         with torch.no_grad():
             vd = v.detach()
-            lo = torch.where(vd < 0, vd * math.exp(self.CLIP), vd * math.exp(-self.CLIP))
-            hi = torch.where(vd < 0, vd * math.exp(-self.CLIP), vd * math.exp(self.CLIP))
 
             def fn(x: Tensor) -> tuple[Tensor, Tensor]:
                 value, log_g = self._integral(x, hd, feature)
                 return value, torch.exp(log_g)
 
+            lo, hi = self._bracket(fn, vd)
             tol = default_tolerance(y.dtype) if self.tol is None else self.tol
             x = solve_increasing(fn, vd, lo, hi, tol=tol)
         value, log_g = self._integral(x, h, feature)
         x = newton_refine(value - v, torch.exp(log_g), x)
         return x, -self._integral(x, h, feature)[1]
 
+    def _bracket(self, fn, v: Tensor) -> tuple[Tensor, Tensor]:
+        """A bracket of ``f(x) = v`` within a factor 2: ``g ∈ (e^{-7}, e^7)`` puts the root in ``v·[e^{-7}, e^7]``,
+        but the quadrature over an interval far longer than the data's misses an integrand's bumps near 0 and can put
+        ``f(v e^7)`` below ``v``; so the bracket is found by doubling or halving from ``|x| = |v|`` (11 steps:
+        ``2^11 > e^7``), evaluating ``f`` only within a factor 2 of the root."""
+        sign, target = torch.where(v < 0, -1.0, 1.0).to(v), v.abs()
+        lo, hi = target * math.exp(-self.CLIP), target * math.exp(self.CLIP)
+        x = target
+        for _ in range(math.ceil(self.CLIP / math.log(2))):
+            below = sign * fn(sign * x)[0] < target
+            lo, hi = torch.where(below, torch.maximum(lo, x), lo), torch.where(below, hi, torch.minimum(hi, x))
+            x = torch.where(below, 2 * x, x / 2).clamp(lo, hi)
+        lo, hi = sign * lo, sign * hi
+        return torch.minimum(lo, hi), torch.maximum(lo, hi)
+
     def extra_repr(self) -> str:
         per = f", features={self.features}" if self.features else ""
-        return f"signal={self.signal}, nodes={self.nodes}, activation={self.activation!r}{per}"
+        return (f"signal={self.signal}, nodes={self.nodes}, eval_nodes={self.eval_nodes}, "
+                f"activation={self.activation!r}{per}")
 
 
 class _StackedLinear(nn.Module):
