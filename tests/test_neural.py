@@ -98,7 +98,7 @@ def test_integrand_units_start_bending_across_the_data(features):
     out (not all near 0, as nn.Linear's small biases over its weights put them); the map is still the identity."""
     torch.manual_seed(0)
     m = IntegralMap(4, hidden=64, slope=1.5, spread=2.5, features=features)
-    w, b = m.layers[0].weight[..., 0], m.layers[0].bias
+    w, b = m.layers[0].weight[..., 0].detach(), m.layers[0].bias.detach()
     bends = -b / w
     assert float(w.abs().max()) <= 1.5 and float(w.abs().max()) > 1.2
     assert float(bends.abs().max()) <= 2.5 + 1e-6 and float((bends.abs() > 1.25).float().mean()) > 0.3
