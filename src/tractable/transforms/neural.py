@@ -150,8 +150,8 @@ class IntegralMap(ElementwiseMap):
     Directions: ``forward`` is the quadrature (``nodes + 1`` evaluations of ``g`` per element; ``x/2 Σ_j w_j
     g(x(1 + t_j)/2)``) with the log-derivative ``log g(x; h)`` — exact for the integral, so the density is exact up
     to the quadrature error (below ``1e-6`` relative at 32 nodes on random integrands with ``nn.Linear``'s first
-    layer, for ``|x| ≲ 10``; a randomly perturbed steep start, ``slope=4``, can reach ``1e-3`` at 32 nodes and needs
-    64; a badly resolved integrand over a long interval can make the quadrature non-monotone: standardise the data).
+    layer, for ``|x| ≲ 10``; a randomly perturbed steep start, ``slope=4``, reaches ``1e-3`` in rare draws at 32 and
+    64 nodes; a badly resolved integrand over a long interval can make the quadrature non-monotone: standardise data).
     ``inverse`` solves ``f(x) = y`` by Newton–bisection in a bracket found by doubling from ``|x| = |y − β|`` within
     ``[e^{-7}, e^7]·(y − β)``, to ``tol · max(1, |x|)`` (default ``1e-12`` in float64, ``1e-6`` in float32), then one
     differentiable Newton step.
