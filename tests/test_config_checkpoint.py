@@ -46,13 +46,15 @@ def test_flowpp_on_digits_gets_its_cpu_budget_and_images_take_every_core():
     from tractable.app.tasks.image import DIGITS_FLOWPP
 
     config = resolve({"target": "digits"})
-    assert config.train.steps == DIGITS_FLOWPP["train"]["steps"] == 2000 and config.train.ema == 0.999
-    assert config.model["dropout"] == 0.2 and config.model["dequantizer"] == {"layers": 4, "hidden": 48, "blocks": 2}
+    assert config.train.steps == DIGITS_FLOWPP["train"]["steps"] == 2600 and config.train.ema == 0.999
+    assert config.model["dropout"] == 0.2 and config.model["dequantizer"] == {
+        "layers": 4, "hidden": 32, "blocks": 2, "coupling": "mixture"}
     # Other models keep the plain image defaults; the user's values win over the budget, key by key.
     realnvp = resolve({"target": "digits", "model": {"name": "realnvp"}})
     assert realnvp.train.steps == 1000 and realnvp.train.ema == 0 and "dropout" not in realnvp.model
     mine = resolve({"target": "digits", "train": {"steps": 300}, "model": {"dequantizer": {"hidden": 8}}})
-    assert mine.train.steps == 300 and mine.model["dequantizer"] == {"layers": 4, "hidden": 8, "blocks": 2}
+    assert mine.train.steps == 300
+    assert mine.model["dequantizer"] == {"layers": 4, "hidden": 8, "blocks": 2, "coupling": "mixture"}
     assert resolve({"target": "digits", "model": {"dequantization": "uniform"}}).model.get("dequantizer") is None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert default_threads(config) == min(cores, IMAGE_THREADS)
