@@ -37,9 +37,9 @@ def _cores() -> int:
 
 def default_threads(config: FitConfig) -> int:
     """The CPU threads of a fit without ``--threads``: :data:`DEFAULT_THREADS` for vectors, two for images where this
-    process may use two cores (the digits' Flow++ step: 0.30 s on two threads, 0.44 s on one, quiet machine; more
-    threads were not measured to pay on models this small, and on a shared machine even the second can cost more
-    than it gains: ``--threads 1`` there)."""
+    process may use two cores (a digits Flow++ step with a 4 x 48 affine dequantizer: 0.42 s on two threads, 0.64 s
+    on one, quiet machine; more threads were not measured to pay on models this small, and on a shared machine even
+    the second can cost more than it gains: ``--threads 1`` there)."""
     if not task_for(config).images:
         return DEFAULT_THREADS
     return min(_cores(), IMAGE_THREADS)
