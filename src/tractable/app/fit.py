@@ -37,7 +37,7 @@ def _cores() -> int:
 
 def default_threads(config: FitConfig) -> int:
     """The CPU threads of a fit without ``--threads``: :data:`DEFAULT_THREADS` for vectors, two for images where this
-    process may use two cores (a digits Flow++ step with a 4 x 48 affine dequantizer: 0.42 s on two threads, 0.64 s
+    process may use two cores (a step of the digits default: medians of 0.25-0.35 s on two threads against 0.37-0.45 s
     on one, quiet machine; more threads were not measured to pay on models this small, and on a shared machine even
     the second can cost more than it gains: ``--threads 1`` there)."""
     if not task_for(config).images:
