@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from tractable.models.maf import IAF, MAF
 from tractable.models.nsf import NSF
 from tractable.models.permutations import coupling_masks, layer_orders
-from tractable.nn.made import MADE, hidden_degrees
+from tractable.nn.made import MADE, SequentialPasses, hidden_degrees
+from tractable.transforms import autoregressive
 from tractable.transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
 from tractable.transforms.splines import RQSplineMap, rational_quadratic, spline_knots
 
@@ -331,13 +332,17 @@ def test_fast_and_slow_directions(model: str, monkeypatch: pytest.MonkeyPatch) -
     d, layers = 4, 3
     flow = MAF(d, layers=layers, hidden=8) if model == "maf" else IAF(d, layers=layers, hidden=8)
     calls = [0]
-    hidden = MADE._hidden
 
-    def counted(self: MADE, *args: object) -> torch.Tensor:
-        calls[0] += 1
-        return hidden(self, *args)
+    def counted(fn):  # one call: one pass of a MADE (the density direction's, fused or not, or a sequential one)
+        def wrapper(*args: object) -> object:
+            calls[0] += 1
+            return fn(*args)
 
-    monkeypatch.setattr(MADE, "_hidden", counted)
+        return wrapper
+
+    monkeypatch.setattr(MADE, "forward", counted(MADE.forward))
+    monkeypatch.setattr(autoregressive, "masked_affine", counted(autoregressive.masked_affine))
+    monkeypatch.setattr(SequentialPasses, "__call__", counted(SequentialPasses.__call__))
     x = flow.sample(5)
     sampled, calls[0] = calls[0], 0
     flow.log_prob(x)
@@ -370,13 +375,32 @@ def test_maf_with_batchnorm() -> None:
     torch.testing.assert_close(flow.log_prob(x), log_q, rtol=0, atol=1e-8)
 
 
-def test_made_feature_params_match_forward() -> None:
+@pytest.mark.parametrize("context", [0, 2])
+@pytest.mark.parametrize("features", [1, 2, 5])
+def test_made_sequential_passes_match_forward(features: int, context: int) -> None:
     torch.manual_seed(0)
-    made = MADE(5, 3, hidden=16, context_features=2, order=[3, 1, 4, 0, 2], zero_last=False).double()
-    x, c = torch.randn(7, 5, dtype=F64), torch.randn(7, 2, dtype=F64)
-    full = made(x, c)
-    for i in range(5):
+    order = torch.randperm(features)
+    made = MADE(features, 3, hidden=16, context_features=context, order=order, zero_last=False).double()
+    x, c = torch.randn(7, features, dtype=F64), (torch.randn(7, context, dtype=F64) if context else None)
+    full, passes = made(x, c), made.sequential()
+    for i in range(features):
+        torch.testing.assert_close(passes(x, c, i), full[..., i, :], rtol=0, atol=1e-12)
         torch.testing.assert_close(made.feature_params(x, c, i), full[..., i, :], rtol=0, atol=1e-12)
+
+
+def test_made_sequential_passes_compute_only_the_units_a_feature_reads() -> None:
+    """The pass of the feature at position t multiplies only the hidden units of degree < t: a NaN in a unit of the
+    top degree reaches every output of the full pass (NaN · 0 is NaN) but none of the features placed before it."""
+    torch.manual_seed(0)
+    made = MADE(5, 2, hidden=12, order=[3, 1, 4, 0, 2], zero_last=False).double()
+    top = made.degrees == made.degrees.max()
+    with torch.no_grad():
+        made.layers[0].bias[top] = float("nan")
+    x = torch.randn(4, 5, dtype=F64)
+    assert made(x).isnan().all()
+    passes = made.sequential()
+    for i in range(5):
+        assert passes(x, None, i).isnan().any() == (made.order[i] > made.degrees.max())
 
 
 def test_spline_autoregressive_layers_accept_contexts_of_any_batch_shape() -> None:

@@ -153,6 +153,12 @@ class MADE(nn.Module):
         # the features in autoregressive order, as Python ints: the sequential direction loops over them, and a
         # compiled graph unrolls the loop (a tensor's values would be unknown while tracing)
         self.positions: list[int] = torch.argsort(self.order).tolist()
+        # The sequential direction sorts the hidden units by degree: feature i then needs only the units of degree
+        # below its position order[i], a prefix of that order of length prefix[i] (0 for the first feature
+        # without a context).
+        degrees = self.degrees.tolist()
+        self.unit_order: list[int] = sorted(range(len(degrees)), key=degrees.__getitem__)
+        self.prefix: list[int] = [sum(d < t for d in degrees) for t in self.order.tolist()]
 
     @torch.no_grad()
     def set_output_bias(self, theta: Tensor) -> None:
@@ -170,19 +176,27 @@ class MADE(nn.Module):
         bias = self.layers[-1].bias
         bias.copy_(theta.to(bias).expand(self.features, self.params).T.reshape(-1))
 
-    def _hidden(self, x: Tensor, context: Tensor | None) -> Tensor:
-        """The last hidden layer's activations."""
+    def check_inputs(self, x: Tensor, context: Tensor | None) -> Tensor | None:
+        """Check ``x`` ``(..., features)`` and the context; return the context broadcast to ``x``'s batch shape
+        (``None`` without context features)."""
         if x.dim() < 1 or x.shape[-1] != self.features:
             raise ValueError(f"expected input of shape (..., {self.features}), got input of shape {tuple(x.shape)}")
-        if self.context_features:
-            if context is None:
-                raise ValueError(f"expected a context of shape (..., {self.context_features}), got None")
-            if context.shape[-1] != self.context_features:
-                raise ValueError(
-                    f"expected a context of shape (..., {self.context_features}), got shape {tuple(context.shape)}"
-                )
-            if context.shape[:-1] != x.shape[:-1]:
-                context = context.expand(*x.shape[:-1], self.context_features)
+        if not self.context_features:
+            return None
+        if context is None:
+            raise ValueError(f"expected a context of shape (..., {self.context_features}), got None")
+        if context.shape[-1] != self.context_features:
+            raise ValueError(
+                f"expected a context of shape (..., {self.context_features}), got shape {tuple(context.shape)}"
+            )
+        if context.shape[:-1] != x.shape[:-1]:
+            context = context.expand(*x.shape[:-1], self.context_features)
+        return context
+
+    def _hidden(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """The last hidden layer's activations."""
+        context = self.check_inputs(x, context)
+        if context is not None:
             x = torch.cat([x, context], dim=-1)
         act = _IN_PLACE.get(self.activation, self._act)  # in place on the linear output (not saved for backward)
         layers = self.layers
@@ -198,14 +212,16 @@ class MADE(nn.Module):
         return out.unflatten(-1, (self.params, self.features)).transpose(-1, -2)
 
     def feature_params(self, x: Tensor, context: Tensor | None, feature: int) -> Tensor:
-        """``forward(x, context)[..., feature, :]`` (shape ``(..., params)``), computing only that feature's outputs.
+        """``forward(x, context)[..., feature, :]`` (shape ``(..., params)``), computing only what that feature needs.
 
-        The sequential (sampling) direction of an autoregressive layer needs one feature per pass; skipping the other
-        outputs halves the work of a pass for a MADE whose output layer is as wide as its hidden layers.
+        One call of :meth:`sequential`; a loop over the features should prepare the passes once.
         """
-        last = self.layers[-1]
-        rows = slice(feature, None, self.features)  # parameter-major: rows feature, feature + D, ...
-        return F.linear(self._hidden(x, context), last.weight[rows] * last.mask[rows], last.bias[rows])
+        return self.sequential()(x, context, feature)
+
+    def sequential(self) -> SequentialPasses:
+        """The network prepared for the sequential direction (:class:`SequentialPasses`): call it once per
+        sampling (or inverse) call and use it for every feature."""
+        return SequentialPasses(self)
 
     def extra_repr(self) -> str:
         return (
@@ -214,4 +230,43 @@ class MADE(nn.Module):
         )
 
 
-__all__ = ["MADE", "hidden_degrees"]
+class SequentialPasses:
+    """A :class:`MADE` prepared for the sequential (sampling) direction: one feature's parameters per call.
+
+    The pass for the feature at position ``t`` of the order reads only the hidden units of degree ``< t`` (a unit of
+    degree ``m`` feeds the outputs of degree ``> m``, and reads only units and inputs of degree ``≤ m``). With the
+    hidden units sorted by degree those are a prefix of each layer, so the pass multiplies prefix blocks of the masked
+    weights, sorted once here: the ``D`` passes of a sample cost about half of ``D`` full passes (a third in the inner
+    layers), and the first feature, which depends on no input, costs no pass at all without a context. The result
+    equals the full pass (the skipped units contribute exact zeros), up to the order of floating-point sums.
+    """
+
+    def __init__(self, made: MADE):
+        self.made = made
+        layers = made.layers
+        index = torch.tensor(made.unit_order, device=made.degrees.device)
+        masked = [layer.weight * layer.mask for layer in layers]
+        self.weights = [masked[0].index_select(0, index)]
+        self.weights += [w.index_select(0, index).index_select(1, index) for w in masked[1:-1]]
+        self.weights.append(masked[-1].index_select(1, index))
+        self.biases = [layer.bias.index_select(0, index) for layer in layers[:-1]] + [layers[-1].bias]
+        self.act = _IN_PLACE.get(made.activation, made._act)
+
+    def __call__(self, x: Tensor, context: Tensor | None, feature: int) -> Tensor:
+        """The parameters ``(..., params)`` of ``feature``, from ``x`` whose features before it are final."""
+        made = self.made
+        context = made.check_inputs(x, context)
+        rows = slice(feature, None, made.features)  # parameter-major: rows feature, feature + D, ...
+        units = made.prefix[feature]
+        last, bias = self.weights[-1], self.biases[-1][rows]
+        if units == 0:  # no hidden unit reaches this feature: its parameters are the output bias
+            return bias.expand(*x.shape[:-1], made.params)
+        h = x if context is None else torch.cat([x, context], dim=-1)
+        cut = slice(None, units)
+        h = self.act(F.linear(h, self.weights[0][cut], self.biases[0][cut]))
+        for w, b in zip(self.weights[1:-1], self.biases[1:-1]):
+            h = self.act(F.linear(h, w[cut, cut], b[cut]))
+        return F.linear(h, last[rows, cut], bias)
+
+
+__all__ = ["MADE", "SequentialPasses", "hidden_degrees"]

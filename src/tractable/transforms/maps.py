@@ -27,6 +27,13 @@ def params_axis(theta: Tensor) -> int:
     return min(2, theta.dim() - 1)
 
 
+def soft_bound(raw: Tensor, bound: float | Tensor) -> Tensor:
+    """``bound · tanh(raw / bound)``, computed as ``2 bound · σ(2 raw / bound) − bound``: the same function, and
+    two to three times faster on CPU with its gradient (torch's ``tanh`` kernel is several times slower than its
+    ``sigmoid``)."""
+    return torch.sigmoid(raw * (2 / bound)) * (2 * bound) - bound
+
+
 class ElementwiseMap(nn.Module):
     """A family of increasing scalar maps, parameterized by ``params`` unconstrained numbers per element: the piece a
     :class:`~tractable.transforms.coupling.Coupling` or a
@@ -147,9 +154,8 @@ class AffineMap(ElementwiseMap):
         else:
             shift, raw = theta.unbind(-1)
         if self.log_bound is None:
-            return shift, self.bound * torch.tanh(raw / self.bound)
-        bound = torch.exp(self.log_bound).view(self.bound_shape)
-        return shift, bound * torch.tanh(raw / bound)
+            return shift, soft_bound(raw, self.bound)
+        return shift, soft_bound(raw, torch.exp(self.log_bound).view(self.bound_shape))
 
     def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         shift, log_scale = self._shift_log_scale(theta)
@@ -188,4 +194,4 @@ class AdditiveMap(ElementwiseMap):
         return y - theta[..., 0], torch.zeros_like(y)
 
 
-__all__ = ["AdditiveMap", "AffineMap", "ElementwiseMap", "params_axis"]
+__all__ = ["AdditiveMap", "AffineMap", "ElementwiseMap", "params_axis", "soft_bound"]
