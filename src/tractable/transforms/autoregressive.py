@@ -1,12 +1,11 @@
 """Masked autoregressive layers (MAF, IAF, NSF-AR): ``z_i = g(x_i; θ_i(x_<i))`` with a MADE conditioner.
 
 The density (normalizing) direction evaluates all ``θ_i`` in one pass of the masked network, so ``forward`` costs one
-MLP pass whatever the dimension (for MAF's affine layer with ReLU units, one autograd node: see
-:mod:`~tractable.transforms.fused_affine`). The generative direction is sequential: ``x_i`` needs ``x_<i`` first.
-``inverse`` starts from ``x = 0`` and runs ``D`` passes, one per position ``t`` of the order: pass ``t`` computes the
-parameters of the feature at position ``t`` only (:class:`~tractable.nn.made.SequentialPasses`: the hidden units of
-degree below ``t``, then just that feature's rows of the output layer), which read only the features placed before
-it, exact by then; it inverts that feature and adds its log-derivative. A MADE's dependency graph has depth ``D`` in
+MLP pass whatever the dimension. The generative direction is sequential: ``x_i`` needs ``x_<i`` first. ``inverse``
+starts from ``x = 0`` and runs ``D`` passes, one per position ``t`` of the order: pass ``t`` computes the parameters of
+the feature at position ``t`` only (:class:`~tractable.nn.made.SequentialPasses`: the hidden units of degree below
+``t``, then just that feature's rows of the output layer), which read only the features placed before it, exact by
+then; it inverts that feature and adds its log-derivative. A MADE's dependency graph has depth ``D`` in
 general, so fewer passes would not do.
 
 For IAF, whose fast direction is sampling, wrap the layer: ``Inverse(MaskedAffineAutoregressive(...))`` samples in
@@ -29,7 +28,6 @@ from torch import Tensor
 from ..nn.made import MADE
 from ..utils import renamed
 from .base import Transform, check_features
-from .fused_affine import fusable, masked_affine
 from .maps import AffineMap, ElementwiseMap
 from .splines import RQSplineMap
 
@@ -162,12 +160,6 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
     ):
         super().__init__(features, AffineMap(bound), hidden=hidden, blocks=blocks, context_features=context_features,
                          order=order, activation=activation)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if fusable(self.made, x):  # one autograd node for the layer (see fused_affine)
-            check_features(x, self.features)
-            return masked_affine(self.made, self.map.bound, x, context)
-        return super().forward(x, context)
 
 
 class MaskedSplineAutoregressive(MaskedAutoregressive):
