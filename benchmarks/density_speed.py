@@ -14,8 +14,10 @@ maps for MAF, 8-bin rational-quadratic splines on [-3, 3] with linear tails for 
 Each row also gives its fraction of the matmul-bound limit: ``torch.mm`` GFLOP/s is measured in the same run at each
 thread count (the best of a few conditioner-sized and square products), and a training step cannot take less than
 ``6 × weights × batch`` flops at that rate (``weights``: the entries of the model's weight matrices).
-Libraries are timed interleaved, each the best of ``--repeats`` rounds, in wall-clock and in process CPU time (the
-steadier measure for one thread on a machine shared with other jobs).
+Libraries are timed interleaved, in ``--repeats`` rounds; the table gives each library's best round in wall-clock and
+in process CPU time, and the ratios the median over rounds of two libraries' times in the same round (CPU time on one
+thread, the steadier measure on a machine shared with other jobs; wall clock on more).
+``--from-json FILE`` rewrites the tables of a saved run (its .json) without timing anything.
 ``--baseline DIR`` also times the tractable found in ``DIR`` (the ``src`` folder of a checkout of another commit,
 loaded as the package ``tractable_baseline``) as the library ``baseline``, interleaved with the rest, and reports each
 row's speed relative to it: a change is measured against the code before it in the same run.
@@ -237,14 +239,16 @@ def bench(kind: str, d: int, libs: list[str], *, batch: int, calls: int, repeats
         draw()
         prepared[lib], extra[lib] = (step, draw), info
     best = {lib: [float("inf")] * 4 for lib in prepared}
-    rounds: dict[str, list[tuple[float, float]]] = {lib: [] for lib in prepared}  # CPU ms of each round
+    # each round's ms: process CPU time on one thread, the wall clock on more (see ratios)
+    rounds: dict[str, list[tuple[float, float]]] = {lib: [] for lib in prepared}
+    measure = 1 if torch.get_num_threads() == 1 else 0
     for _ in range(repeats):
         for lib, (step, draw) in prepared.items():
             b = best[lib]
             train, sample = time_ms(step, calls), time_ms(draw, sample_calls)
             b[:2] = [min(u, v) for u, v in zip(b[:2], train)]
             b[2:] = [min(u, v) for u, v in zip(b[2:], sample)]
-            rounds[lib].append((train[1], sample[1]))
+            rounds[lib].append((train[measure], sample[measure]))
     keys = ("train_ms", "train_cpu_ms", "sample_ms", "sample_cpu_ms")
     return [{"model": kind, "dims": d, "batch": batch, "lib": lib, **dict(zip(keys, b)), **extra[lib],
              "rounds": rounds[lib]} for lib, b in best.items()]
@@ -283,9 +287,23 @@ def _groups(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
     return groups
 
 
+def _median(row: dict, k: int) -> float:
+    """A row's median time over the rounds: ``k`` 0 for a training step, 1 for sampling."""
+    return statistics.median(r[k] for r in row["rounds"])
+
+
+def _paired(slow: dict, fast: dict, k: int) -> float:
+    """The median over rounds of ``slow``'s time / ``fast``'s in the same round (timed back to back), so a machine that
+    speeds up or slows down during the run moves both sides of a ratio alike; best-of times compare the fastest
+    moments of each, which on a shared machine drift apart by ±10%."""
+    return statistics.median(a[k] / b[k] for a, b in zip(slow["rounds"], fast["rounds"]))
+
+
 def ratios(rows: list[dict]) -> str:
-    """Speed ratios ``fastest peer time / tractable time`` (> 1: tractable is faster), in process CPU time, for the
-    eager rows and (with ``--compile``) the compiled ones against the same (eager) peers.
+    """Speed ratios ``fastest peer time / tractable time`` (> 1: tractable is faster), for the eager rows and (with
+    ``--compile``) the compiled ones against the same (eager) peers: the median over rounds of the two times in the
+    same round (:func:`_paired`), in process CPU time on one thread and wall-clock time on more (where the CPU time
+    counts the threads' spin-waits and measures no user's wait); the fastest peer is the one of least median time.
 
     Training compares against every peer; MAF sampling only against the peers whose MAF evaluates the density in one
     pass (as tractable's does), since a sampling-oriented MAF is a different trade-off (an IAF in tractable's terms).
@@ -300,32 +318,27 @@ def ratios(rows: list[dict]) -> str:
         peers = {lib: r for lib, r in by_lib.items() if lib not in OURS}
         if ours is None or not peers:
             continue
-        train_lib = min(peers, key=lambda lib: peers[lib]["train_cpu_ms"])
+        train = peers[min(peers, key=lambda lib: _median(peers[lib], 0))]
         sample_peers = {lib: r for lib, r in peers.items() if not (model == "maf" and lib in SAMPLING_ORIENTED_MAF)}
-        sample_lib = min(sample_peers, key=lambda lib: sample_peers[lib]["sample_cpu_ms"])
-        t, sp = peers[train_lib]["train_cpu_ms"], sample_peers[sample_lib]["sample_cpu_ms"]
-        ct = f"{t / compiled['train_cpu_ms']:.2f}" if compiled else "-"
-        cs = f"{sp / compiled['sample_cpu_ms']:.2f}" if compiled else "-"
-        lines.append(f"| {model} | {dims} | {threads} | {batch} | {train_lib} | {t / ours['train_cpu_ms']:.2f} | {ct} "
-                     f"| {sample_lib} | {sp / ours['sample_cpu_ms']:.2f} | {cs} |")
+        sample = sample_peers[min(sample_peers, key=lambda lib: _median(sample_peers[lib], 1))]
+        ct = f"{_paired(train, compiled, 0):.2f}" if compiled else "-"
+        cs = f"{_paired(sample, compiled, 1):.2f}" if compiled else "-"
+        et, es = _paired(train, ours, 0), _paired(sample, ours, 1)
+        lines.append(f"| {model} | {dims} | {threads} | {batch} | {train['lib']} | {et:.2f} | {ct} "
+                     f"| {sample['lib']} | {es:.2f} | {cs} |")
     return "\n".join(lines)
 
 
 def against_baseline(rows: list[dict]) -> str:
-    """Each row's speed relative to the baseline checkout: baseline CPU time / tractable's (> 1: faster now).
-
-    The ratio is the median over rounds of the two libraries' times in the same round (run back to back), so a
-    machine that speeds up or slows down during the run moves both sides of a ratio alike; best-of times compare
-    the fastest moments of each, which on a shared machine drift apart by ±10%.
-    """
+    """Each row's speed relative to the baseline checkout: baseline time / tractable's (> 1: faster now), paired by
+    round as in :func:`ratios`."""
     lines = ["| model | dims | threads | batch | train: baseline / now | sampling: baseline / now |",
              "|---|---:|---:|---:|---:|---:|"]
     for (model, dims, threads, batch), by_lib in _groups(rows).items():
         if "tractable" in by_lib and "baseline" in by_lib:
-            pairs = list(zip(by_lib["baseline"]["rounds"], by_lib["tractable"]["rounds"]))
-            train = statistics.median(b[0] / n[0] for b, n in pairs)
-            sample = statistics.median(b[1] / n[1] for b, n in pairs)
-            lines.append(f"| {model} | {dims} | {threads} | {batch} | {train:.3f} | {sample:.3f} |")
+            base, now = by_lib["baseline"], by_lib["tractable"]
+            lines.append(f"| {model} | {dims} | {threads} | {batch} | {_paired(base, now, 0):.3f} "
+                         f"| {_paired(base, now, 1):.3f} |")
     return "\n".join(lines)
 
 
@@ -350,7 +363,15 @@ def main() -> None:
     parser.add_argument("--out", default="density_speed", help="results file stem under benchmarks/results")
     parser.add_argument("--baseline", default=None, metavar="SRC",
                         help="also time the tractable of another checkout's src folder, as library 'baseline'")
+    parser.add_argument("--from-json", default=None, metavar="FILE", help="only rewrite the .md of a saved run")
     args = parser.parse_args()
+    if args.from_json:
+        path = Path(args.from_json)
+        rows = json.loads(path.read_text())
+        peaks = {r["threads"]: r["mm_gflops"] for r in rows}
+        adam, baseline = rows[0].get("adam", args.tractable_adam), any(r["lib"] == "baseline" for r in rows)
+        path.with_suffix(".md").write_text(report(rows, peaks, adam, baseline))
+        return
     if args.peer_path and os.path.isdir(args.peer_path):
         sys.path.append(args.peer_path)
     libs = [lib for lib in args.libs if available(lib)]
@@ -370,21 +391,27 @@ def main() -> None:
                     for row in bench(kind, d, libs, batch=batch, calls=args.calls, repeats=args.repeats,
                                      sample_calls=args.sample_calls, fused=args.tractable_adam == "fused",
                                      compile_sample_dims=args.compile_sample_dims):
-                        row["threads"], row["mm_gflops"] = threads, peaks[threads]
+                        row["threads"], row["mm_gflops"], row["adam"] = threads, peaks[threads], args.tractable_adam
                         row["limit_fraction"] = limit_fraction(row, peaks[threads])
                         rows.append(row)
                         print(table([row]).splitlines()[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=1))
-    setup = (f"torch {torch.__version__}; tractable's Adam: {args.tractable_adam}; torch.mm peak GFLOP/s by threads: "
-             + ", ".join(f"{t}: {g:.1f}" for t, g in peaks.items()))
-    text = (setup + "\n\n" + table(rows) + "\n\nRatios (fastest peer's CPU time / tractable's; > 1 means tractable is "
-            "faster):\n\n" + ratios(rows))
-    if args.baseline:
-        text += f"\n\nAgainst the baseline checkout {args.baseline} (its CPU time / now):\n\n" + against_baseline(rows)
-    (RESULTS / f"{args.out}.md").write_text(text + "\n")
+    text = report(rows, peaks, args.tractable_adam, bool(args.baseline))
+    (RESULTS / f"{args.out}.md").write_text(text)
     print(text)
 
+
+def report(rows: list[dict], peaks: dict[int, float], adam: str, baseline: bool) -> str:
+    """The .md of a run: its setup, the table of times, the ratios, and (with a baseline) the change against it."""
+    setup = (f"torch {torch.__version__}; tractable's Adam: {adam}; torch.mm peak GFLOP/s by threads: "
+             + ", ".join(f"{t}: {g:.1f}" for t, g in peaks.items()))
+    text = (setup + "\n\n" + table(rows) + "\n\nRatios (fastest peer's time / tractable's, the median over rounds "
+            "timed back to back; CPU time on one thread, wall clock on more; > 1 means tractable is faster):\n\n"
+            + ratios(rows))
+    if baseline:
+        text += "\n\nAgainst the baseline checkout (its time / now):\n\n" + against_baseline(rows)
+    return text + "\n"
 
 if __name__ == "__main__":
     main()
