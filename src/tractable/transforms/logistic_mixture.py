@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .maps import ElementwiseMap, params_axis, soft_bound
+from .maps import ElementwiseMap, params_axis
 from .numerics import default_tolerance, newton_refine, solve_increasing
 
 #: The smallest log-scale of a mixture component (as in Flow++'s implementations).
@@ -103,7 +103,7 @@ class LogisticMixtureMap(ElementwiseMap):
         if d != theta.dim() - 1:
             theta = theta.movedim(-1, d)
         k = self.components
-        a = soft_bound(theta.select(d, 0), self.bound)
+        a = self.bound * torch.tanh(theta.select(d, 0) / self.bound)
         b = theta.select(d, 1)
         logits, loc, log_scale = theta.narrow(d, 2, k), theta.narrow(d, 2 + k, k), theta.narrow(d, 2 + 2 * k, k)
         return d, a, b, logits, loc, log_scale.clamp(min=MIN_LOG_SCALE)

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Transform
-from .maps import soft_bound
 
 SQUEEZE_ORDERS = ("glow", "checkerboard")
 #: The 2x2 sub-positions (dy, dx) in the channel order of the "checkerboard" squeeze: one checkerboard colour first.
@@ -229,7 +228,7 @@ class FactorOut(Transform):
             zero = z1.new_zeros(z1.shape[0], self.channels - self.keep, *z1.shape[2:])
             return zero, zero
         loc, raw = F.conv2d(z1, self.prior.weight, self.prior.bias, padding=1).chunk(2, 1)
-        return loc, soft_bound(raw, PRIOR_LOG_SCALE_BOUND)
+        return loc, PRIOR_LOG_SCALE_BOUND * torch.tanh(raw / PRIOR_LOG_SCALE_BOUND)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_image(x, self.channels)
