@@ -1,4 +1,5 @@
-"""Numerical inversion of monotone scalar equations, shared by the layers whose inverse has no closed form.
+"""Numerics shared by the layers: the numerical inversion of monotone scalar equations (for the layers whose inverse
+has no closed form) and a softmax over a short axis (:func:`softmax_last`).
 
 The solver is a safeguarded Newton iteration: each element keeps a bracket ``[lo, hi]`` that contains its root, takes
 the Newton step when it stays inside the bracket and is at most half the step before last (as rtsafe does), and
@@ -14,6 +15,24 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+#: The last-axis length from which torch's CPU (log-)softmax kernel is vectorized along that axis (one AVX-512 vector
+#: of float32); below it the kernel is 3-7x slower, forward and backward, than over an outer axis of the same data.
+SHORT_AXIS = 16
+
+
+def softmax_last(x: Tensor, *, log: bool = False) -> Tensor:
+    """``softmax(x, -1)`` (``log``: ``log_softmax``), the same numbers, fast on CPU for short last axes.
+
+    An axis shorter than :data:`SHORT_AXIS` is made the outermost axis of a view and the softmax runs over it (1024×2×8
+    spline logits: 139 µs instead of 523 µs forward and backward). Elsewhere, on other devices and under
+    ``torch.compile`` (which generates its own kernel) it is torch's softmax over the last axis.
+    """
+    fn = torch.log_softmax if log else torch.softmax
+    if x.shape[-1] >= SHORT_AXIS or x.device.type != "cpu" or torch.compiler.is_compiling():
+        return fn(x, -1)
+    return fn(x.movedim(-1, 0), 0).movedim(0, -1)
+
 
 #: Default tolerances on the solution, relative to ``max(1, |x|)``, by dtype.
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
