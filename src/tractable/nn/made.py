@@ -118,7 +118,7 @@ class MADE(nn.Module):
                 f"features={features}, params={params}, hidden={hidden}, blocks={blocks}, "
                 f"context_features={context_features}"
             )
-        activation_fn(activation)  # an unknown name fails here, before any layer is built
+        self._act = activation_fn(activation, in_place=True)  # on each linear output, which no one else holds
         self.features, self.params, self.hidden = features, params, hidden
         self.context_features, self.activation = context_features, activation
 
@@ -194,7 +194,7 @@ class MADE(nn.Module):
         context = self.check_inputs(x, context)
         if context is not None:
             x = torch.cat([x, context], dim=-1)
-        act = activation_fn(self.activation, in_place=True)  # on the linear output, which no one else holds
+        act = self._act
         layers = self.layers
         for k in range(len(layers) - 1):
             layer = layers[k]
@@ -246,7 +246,7 @@ class SequentialPasses:
         self.weights += [w.index_select(0, index).index_select(1, index) for w in masked[1:-1]]
         self.weights.append(masked[-1].index_select(1, index))
         self.biases = [layer.bias.index_select(0, index) for layer in layers[:-1]] + [layers[-1].bias]
-        self.act = activation_fn(made.activation, in_place=True)
+        self.act = made._act
 
     def __call__(self, x: Tensor, context: Tensor | None, feature: int) -> Tensor:
         """The parameters ``(..., params)`` of ``feature``, from ``x`` whose features before it are final."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .maps import ElementwiseMap, params_axis
-from .numerics import default_tolerance, newton_refine, softmax_last, solve_increasing
+from .numerics import default_tolerance, newton_refine, softmax, solve_increasing
 
 #: The smallest log-scale of a mixture component (as in Flow++'s implementations).
 MIN_LOG_SCALE = -7.0
@@ -45,8 +45,7 @@ def mixture_logit_cdf(
         with ``log F``, ``log(1 - F)`` and ``log f`` computed as log-sum-exps of log-sigmoids.
     """
     z = (x.unsqueeze(dim) - loc) * torch.exp(-log_scale)
-    last = dim in (-1, logits.dim() - 1)
-    log_pi = softmax_last(logits, log=True) if last else torch.log_softmax(logits, dim)
+    log_pi = softmax(logits, dim, log=True)
     log_sig, log_sig_neg = F.logsigmoid(z), F.logsigmoid(-z)
     log_cdf = torch.logsumexp(log_pi + log_sig, dim)
     log_sf = torch.logsumexp(log_pi + log_sig_neg, dim)

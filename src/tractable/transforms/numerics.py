@@ -1,5 +1,5 @@
 """Numerics shared by the layers: the numerical inversion of monotone scalar equations (for the layers whose inverse
-has no closed form) and a softmax over a short axis (:func:`softmax_last`).
+has no closed form) and a softmax fast over a short last axis (:func:`softmax`).
 
 The solver is a safeguarded Newton iteration: each element keeps a bracket ``[lo, hi]`` that contains its root, takes
 the Newton step when it stays inside the bracket and is at most half the step before last (as rtsafe does), and
@@ -21,16 +21,17 @@ from torch import Tensor
 SHORT_AXIS = 16
 
 
-def softmax_last(x: Tensor, *, log: bool = False) -> Tensor:
-    """``softmax(x, -1)`` (``log``: ``log_softmax``), the same numbers, fast on CPU for short last axes.
+def softmax(x: Tensor, dim: int = -1, *, log: bool = False) -> Tensor:
+    """``torch.softmax(x, dim)`` (``log``: ``log_softmax``), the same numbers, fast on CPU over a short last axis.
 
-    An axis shorter than :data:`SHORT_AXIS` is made the outermost axis of a view and the softmax runs over it (1024×2×8
-    spline logits: 139 µs instead of 523 µs forward and backward). Elsewhere, on other devices and under
-    ``torch.compile`` (which generates its own kernel) it is torch's softmax over the last axis.
+    A last axis shorter than :data:`SHORT_AXIS` is made the outermost axis of a view and the softmax runs over it
+    (1024×2×8 spline logits: 139 µs instead of 523 µs forward and backward). Any other axis, other devices and
+    ``torch.compile`` (which generates its own kernel) get torch's softmax as it is.
     """
     fn = torch.log_softmax if log else torch.softmax
-    if x.shape[-1] >= SHORT_AXIS or x.device.type != "cpu" or torch.compiler.is_compiling():
-        return fn(x, -1)
+    short_last = dim in (-1, x.dim() - 1) and x.shape[-1] < SHORT_AXIS
+    if not short_last or x.device.type != "cpu" or torch.compiler.is_compiling():
+        return fn(x, dim)
     return fn(x.movedim(-1, 0), 0).movedim(0, -1)
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .maps import ElementwiseMap
-from .numerics import softmax_last
+from .numerics import softmax
 
 #: Default minimum bin width and height (fractions of the interval) and minimum knot derivative, as in nflows.
 MIN_BIN_WIDTH = 1e-3
@@ -96,7 +96,7 @@ def _derivative(u: Tensor, minimum: float) -> Tensor:
 def _knots(theta: Tensor, bins: int, bound: float, min_bin_width: float, min_bin_height: float) -> Tensor:
     """The knots ``S + (2, K + 1)`` (x knots, then y knots) from parameters ``S + (3K - 1,)``."""
     weight, _ = _constants(bins, bound, min_bin_width, min_bin_height, theta.dtype, theta.device)
-    probs = softmax_last(theta[..., : 2 * bins].unflatten(-1, (2, bins)))
+    probs = softmax(theta[..., : 2 * bins].unflatten(-1, (2, bins)))
     return F.linear(probs.flatten(-2), weight).unflatten(-1, (2, bins + 1))
 
 
