@@ -1,8 +1,8 @@
-"""Rational-quadratic splines, the MADE conditioner, and the MAF / IAF / NSF models built on them.
+"""Rational-quadratic splines and the MAF / IAF / NSF models built on them (the MADE conditioner: test_networks.py).
 
 The shared suite (tests/test_transforms.py with tests/cases_autoregressive.py) checks the layers as transforms; this
-file checks what is particular to them: spline shape properties, the autoregressive masks, the fast and slow
-directions, and the models' densities.
+file checks what is particular to them: spline shape properties, the fast and slow directions, and the models'
+densities.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tractable.models.maf import IAF, MAF
 from tractable.models.nsf import NSF
 from tractable.models.permutations import coupling_masks, layer_orders
-from tractable.nn.made import MADE, SequentialPasses, hidden_degrees
+from tractable.nn.made import MADE, SequentialPasses
 from tractable.transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
 from tractable.transforms.numerics import softmax
 from tractable.transforms.splines import RQSplineMap, rational_quadratic, spline_knots
@@ -163,112 +163,6 @@ def test_spline_errors_name_expected_and_actual() -> None:
         RQSplineMap().forward(x, torch.zeros(3, 22))
 
 
-# ------------------------------------------------------------------------------------------------------------- MADE
-
-
-def allowed(order: torch.Tensor) -> torch.Tensor:
-    return order[None, :] < order[:, None]  # [i, j]: output i may depend on input j
-
-
-@SETTINGS
-@given(
-    seed=seeds,
-    features=st.integers(1, 7),
-    hidden=st.integers(1, 24),
-    blocks=st.integers(1, 3),
-    context=st.integers(0, 2),
-)
-def test_made_is_autoregressive(seed: int, features: int, hidden: int, blocks: int, context: int) -> None:
-    torch.manual_seed(seed)
-    order = torch.randperm(features)
-    made = MADE(
-        features, 2, hidden=hidden, blocks=blocks, context_features=context, order=order, activation="tanh",
-        zero_last=False
-    )
-    made = made.double()
-    x = torch.randn(features, dtype=F64)
-    c = torch.randn(1, context, dtype=F64) if context else None
-    j = torch.autograd.functional.jacobian(lambda v: made(v[None], c)[0], x)  # (D, P, D)
-    dependence = (j != 0).any(1)
-    assert not bool((dependence & ~allowed(order)).any()), "an output depends on an input at or after it in order"
-    # The masks connect every allowed pair when there are enough hidden units (degrees cycle over all values).
-    path = made.layers[0].mask[:, :features]
-    for layer in made.layers[1:]:
-        path = layer.mask @ path
-    reach = (path.reshape(2, features, features) > 0).all(0)  # output rows are parameter-major
-    if hidden >= max(features - 1, 1) + (1 if context else 0):
-        assert torch.equal(reach, allowed(order))
-    if context:  # the context reaches every output, the first in the order too
-        jc = torch.autograd.functional.jacobian(lambda v: made(x[None], v)[0], c)
-        assert bool((jc != 0).flatten(2).any(-1).any(-1).all())
-
-
-@pytest.mark.parametrize("make_opt", [lambda ps: torch.optim.SGD(ps, lr=0.5, momentum=0.9, weight_decay=1e-2),
-                                      lambda ps: torch.optim.Adam(ps, lr=0.05),
-                                      lambda ps: torch.optim.AdamW(ps, lr=0.05, fused=True)])
-def test_made_stays_autoregressive_under_any_optimizer(make_opt) -> None:
-    """The masked weights are projected, not multiplied per call: a user's own loop and optimizer (every entry of
-    every weight updated, weight decay, state loaded) must keep the Jacobian strictly triangular, and the weight
-    gradients must be those of the masked network (zero where masked)."""
-    torch.manual_seed(0)
-    made = MADE(4, 2, hidden=16, blocks=2, zero_last=False)
-    opt = make_opt(made.parameters())
-    x = torch.randn(64, 4)
-    for _ in range(5):
-        loss = made(x).square().mean() + made(x + 1).mean()  # two passes before one backward
-        opt.zero_grad()
-        loss.backward()
-        for layer in made.layers:
-            assert not bool((layer.weight.grad * (1 - layer.mask)).any())
-        opt.step()
-    made.load_state_dict({k: v + 0.1 for k, v in made.state_dict().items() if k.endswith("weight")}, strict=False)
-    j = torch.autograd.functional.jacobian(lambda v: made(v[None])[0], x[0])  # (D, P, D)
-    assert not bool(((j != 0).any(1) & ~allowed(torch.arange(4))).any())
-    made = made.double()
-    ws = [layer.weight for layer in made.layers]
-    xd = torch.randn(3, 4, dtype=F64, requires_grad=True)
-
-    def masked(*weights):  # the reference: the masked network, written with explicit masks
-        h = xd
-        for k, (w, layer) in enumerate(zip(weights, made.layers)):
-            h = torch.nn.functional.linear(h, w * layer.mask, layer.bias)
-            h = h.relu() if k < len(weights) - 1 else h
-        return h
-
-    out = made(xd).transpose(-1, -2).flatten(-2)
-    torch.testing.assert_close(out, masked(*ws))
-    g = torch.autograd.grad(out.square().sum(), [xd, *ws])
-    torch.testing.assert_close(g, torch.autograd.grad(masked(*ws).square().sum(), [xd, *ws]))
-
-
-def test_made_one_feature_depends_on_context_only() -> None:
-    made = MADE(1, 3, hidden=8, context_features=2, zero_last=False).double()
-    x = torch.randn(5, 1, dtype=F64)
-    c = torch.randn(5, 2, dtype=F64)
-    torch.testing.assert_close(made(x, c), made(torch.randn(5, 1, dtype=F64), c))
-    assert not torch.allclose(made(x, c), made(x, torch.randn(5, 2, dtype=F64)))
-    plain = MADE(1, 3, hidden=8)
-    plain.set_output_bias(torch.tensor([1.0, 2.0, 3.0]))
-    torch.testing.assert_close(plain(torch.randn(4, 1)), torch.tensor([[[1.0, 2.0, 3.0]]]).expand(4, 1, 3))
-
-
-def test_made_degrees_and_errors() -> None:
-    assert hidden_degrees(5, 8, lowest=0).tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
-    assert hidden_degrees(5, 6, lowest=-1).tolist() == [-1, 0, 1, 2, 3, -1]
-    spread = hidden_degrees(64, 8, lowest=0)
-    assert spread.min().item() == 0 and spread.max().item() == 62
-    with pytest.raises(ValueError, match="permutation of 0..2"):
-        MADE(3, 2, order=[0, 0, 1])
-    with pytest.raises(ValueError, match="context"):
-        MADE(3, 2, context_features=2)(torch.randn(4, 3))
-    with pytest.raises(ValueError, match=r"\(\.\.\., 3\).*\(4, 2\)"):
-        MADE(3, 2)(torch.randn(4, 2))
-    with pytest.raises(ValueError, match=r"\(2,\) or \(3, 2\)"):
-        MADE(3, 2).set_output_bias(torch.zeros(4))
-    with pytest.raises(ValueError, match="activation"):
-        MADE(3, 2, activation="swish")
-
-
 # ---------------------------------------------------------------------------------------------------------- models
 
 
@@ -372,34 +266,6 @@ def test_maf_with_batchnorm() -> None:
     flow.eval()
     x, log_q = flow.sample_and_log_prob(64)
     torch.testing.assert_close(flow.log_prob(x), log_q, rtol=0, atol=1e-8)
-
-
-@pytest.mark.parametrize("context", [0, 2])
-@pytest.mark.parametrize("features", [1, 2, 5])
-def test_made_sequential_passes_match_forward(features: int, context: int) -> None:
-    torch.manual_seed(0)
-    order = torch.randperm(features)
-    made = MADE(features, 3, hidden=16, context_features=context, order=order, zero_last=False).double()
-    x, c = torch.randn(7, features, dtype=F64), (torch.randn(7, context, dtype=F64) if context else None)
-    full, passes = made(x, c), made.sequential()
-    for i in range(features):
-        torch.testing.assert_close(passes(x, c, i), full[..., i, :], rtol=0, atol=1e-12)
-        torch.testing.assert_close(made.feature_params(x, c, i), full[..., i, :], rtol=0, atol=1e-12)
-
-
-def test_made_sequential_passes_compute_only_the_units_a_feature_reads() -> None:
-    """The pass of the feature at position t multiplies only the hidden units of degree < t: a NaN in a unit of the
-    top degree reaches every output of the full pass (NaN · 0 is NaN) but none of the features placed before it."""
-    torch.manual_seed(0)
-    made = MADE(5, 2, hidden=12, order=[3, 1, 4, 0, 2], zero_last=False).double()
-    top = made.degrees == made.degrees.max()
-    with torch.no_grad():
-        made.layers[0].bias[top] = float("nan")
-    x = torch.randn(4, 5, dtype=F64)
-    assert made(x).isnan().all()
-    passes = made.sequential()
-    for i in range(5):
-        assert passes(x, None, i).isnan().any() == (made.order[i] > made.degrees.max())
 
 
 def test_spline_autoregressive_layers_accept_contexts_of_any_batch_shape() -> None:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..utils import renamed
 from .activations import activation_fn
+from .functional import linear
 
 
 def _order(order: Sequence[int] | Tensor | None, features: int) -> Tensor:
@@ -198,13 +199,13 @@ class MADE(nn.Module):
         layers = self.layers
         for k in range(len(layers) - 1):
             layer = layers[k]
-            x = act(F.linear(x, layer.weight * layer.mask, layer.bias))
+            x = act(linear(x, layer.weight * layer.mask, layer.bias))
         return x
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The parameters ``θ`` of shape ``(..., features, params)`` for inputs ``x`` of shape ``(..., features)``."""
         last = self.layers[-1]
-        out = F.linear(self._hidden(x, context), last.weight * last.mask, last.bias)
+        out = linear(self._hidden(x, context), last.weight * last.mask, last.bias)
         return out.unflatten(-1, (self.params, self.features)).transpose(-1, -2)
 
     def feature_params(self, x: Tensor, context: Tensor | None, feature: int) -> Tensor:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..utils import renamed
 from .activations import activation_fn
+from .functional import linear
 
 
 def _widths(hidden: int | Sequence[int], blocks: int) -> list[int]:
@@ -118,8 +118,8 @@ class MLP(nn.Module):
         *body, head = self.linears
         act = self._act
         for lin in body:
-            h = act(F.linear(h, lin.weight, lin.bias))
-        return F.linear(h, head.weight, head.bias)
+            h = act(linear(h, lin.weight, lin.bias))
+        return linear(h, head.weight, head.bias)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"
