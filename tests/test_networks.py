@@ -141,6 +141,47 @@ def test_made_sequential_passes_match_forward(features: int, context: int) -> No
         torch.testing.assert_close(made.feature_params(x, c, i), full[..., i, :], rtol=0, atol=1e-12)
 
 
+def test_made_stores_units_by_degree_and_loads_models_saved_in_another_order() -> None:
+    """A new MADE keeps its hidden units sorted by degree and computes the network it drew (the same function as
+    before the reordering); a state saved with the units in another order (models saved before the sorting) loads
+    and samples the same: its passes sort the units per call."""
+    torch.manual_seed(0)
+    made = MADE(4, 2, hidden=12, blocks=2, context_features=1, zero_last=False).double()
+    assert made.unit_order is None and bool((made.degrees.diff() >= 0).all())
+    torch.manual_seed(0)
+    drawn = [torch.nn.Linear(a, b).double() for a, b in [(5, 12), (12, 12), (12, 8)]]  # the draws MADE made
+    x, c = torch.randn(6, 4, dtype=F64), torch.randn(6, 1, dtype=F64)
+    deg = hidden_degrees(4, 12, lowest=-1)
+    h = torch.cat([x, c], -1)
+    for k, lin in enumerate(drawn):
+        rows = deg[:, None] if k < 2 else torch.arange(4).repeat(2)[:, None]
+        cols = torch.cat([torch.arange(4), torch.full((1,), -1)]) if k == 0 else deg
+        mask = (cols[None, :] <= rows) if k < 2 else (cols[None, :] < rows)
+        h = F.linear(h, lin.weight * mask, lin.bias)
+        h = h.relu() if k < 2 else h
+    torch.testing.assert_close(made(x, c).transpose(-1, -2).flatten(-2), h, rtol=0, atol=1e-12)
+
+    perm = torch.randperm(12)
+    state = dict(made.state_dict())
+    for k in range(3):
+        w, m = state[f"layers.{k}.weight"], state[f"layers.{k}.mask"]
+        if k < 2:
+            w, m = w[perm], m[perm]
+            state[f"layers.{k}.bias"] = state[f"layers.{k}.bias"][perm]
+        if k > 0:
+            w, m = w[:, perm], m[:, perm]
+        state[f"layers.{k}.weight"], state[f"layers.{k}.mask"] = w, m
+    state["degrees"] = made.degrees[perm]
+    old = MADE(4, 2, hidden=12, blocks=2, context_features=1).double()
+    old.load_state_dict(state)
+    assert old.unit_order is not None
+    full = made(x, c)
+    torch.testing.assert_close(old(x, c), full, rtol=0, atol=1e-12)
+    passes = old.sequential()
+    for i in range(4):
+        torch.testing.assert_close(passes(x, c, i), full[..., i, :], rtol=0, atol=1e-12)
+
+
 def test_made_sequential_passes_compute_only_the_units_a_feature_reads() -> None:
     """The pass of the feature at position t multiplies only the hidden units of degree < t: a NaN in a unit of the
     top degree reaches every output of the full pass (NaN · 0 is NaN) but none of the features placed before it."""

@@ -59,7 +59,8 @@ class MADE(nn.Module):
 
     ``output[..., i, :]`` depends only on the inputs ``j`` with ``order[j] < order[i]`` (and on the context, which
     feeds every unit of the first hidden layer unmasked). Input degrees are ``order``; hidden degrees are assigned
-    deterministically by :func:`hidden_degrees`; the output units of feature ``i`` have degree ``order[i]``. A
+    deterministically by :func:`hidden_degrees`, and the hidden units are stored sorted by degree (for the
+    sequential passes); the output units of feature ``i`` have degree ``order[i]``. A
     connection from a unit of degree ``a`` to one of degree ``b`` exists when ``a ≤ b`` (hidden) or ``a < b``
     (into the output). The weights are multiplied by the mask buffers on every forward pass, so parameter noise or
     optimiser updates can never break the autoregressive property.
@@ -125,7 +126,21 @@ class MADE(nn.Module):
 
         order_t = _order(order, features)
         lowest = -1 if (context_features > 0 or features == 1) else 0
-        deg = hidden_degrees(features, hidden, lowest=lowest)
+        sizes = [features + context_features] + [hidden] * blocks + [features * params]
+        # The linear layers keep the attribute name ``layers``: it names the state_dict keys of saved models.
+        self.layers = nn.ModuleList(nn.Linear(sizes[k], sizes[k + 1]) for k in range(blocks + 1))
+        if zero_last:
+            nn.init.zeros_(self.layers[-1].weight)
+            nn.init.zeros_(self.layers[-1].bias)
+        # The hidden units are stored sorted by degree (the network drawn above, its units reordered): the sequential
+        # passes then read prefixes of the weights as they are.
+        deg, by_degree = torch.sort(hidden_degrees(features, hidden, lowest=lowest), stable=True)
+        with torch.no_grad():
+            for k, layer in enumerate(self.layers):
+                weight = layer.weight[by_degree] if k < blocks else layer.weight
+                layer.weight.copy_(weight[:, by_degree] if k > 0 else weight)
+                if k < blocks:
+                    layer.bias.copy_(layer.bias[by_degree])
         self.register_buffer("order", order_t)
         self.register_buffer("degrees", deg)
         self._set_positions()
@@ -137,14 +152,8 @@ class MADE(nn.Module):
         # Output unit p·D + i is parameter p of feature i (parameter-major: each parameter's D values are contiguous).
         last = (deg[None, :] < order_t[:, None]).to(first.dtype).repeat(params, 1)
         masks = [first] + [inner] * (blocks - 1) + [last]
-        sizes = [features + context_features] + [hidden] * blocks + [features * params]
-        # The linear layers keep the attribute name ``layers``: it names the state_dict keys of saved models.
-        self.layers = nn.ModuleList(nn.Linear(sizes[k], sizes[k + 1]) for k in range(blocks + 1))
         for layer, mask in zip(self.layers, masks):
             layer.register_buffer("mask", mask.clone())
-        if zero_last:
-            nn.init.zeros_(self.layers[-1].weight)
-            nn.init.zeros_(self.layers[-1].bias)
 
     def _set_positions(self) -> None:
         # the features in autoregressive order, as Python ints: the sequential direction loops over them, and a
@@ -153,8 +162,11 @@ class MADE(nn.Module):
         # The sequential direction sorts the hidden units by degree: feature i then needs only the units of degree
         # below its position order[i], a prefix of that order of length prefix[i] (0 for the first feature
         # without a context).
+        # (Models saved before the units were stored sorted keep their order: the passes then sort them per call.)
         degrees = self.degrees.tolist()
-        self.unit_order: list[int] = sorted(range(len(degrees)), key=degrees.__getitem__)
+        self.unit_order: list[int] | None = sorted(range(len(degrees)), key=degrees.__getitem__)
+        if self.unit_order == list(range(len(degrees))):
+            self.unit_order = None
         self.prefix: list[int] = [sum(d < t for d in degrees) for t in self.order.tolist()]
 
     @torch.no_grad()
@@ -232,21 +244,25 @@ class SequentialPasses:
 
     The pass for the feature at position ``t`` of the order reads only the hidden units of degree ``< t`` (a unit of
     degree ``m`` feeds the outputs of degree ``> m``, and reads only units and inputs of degree ``≤ m``). With the
-    hidden units sorted by degree those are a prefix of each layer, so the pass multiplies prefix blocks of the masked
-    weights, sorted once here: the ``D`` passes of a sample cost about half of ``D`` full passes (a third in the inner
-    layers), and the first feature, which depends on no input, costs no pass at all without a context. The result
-    equals the full pass (the skipped units contribute exact zeros), up to the order of floating-point sums.
+    hidden units sorted by degree (as a MADE stores them) those are a prefix of each layer, so the pass multiplies
+    prefix blocks of the masked weights, masked once here: the ``D`` passes of a sample cost about half of ``D`` full
+    passes (a third in the inner layers), and the first feature, which depends on no input, costs no pass at all
+    without a context. The result equals the full pass (the skipped units contribute exact zeros), up to the order of
+    floating-point sums.
     """
 
     def __init__(self, made: MADE):
         self.made = made
         layers = made.layers
-        index = torch.tensor(made.unit_order, device=made.degrees.device)
-        masked = [layer.weight * layer.mask for layer in layers]
-        self.weights = [masked[0].index_select(0, index)]
-        self.weights += [w.index_select(0, index).index_select(1, index) for w in masked[1:-1]]
-        self.weights.append(masked[-1].index_select(1, index))
-        self.biases = [layer.bias.index_select(0, index) for layer in layers[:-1]] + [layers[-1].bias]
+        self.weights = [layer.weight * layer.mask for layer in layers]
+        self.biases = [layer.bias for layer in layers]
+        if made.unit_order is not None:  # a model saved with its units in another order
+            index = torch.tensor(made.unit_order, device=made.degrees.device)
+            w = self.weights
+            self.weights = [w[0].index_select(0, index)]
+            self.weights += [m.index_select(0, index).index_select(1, index) for m in w[1:-1]]
+            self.weights.append(w[-1].index_select(1, index))
+            self.biases = [b.index_select(0, index) for b in self.biases[:-1]] + [self.biases[-1]]
         self.act = made._act
 
     def __call__(self, x: Tensor, context: Tensor | None, feature: int) -> Tensor:

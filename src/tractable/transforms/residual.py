@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.functional import linear
 from .base import Transform, check_features
 from .numerics import default_tolerance
 
@@ -192,8 +193,8 @@ class ResidualBlock(Transform):
 
     def g(self, x: Tensor, weights: list[Tensor]) -> Tensor:
         for w, lin, act in zip(weights, self.linears, self.activations):
-            x = act(F.linear(x, w, lin.bias))
-        return F.linear(x, weights[-1], self.linears[-1].bias)
+            x = act(linear(x, w, lin.bias))
+        return linear(x, weights[-1], self.linears[-1].bias)
 
     def g_and_jacobian(self, x: Tensor, weights: list[Tensor]) -> tuple[Tensor, Tensor]:
         """``g(x)`` and its per-row Jacobian ``(..., d, d)`` by the chain rule, ``W_L D_{L−1} W_{L−1} ⋯ D_1 W_1``."""
@@ -201,9 +202,9 @@ class ResidualBlock(Transform):
         jac_t: Tensor | None = None
         h = x
         for w, lin, act in zip(weights, self.linears, self.activations):
-            h, dh = act.value_and_derivative(F.linear(h, w, lin.bias))
+            h, dh = act.value_and_derivative(linear(h, w, lin.bias))
             jac_t = dh.unsqueeze(-2) * (w.T if jac_t is None else jac_t @ w.T)
-        out = F.linear(h, weights[-1], self.linears[-1].bias)
+        out = linear(h, weights[-1], self.linears[-1].bias)
         return out, (jac_t @ weights[-1].T).transpose(-1, -2)  # type: ignore[operator]
 
     # -- the log-determinant -------------------------------------------------------------------------------------
