@@ -30,8 +30,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     When the weight's gradient is wanted on CPU in eager mode and the layer maps 2–8 inputs to 32 or more outputs
     (:data:`THIN_INPUTS`, :data:`WIDE_OUTPUTS`), the product is taken with ``weightᵀ`` made contiguous, so that
     torch's backward runs on its fast kernels (see the module's description): a MAF layer's first MADE layer on a
-    2-d problem takes 86 µs forward and backward instead of 206 µs. Elsewhere (without gradients, where the copy
-    would only cost; on other devices; under ``torch.compile``, which picks its own layouts) it is ``F.linear``.
+    2-d problem takes 86 µs forward and backward instead of 206 µs. Under ``torch.compile`` too: inductor calls the
+    same kernels in the layout it is given (a compiled MAF step at ``d = 2``: 1.13× faster). Elsewhere (without
+    gradients, where the copy would only cost; on other devices) it is ``F.linear``.
     """
     out_features, in_features = weight.shape
     if (
@@ -40,7 +41,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         and weight.requires_grad
         and torch.is_grad_enabled()
         and x.device.type == "cpu"
-        and not torch.compiler.is_compiling()
     ):
         w_t = weight.t().contiguous()
         if x.dim() == 2:
