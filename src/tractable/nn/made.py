@@ -159,10 +159,10 @@ class MADE(nn.Module):
         # the features in autoregressive order, as Python ints: the sequential direction loops over them, and a
         # compiled graph unrolls the loop (a tensor's values would be unknown while tracing)
         self.positions: list[int] = torch.argsort(self.order).tolist()
-        # The sequential direction sorts the hidden units by degree: feature i then needs only the units of degree
-        # below its position order[i], a prefix of that order of length prefix[i] (0 for the first feature
-        # without a context).
-        # (Models saved before the units were stored sorted keep their order: the passes then sort them per call.)
+        # The sequential direction takes the hidden units by degree: feature i then needs only the units of degree
+        # below its position order[i], a prefix of that order of length prefix[i] (0 for the first feature without
+        # a context). unit_order is None when the units are stored in that order (every MADE built now); a model
+        # saved before they were keeps its order, and its passes sort the units per call.
         degrees = self.degrees.tolist()
         self.unit_order: list[int] | None = sorted(range(len(degrees)), key=degrees.__getitem__)
         if self.unit_order == list(range(len(degrees))):
