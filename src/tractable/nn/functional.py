@@ -25,7 +25,7 @@ WIDE_OUTPUTS = 32
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear(x, weight, bias)`` (``x`` of shape ``(..., in)``, ``weight`` ``(out, in)``), the same numbers.
+    """``F.linear(x, weight, bias)`` (``x`` of shape ``(..., in)``, ``weight`` ``(out, in)``), up to rounding.
 
     When the weight's gradient is wanted on CPU and the layer maps 2–8 inputs to 32 or more outputs
     (:data:`THIN_INPUTS`, :data:`WIDE_OUTPUTS`), the product is taken with ``weightᵀ`` made contiguous, so that
