@@ -148,8 +148,10 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         (out / "gpu_vectors.json").write_text(json.dumps(results, indent=2) + "\n")
 
-    jobs = [(kind, d, mode) for kind in args.models for d in args.dims for mode in args.modes]
-    jobs += [(kind, d, "fit") for kind in args.models for d in args.dims] if args.fit_steps else []
+    # Cheapest and most telling rows first (eager, then the fit loop's host-synchronisation cost), compiled modes
+    # last: a run cut short by --budget still holds every model's eager baseline.
+    modes = [m for m in ("eager", "fit", "compile", "cudagraphs") if m in args.modes or (m == "fit" and args.fit_steps)]
+    jobs = [(kind, d, mode) for mode in modes for kind in args.models for d in args.dims]
     for kind, d, mode in jobs:
         if time.perf_counter() - began > args.budget:
             results["skipped"].append(f"{kind} d={d} {mode}")
