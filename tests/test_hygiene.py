@@ -25,6 +25,7 @@ from tractable.training import (
     make_scheduler,
     seed_everything,
 )
+from tractable.training.hygiene import clip_grad_norm
 
 
 def _lrs(schedule, steps=100, warmup=10, **kwargs):
@@ -67,6 +68,21 @@ def test_clipping_logs_the_norm_before_clipping():
     assert result.grad_norm == pytest.approx(200 * math.sqrt(3)) and not result.skipped
     assert float(w.grad.norm()) == pytest.approx(0.5, rel=1e-5)  # the step used the clipped gradient
     trainer.close()
+
+
+def test_grad_norm_without_clipping_is_torchs_and_leaves_the_gradients():
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(*shape)) for shape in ((64, 2), (64,), (64, 64), (4, 64), (4,))]
+    for p in params:
+        p.grad = torch.randn_like(p) * 10
+    before = [p.grad.clone() for p in params]
+    norm = clip_grad_norm(params, 0.0)
+    assert all(torch.equal(p.grad, b) for p, b in zip(params, before))  # the gradients as they were
+    assert torch.equal(norm, torch.nn.utils.clip_grad_norm_(params, math.inf))
+    params[1].grad = None  # a parameter without a gradient counts as none
+    assert float(clip_grad_norm(params, 0.0)) == pytest.approx(math.sqrt(sum(float(b.square().sum())
+                                                                             for b in before[:1] + before[2:])))
+    assert float(clip_grad_norm(params, 1.0)) > 1 and float(clip_grad_norm(params, 0.0)) == pytest.approx(1.0)
 
 
 def test_ema_is_the_average_of_the_trajectory():

@@ -38,10 +38,11 @@ class TrainOptions:
         compile: compile what computes the loss with ``torch.compile`` (its forward and backward); the first step,
             which compiles, is timed apart (``FitHistory.compile_seconds``) from the steady-state steps.
         progress: show a progress bar (terminal) or periodic lines (rank 0 only).
-        log_every: steps between host reads of the loss and gradient norm. The non-finite guard decides every step
-            on the device and every step still gets its row, but skipped steps are reported (and a run stopped)
-            and the rows written, at the reads; so an accelerator is never kept waiting by the host. ``None``:
-            every step on CPU (a read costs nothing there), every 50 steps on an accelerator.
+        log_every: steps between host reads of the loss and gradient norm. Above 1 the non-finite guard decides
+            every step on the device and every step still gets its row, but skipped steps are reported (and a run
+            stopped) and the rows written, at the reads; so an accelerator is never kept waiting by the host. At 1
+            the host decides, with the same result. ``None``: every step on CPU (a read costs nothing there),
+            every 50 steps on an accelerator.
         metrics_csv: one row per step to this CSV file (rank 0 only; ``None``: none).
         metrics_jsonl: the same rows as JSON lines.
         tensorboard_dir: TensorBoard events here, when TensorBoard is installed.

@@ -34,7 +34,15 @@ from .checkpoint import (
     save_step_checkpoint,
 )
 from .distributed import DistContext, initialize_actnorm
-from .hygiene import EMA, NonFiniteError, first_nonfinite_grad, first_nonfinite_layer, make_adam, make_scheduler
+from .hygiene import (
+    EMA,
+    NonFiniteError,
+    clip_grad_norm,
+    first_nonfinite_grad,
+    first_nonfinite_layer,
+    make_adam,
+    make_scheduler,
+)
 from .metrics_log import MetricsLog
 from .options import TrainOptions, check_positive_int
 from .progress import Progress
@@ -117,14 +125,16 @@ class Trainer:
         self.device = self.params[0].device
         self.ctx = DistContext.current()
         self.optimizer = make_adam(self.params, options.lr)
-        # Fused Adam skips a step on the device (its found_inf input): no host read is needed to decide.
-        self.on_device = bool(self.optimizer.defaults.get("fused")) and not options.detect_anomaly
         every = options.log_every if options.log_every is not None else (1 if self.device.type == "cpu" else 50)
+        # Between host reads fused Adam skips a non-finite step on the device (its found_inf input). Reading every
+        # step (CPU's default) the host decides: found_inf would only add a per-parameter pass to every step.
+        self.on_device = every > 1 and bool(self.optimizer.defaults.get("fused")) and not options.detect_anomaly
         self.log_every = every if self.on_device else 1
         self.pending: list[_Pending] = []
         self.scheduler = make_scheduler(self.optimizer, options.schedule, steps, warmup=options.warmup,
                                         final=options.lr_final)
         self.ema = EMA(self.params, options.ema) if options.ema > 0 else None
+        self._kept = torch.ones((), device=self.device)
         self.max_bad_steps, self.callback, self.meta = options.max_bad_steps, options.callback, options.meta or {}
         self.checkpoint_dir = Path(options.checkpoint_dir) if options.checkpoint_dir is not None else None
         self.checkpoint_every, self.keep_last = options.checkpoint_every, options.keep_last
@@ -238,7 +248,7 @@ class Trainer:
             # step is skipped below (only anomaly detection, a debugging mode, needs the host to know first).
             if self.on_device or self.ctx.distributed or bool(local_ok):
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip if self.clip > 0 else math.inf)
+                grad_norm = clip_grad_norm(self.params, self.clip)
             else:
                 grad_norm = torch.tensor(math.nan, device=total.device)
         except RuntimeError as e:
@@ -269,8 +279,8 @@ class Trainer:
             skipped = self._judge(pending)
             if not self.on_device and not skipped:
                 self.optimizer.step()
-                if self.ema is not None:
-                    self.ema.update()
+                if self.ema is not None:  # the device path's arithmetic, so log_every changes no bit of the run
+                    self.ema.update(self._kept)
         else:
             skipped = None
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": the schedule follows steps
