@@ -225,9 +225,10 @@ class Trainer:
         """One step: ``compute()`` returns ``(loss, aux)``; backward, clip, and an optimizer step unless non-finite.
 
         ``describe(loss, aux)`` says why a non-finite local loss is bad (without the step); ``rerun()`` recomputes the
-        batch without DDP, to find the first non-finite layer when the run stops. The non-finite guard decides on the
-        device (fused Adam's ``found_inf``; the EMA masked alike), so nothing waits for the host; the values are read,
-        skipped steps reported and the rows written every ``log_every`` steps (every step by default on CPU).
+        batch without DDP, to find the first non-finite layer when the run stops. Between reads the non-finite guard
+        decides on the device (fused Adam's ``found_inf``; the EMA masked alike), so nothing waits for the host; the
+        values are read, skipped steps reported and the rows written every ``log_every`` steps (every step by default
+        on CPU, where the host decides).
 
         Raises:
             NonFiniteError: after ``max_bad_steps`` non-finite steps in a row, naming the step and the layer (at the
