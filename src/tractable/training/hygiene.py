@@ -114,13 +114,12 @@ class EMA:
 
         ``keep`` (a 0-dim tensor, 1 or 0) decides on the device whether the step counts: the trainer passes it so
         that a skipped step leaves the average, and its update count, as they were without a host synchronisation.
+        ``None`` counts the step; it takes the same arithmetic, so a run is the same bit for bit whichever the
+        caller decides on.
         """
         params = [p.detach() for p in self.params]
         if keep is None:
-            t = self.updates
-            torch._foreach_lerp_(self.shadow, params, 1.0 - min(self.decay, (1 + t) / (10 + t)))
-            self.updates = t + 1
-            return
+            keep = torch.ones((), device=self.shadow[0].device)
         if self._count is None:
             self._count = torch.tensor(float(self._updates), device=keep.device)
         c = self._count

@@ -134,7 +134,6 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, options.schedule, steps, warmup=options.warmup,
                                         final=options.lr_final)
         self.ema = EMA(self.params, options.ema) if options.ema > 0 else None
-        self._kept = torch.ones((), device=self.device)
         self.max_bad_steps, self.callback, self.meta = options.max_bad_steps, options.callback, options.meta or {}
         self.checkpoint_dir = Path(options.checkpoint_dir) if options.checkpoint_dir is not None else None
         self.checkpoint_every, self.keep_last = options.checkpoint_every, options.keep_last
@@ -280,8 +279,8 @@ class Trainer:
             skipped = self._judge(pending)
             if not self.on_device and not skipped:
                 self.optimizer.step()
-                if self.ema is not None:  # the device path's arithmetic, so log_every changes no bit of the run
-                    self.ema.update(self._kept)
+                if self.ema is not None:
+                    self.ema.update()
         else:
             skipped = None
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": the schedule follows steps
