@@ -3,7 +3,11 @@
 A conditioner maps the features a layer leaves unchanged (and, for conditional flows, a context vector) to the
 parameters of the elementwise maps it applies to the others. Its last layer starts with zero weights, so its output is
 the last bias whatever the input; a layer sets that bias to the parameters of its identity map and so starts as the
-exact identity (as in nflows), which keeps deep stacks stable at initialisation.
+exact identity (as in nflows), which keeps deep stacks stable at initialisation. The hidden layers are initialised for
+their activation (He initialisation before ReLU: :func:`~tractable.nn.activations.init_hidden_`).
+
+References:
+    Delving Deep into Rectifiers (He, Zhang, Ren & Sun, 2015), arXiv:1502.01852.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..utils import renamed
-from .activations import activation_fn
+from .activations import activation_fn, init_hidden_
 from .functional import linear
 
 
@@ -41,7 +45,8 @@ class MLP(nn.Module):
         blocks: number of hidden layers when ``hidden`` is an int (0 gives an affine map).
         context_features: width of the context concatenated to the input (0: no context; any context passed is then
             ignored, as transforms that do not use context ignore it).
-        activation: a name of :data:`~tractable.nn.activations.ACTIVATIONS`.
+        activation: a name of :data:`~tractable.nn.activations.ACTIVATIONS`; the hidden layers are initialised for
+            it (:func:`~tractable.nn.activations.init_hidden_`: He-uniform before a rectifier).
         zero_last: zero the last layer's weights *and* bias, so the output is constant (the bias) at initialisation;
             callers set :attr:`last`'s bias to the parameters they want to start from.
 
@@ -82,6 +87,8 @@ class MLP(nn.Module):
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         self.activation = activation
         self._act = act
+        for lin in self.linears[:-1]:
+            init_hidden_(lin, activation)
         if zero_last:
             nn.init.zeros_(self.last.weight)
             nn.init.zeros_(self.last.bias)
