@@ -192,6 +192,24 @@ def test_gradients_through_the_mixture_inverse() -> None:
 
 
 
+def test_mixture_inverse_stays_finite_for_huge_log_scales() -> None:
+    """A conditioner fed inputs like 1e3 can produce log-scales in the hundreds: a component that flat made the
+    inverse land near 1e196 with NaN gradients. Log-scales are capped at 7, so it lies within max|μ| + e^7 |v|."""
+    from tractable.transforms.logistic_mixture import MAX_LOG_SCALE, LogisticMixtureMap
+
+    m = LogisticMixtureMap(components=3)
+    theta = torch.zeros(2, 1, m.params, dtype=torch.float64)
+    theta[..., 2 + 6 :] = torch.tensor([500.0, 300.0, -2.0])  # the log-scales
+    theta[..., 2 + 3 : 2 + 6] = torch.tensor([40.0, -40.0, 0.0])  # the means
+    theta.requires_grad_(True)
+    y = torch.tensor([[1e3], [-1e3]], dtype=torch.float64, requires_grad=True)
+    x, ladj = m.inverse(y, theta)
+    (x.sum() + ladj.sum()).backward()
+    assert x.abs().max() <= 40 + math.exp(MAX_LOG_SCALE) * 1e3
+    assert torch.isfinite(y.grad).all() and torch.isfinite(theta.grad).all()
+    torch.testing.assert_close(m.forward(x, theta)[0], y.detach(), rtol=1e-9, atol=0)
+
+
 def test_plain_output_conditioner_starts_as_the_identity() -> None:
     """``output_activation=False`` (Flow++'s released code): the last conv reads the hidden features directly."""
     from tractable.nn.convnets import GatedResNet

@@ -26,6 +26,9 @@ from .numerics import default_tolerance, newton_refine, softmax, solve_increasin
 
 #: The smallest log-scale of a mixture component (as in Flow++'s implementations).
 MIN_LOG_SCALE = -7.0
+#: The largest: a component no flatter than ``e^-7``, so the inverse stays within ``max_k |μ_k| + e^7 |v|`` whatever
+#: parameters a conditioner produces (from inputs like ``1e3`` it may produce hundreds).
+MAX_LOG_SCALE = 7.0
 
 
 def mixture_logit_cdf(
@@ -57,7 +60,7 @@ class LogisticMixtureMap(ElementwiseMap):
     """Flow++'s map ``y = σ⁻¹(Σ_k π_k σ((x - μ_k)/s_k)) · exp(a) + b``, ``θ = (â, b, logits, μ, log s)``.
 
     ``params = 3K + 2`` per element: ``a`` (bounded as ``bound · tanh(â / bound)``), ``b``, and the mixture's logits,
-    means and log-scales (log-scales floored at ``-7``). All zeros is the identity (``F = σ``).
+    means and log-scales (log-scales clamped to ``[-7, 7]``). All zeros is the identity (``F = σ``).
 
     Directions: ``forward`` is analytic, with the exact log-derivative ``log f(x) - log F - log(1 - F) + a``.
     ``inverse`` solves ``σ⁻¹(F(x)) = (y - b) e^{-a}`` per entry: the root lies in ``[min_k(μ_k + s_k v),
@@ -106,7 +109,7 @@ class LogisticMixtureMap(ElementwiseMap):
         a = self.bound * torch.tanh(theta.select(d, 0) / self.bound)
         b = theta.select(d, 1)
         logits, loc, log_scale = theta.narrow(d, 2, k), theta.narrow(d, 2 + k, k), theta.narrow(d, 2 + 2 * k, k)
-        return d, a, b, logits, loc, log_scale.clamp(min=MIN_LOG_SCALE)
+        return d, a, b, logits, loc, log_scale.clamp(MIN_LOG_SCALE, MAX_LOG_SCALE)
 
     def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         d, a, b, logits, loc, log_scale = self._unpack(theta)
@@ -136,4 +139,4 @@ class LogisticMixtureMap(ElementwiseMap):
         return f"components={self.components}, bound={self.bound}"
 
 
-__all__ = ["MIN_LOG_SCALE", "LogisticMixtureMap", "mixture_logit_cdf"]
+__all__ = ["MAX_LOG_SCALE", "MIN_LOG_SCALE", "LogisticMixtureMap", "mixture_logit_cdf"]
