@@ -216,6 +216,10 @@ class ContinuousFlow(Transform):
             return torch.randn_like(x)
         return torch.randint(0, 2, x.shape, device=x.device).to(x.dtype).mul_(2).sub_(1)
 
+    # Outside torch.compile's graph: an adaptive solver takes as many steps as the values ask for, and FFJORD's
+    # trace estimate differentiates its vector-Jacobian products again (create_graph), which compiled autograd
+    # does not support.
+    @torch.compiler.disable
     def _solve(self, x: Tensor, context: Tensor | None, start: float, end: float) -> tuple[Tensor, Tensor]:
         check_features(x, self.features)
         if self.context_features and context is None:

@@ -218,6 +218,9 @@ class ResidualBlock(Transform):
         """``P(n ≥ k)`` for ``n = exact_terms + M``, ``M ~ Geometric(p)`` on ``{0, 1, ...}``."""
         return 1.0 if k <= self.exact_terms else (1 - self.roulette_p) ** (k - self.exact_terms)
 
+    # Outside torch.compile's graph: the estimator draws its number of terms on the host and differentiates its
+    # vector-Jacobian products again (create_graph), a double backward that compiled autograd does not support.
+    @torch.compiler.disable
     def _stochastic(self, x: Tensor, weights: list[Tensor]) -> tuple[Tensor, Tensor]:
         differentiable = torch.is_grad_enabled()
         with torch.enable_grad():  # the vector-Jacobian products need a graph even under no_grad
