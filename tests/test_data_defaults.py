@@ -154,6 +154,20 @@ def test_a_model_much_larger_than_the_table_warns(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("warning: the flow has") and "96 training rows × 4 features" in err
 
 
+@pytest.mark.parametrize("model, base, warns", [("maf", "normal", True), ("iaf", "diagonal", True),
+                                                ("maf", "mixture", False), ("nsf", "normal", False)])
+def test_an_affine_autoregressive_model_of_one_feature_warns(tmp_path, capsys, model, base, warns):
+    """With one feature a MADE has nothing to condition on: MAF and IAF are then their Gaussian base moved and
+    scaled, which the fit says in one line (a mixture base, or splines, fit more)."""
+    path = tmp_path / "one.csv"
+    np.savetxt(path, np.random.default_rng(0).gamma(2.0, size=(200, 1)), delimiter=",")
+    assert main(["fit", "--data", str(path), "--model", model, "--base", base, "--steps", "2", "--no-plots",
+                 "--quiet", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: {model} on one feature is an affine map of its Gaussian base" in err) == warns
+    assert err.count("on one feature") == int(warns)
+
+
 def test_the_mixture_base_is_fitted_by_em_to_the_whitened_rows():
     from tractable.distributions import GaussianMixture
 

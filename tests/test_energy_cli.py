@@ -100,6 +100,12 @@ def test_a_model_the_user_names_is_not_replaced_above_2d(tmp_path, module):
     assert load_config(out / "config.toml").model == {"name": "maf", "hidden": 8, "layers": 2, "base": "diagonal"}
 
 
+def test_an_iaf_of_one_variable_warns_that_it_is_gaussian(tmp_path, module, capsys):
+    assert main(["fit", "--energy", f"{module}:gauss", "--features", "1", "--model", "iaf", "--hidden", "8",
+                 "--layers", "2", *FAST, "--out", str(tmp_path / "run")]) == 0
+    assert "warning: iaf on one feature is an affine map of its Gaussian base" in capsys.readouterr().err
+
+
 def test_module_form_from_the_current_directory_in_a_subprocess(tmp_path, module):
     """``MODULE:FUNCTION`` is imported from the current directory, also by a fresh process (``eval``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}

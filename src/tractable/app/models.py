@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from ..dequantization import VariationalDequantization
+from ..distributions import GaussianMixture
 from ..flow import Flow
 from ..models.image_flow import ImageFlow
 from ..models.image_registry import IMAGE_MODELS, build_image_model
@@ -150,6 +151,23 @@ def dequantization(model: dict[str, Any], name: str) -> str:
     if value not in ("uniform", "variational"):
         raise ConfigError(f"config key 'model.{DEQUANTIZATION}' must be 'uniform' or 'variational', got {value!r}")
     return value
+
+
+#: Models whose every layer is affine in a lone variable: with one feature and no context a MADE has no input to
+#: condition on, so each layer is a constant affine map and the flow is its base moved and scaled.
+AFFINE_IN_ONE_FEATURE = ("maf", "iaf")
+
+
+def one_feature_warning(model: dict[str, Any], flow: Flow, context_features: int = 0) -> str | None:
+    """A one-line warning when ``flow`` (built from ``model``) can only be its Gaussian base moved and scaled: an
+    affine autoregressive model on one feature without a context; ``None`` otherwise."""
+    name = model[MODEL_NAME]
+    if name not in AFFINE_IN_ONE_FEATURE or tuple(flow.event_shape) != (1,) or context_features:
+        return None
+    if isinstance(flow.base, GaussianMixture):  # a mixture moved and scaled is still a mixture
+        return None
+    return (f"warning: {name} on one feature is an affine map of its Gaussian base (a MADE has no earlier feature "
+            "to condition on), so it fits only a Gaussian; nsf (splines) fits a density of one variable")
 
 
 def build_vector(model: dict[str, Any], features: int, context_features: int = 0) -> Flow:

@@ -58,7 +58,9 @@ class MAF(Flow):
     """Masked autoregressive flow: ``layers`` masked affine autoregressive layers on a base distribution.
 
     Directions: ``log_prob`` is fast (one MADE pass per layer); sampling is sequential (``features`` MADE passes per
-    layer). Both are exact. Each layer starts as the identity, so the initial flow is the base distribution.
+    layer). Both are exact. Each layer starts as the identity, so the initial flow is the base distribution. On one
+    feature without a context a MADE has nothing to condition on: each layer is a constant affine map and the flow
+    is its base moved and scaled (a Gaussian for a Gaussian base; NSF fits a density of one variable).
 
     Args:
         features: dimension of the data.

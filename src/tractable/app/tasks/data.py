@@ -35,7 +35,7 @@ from ...transforms.base import Compose
 from ...transforms.elementwise import StandardizeTransform
 from ...transforms.linear import WhitenTransform
 from ..config import MODEL_NAME, ConfigError, DataConfig, FitConfig
-from ..models import build_vector
+from ..models import build_vector, one_feature_warning
 from .base import PLOT_FEATURES, TEST, device_of, dtype, parameter_count, place, rename_split
 
 
@@ -323,6 +323,8 @@ class DataTask:
             print(f"warning: the flow has {parameters:,} parameters for {len(problem.train):,} training rows × "
                   f"{problem.features} features ({parameters / numbers:.0f} per number): expect it to overfit; "
                   "smaller --layers/--hidden or the defaults sized for the table fit better", file=sys.stderr)
+        if (warning := one_feature_warning(config.model, flow, problem.context_features)) is not None:
+            print(warning, file=sys.stderr)
         return fit_max_likelihood(
             flow, _on(problem.train, device), context=_on(problem.train_context, device),
             val=_on(problem.val, device), val_context=_on(problem.val_context, device), steps=t.steps,

@@ -4,6 +4,7 @@ log Z is unknown; pictures in 2D only)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from ...plots.samples import plot_sample_set
 from ...targets.energies import Energy, get_target
 from ...training import fit_reverse_kl
 from ..config import MODEL_NAME, FitConfig
-from ..models import build_vector
+from ..models import build_vector, one_feature_warning
 from .base import PLOT_FEATURES, TEST, dtype, parameter_count, place
 from .user_energy import FunctionEnergy, load_energy
 
@@ -96,6 +97,8 @@ class EnergyTask:
 
     def fit(self, flow: Flow, problem: Energy, config: FitConfig, **options: Any) -> Any:
         t = config.train
+        if (warning := one_feature_warning(config.model, flow)) is not None:
+            print(warning, file=sys.stderr)
         return fit_reverse_kl(flow, problem, steps=t.steps, batch_size=t.batch_size, lr=t.lr, anneal=t.anneal,
                               schedule=t.schedule, clip=t.clip, **options)
 
