@@ -110,8 +110,11 @@ EXTRA_DEFAULTS = {
     # he: the conditioners' hidden layers He-initialised, as the library builds them; torch: PyTorch's nn.Linear
     # default (the same draws scaled by 1/√6, a third of the variance)
     "hidden_init": "he",
+    # he: the conditioners' first layer as the others; data: then rescaled so that its pre-activations on the
+    # training rows have the scale they would have on standardized inputs (w / σ, b − w·μ / σ per input feature)
+    "first_init": "he",
 }
-TRACTABLE_ONLY = ("last_init", "logit_scale", "derivative", "unconditional", "hidden_init")
+TRACTABLE_ONLY = ("last_init", "logit_scale", "derivative", "unconditional", "hidden_init", "first_init")
 
 #: The quality grid's axes (``--grid``) and its data sets; the tail bound follows the standardization (3 in
 #: standardised units, 5 on the raw toy sets, which all lie within ±4.3).
@@ -202,6 +205,25 @@ class PassingSpline(Transform):
 def nflows_derivative(u: Tensor, minimum: float) -> Tensor:
     """nflows' knot derivative ``m + softplus(u)`` (1 at ``u = log(e^(1-m) - 1)``)."""
     return torch.nn.functional.softplus(u) + minimum
+
+
+@torch.no_grad()
+def data_init_first_layers(flow: nn.Module, train: Tensor) -> None:
+    """Rescale each coupling conditioner's first layer to the statistics of its input on the training rows: every
+    layer is the identity at initialisation, so a coupling's conditioner reads the passing half of the (possibly
+    standardized) data."""
+    from tractable.transforms.coupling import Coupling
+
+    x = train
+    for t in flow.transform.transforms:
+        if not isinstance(t, Coupling):
+            x, _ = t(x)
+            continue
+        x_pass, _ = t.split.split(x)
+        mu, sigma = x_pass.mean(0), x_pass.std(0).clamp_min(1e-6)
+        first = t.conditioner.linears[0]
+        first.weight.div_(sigma)
+        first.bias.sub_(first.weight @ mu)
 
 
 def build_tractable(cfg: dict, features: int = 2) -> nn.Module:
@@ -427,6 +449,8 @@ def run_one(job: dict) -> dict:
         flow.transform = Compose(std.as_transform(), flow.transform)
     else:
         flow = Standardized(inner, std.as_transform(), data.features)
+    if lib == "tractable" and extra["first_init"] == "data":
+        data_init_first_layers(flow, train)
     cpu = time.process_time()
     if extra["loop"] == "plain":
         history = plain_loop(flow, data, cfg, seed)
