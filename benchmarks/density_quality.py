@@ -221,7 +221,11 @@ def data_init_first_layers(flow: nn.Module, train: Tensor) -> None:
             continue
         x_pass, _ = t.split.split(x)
         mu, sigma = x_pass.mean(0), x_pass.std(0).clamp_min(1e-6)
-        first = t.conditioner.linears[0]
+        conditioner = getattr(t.conditioner, "inner", t.conditioner)  # under --logit-scale, the wrapped MLP
+        if not hasattr(conditioner, "linears"):
+            raise ValueError(f"--first-init data expects MLP conditioners, got {type(conditioner).__name__} "
+                             "(--residual is not supported)")
+        first = conditioner.linears[0]
         first.weight.div_(sigma)
         first.bias.sub_(first.weight @ mu)
 
