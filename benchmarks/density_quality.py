@@ -212,10 +212,14 @@ def data_init_first_layers(flow: nn.Module, train: Tensor) -> None:
     """Rescale each coupling conditioner's first layer to the statistics of its input on the training rows: every
     layer is the identity at initialisation, so a coupling's conditioner reads the passing half of the (possibly
     standardized) data."""
+    from tractable.transforms.base import Compose
     from tractable.transforms.coupling import Coupling
 
+    def layers(t):  # the chain, nested compositions (the standardization's) flattened
+        return [u for v in t.transforms for u in layers(v)] if isinstance(t, Compose) else [t]
+
     x = train
-    for t in flow.transform.transforms:
+    for t in layers(flow.transform):
         if not isinstance(t, Coupling):
             x, _ = t(x)
             continue
