@@ -37,8 +37,10 @@ import density_speed as ds  # the builders and architecture of the speed table
 
 def product_shapes(flow: torch.nn.Module, batch: int) -> list[tuple[tuple[int, int], tuple[int, int], bool]]:
     """``(x shape, weight shape, wants the input's gradient)`` of every linear layer of the flow's MADEs."""
+    from tractable.nn.made import MADE
+
     shapes = []
-    for k, made in enumerate(m for m in flow.modules() if type(m).__name__ == "MADE"):
+    for k, made in enumerate(m for m in flow.modules() if isinstance(m, MADE)):
         for j, layer in enumerate(made.layers):
             out_f, in_f = layer.weight.shape
             shapes.append(((batch, in_f), (out_f, in_f), not (k == 0 and j == 0)))
