@@ -110,11 +110,11 @@ EXTRA_DEFAULTS = {
     # he: the conditioners' hidden layers He-initialised, as the library builds them; torch: PyTorch's nn.Linear
     # default (the same draws scaled by 1/√6, a third of the variance)
     "hidden_init": "he",
-    # he: the conditioners' first layer as the others; data: then rescaled so that its pre-activations on the
-    # training rows have the scale they would have on standardized inputs (w / σ, b − w·μ / σ per input feature)
-    "first_init": "he",
+    # the library's data-dependent initialisation of the conditioners' first layers (fit_max_likelihood's
+    # data_init: each reads its input standardized by the first batch); --no-data-init measures a fit without it
+    "data_init": True,
 }
-TRACTABLE_ONLY = ("last_init", "logit_scale", "derivative", "unconditional", "hidden_init", "first_init")
+TRACTABLE_ONLY = ("last_init", "logit_scale", "derivative", "unconditional", "hidden_init", "data_init")
 
 #: The quality grid's axes (``--grid``) and its data sets; the tail bound follows the standardization (3 in
 #: standardised units, 5 on the raw toy sets, which all lie within ±4.3).
@@ -205,33 +205,6 @@ class PassingSpline(Transform):
 def nflows_derivative(u: Tensor, minimum: float) -> Tensor:
     """nflows' knot derivative ``m + softplus(u)`` (1 at ``u = log(e^(1-m) - 1)``)."""
     return torch.nn.functional.softplus(u) + minimum
-
-
-@torch.no_grad()
-def data_init_first_layers(flow: nn.Module, train: Tensor) -> None:
-    """Rescale each coupling conditioner's first layer to the statistics of its input on the training rows: every
-    layer is the identity at initialisation, so a coupling's conditioner reads the passing half of the (possibly
-    standardized) data."""
-    from tractable.transforms.base import Compose
-    from tractable.transforms.coupling import Coupling
-
-    def layers(t):  # the chain, nested compositions (the standardization's) flattened
-        return [u for v in t.transforms for u in layers(v)] if isinstance(t, Compose) else [t]
-
-    x = train
-    for t in layers(flow.transform):
-        if not isinstance(t, Coupling):
-            x, _ = t(x)
-            continue
-        x_pass, _ = t.split.split(x)
-        mu, sigma = x_pass.mean(0), x_pass.std(0).clamp_min(1e-6)
-        conditioner = getattr(t.conditioner, "inner", t.conditioner)  # under --logit-scale, the wrapped MLP
-        if not hasattr(conditioner, "linears"):
-            raise ValueError(f"--first-init data expects MLP conditioners, got {type(conditioner).__name__} "
-                             "(--residual is not supported)")
-        first = conditioner.linears[0]
-        first.weight.div_(sigma)
-        first.bias.sub_(first.weight @ mu)
 
 
 def build_tractable(cfg: dict, features: int = 2) -> nn.Module:
@@ -457,8 +430,6 @@ def run_one(job: dict) -> dict:
         flow.transform = Compose(std.as_transform(), flow.transform)
     else:
         flow = Standardized(inner, std.as_transform(), data.features)
-    if lib == "tractable" and extra["first_init"] == "data":
-        data_init_first_layers(flow, train)
     cpu = time.process_time()
     if extra["loop"] == "plain":
         history = plain_loop(flow, data, cfg, seed)
@@ -466,6 +437,7 @@ def run_one(job: dict) -> dict:
         history = fit_max_likelihood(
             flow, train, val=val, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
             schedule=extra["schedule"], eval_every=cfg["eval_every"], seed=seed, progress=False,
+            **({"data_init": extra["data_init"]} if lib == "tractable" else {}),
         )
     fit_cpu_seconds = time.process_time() - cpu
     start = time.perf_counter()
@@ -505,9 +477,9 @@ def log_mass(flow: torch.nn.Module, data) -> float | None:
 
 
 def job_key(lib: str, name: str, seed: int, cfg: dict) -> str:
-    # tractable's keys always name its hidden-layer initialisation: its runs cached before the library He-initialised
-    # its conditioners are runs of other code, never reused for the current one
-    named = ("hidden_init",) if lib == "tractable" else ()
+    # tractable's keys always name its conditioners' initialisation (hidden layers, data-dependent first layer): its
+    # runs cached before the library did either are runs of other code, never reused for the current one
+    named = ("hidden_init", "data_init") if lib == "tractable" else ()
     cfg = {k: v for k, v in cfg.items() if k in named or not (k in EXTRA_DEFAULTS and v == EXTRA_DEFAULTS[k])}
     blob = json.dumps({"lib": lib, "dataset": name, "seed": seed, "cfg": cfg}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -87,6 +87,7 @@ class MLP(nn.Module):
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         self.activation = activation
         self._act = act
+        self.input_standardized = False  # set by standardize_input_, so a second data-dependent init is refused
         for lin in self.linears[:-1]:
             init_hidden_(lin, activation)
         if zero_last:
@@ -127,6 +128,35 @@ class MLP(nn.Module):
         for lin in body:
             h = act(linear(h, lin.weight, lin.bias))
         return linear(h, head.weight, head.bias)
+
+    @torch.no_grad()
+    def standardize_input_(self, mean: Tensor, std: Tensor) -> None:
+        """Make the first layer read its input standardized: ``W ← W / std``, ``b ← b − (W / std) · mean``.
+
+        Afterwards the network computes on ``v`` what it computed on ``(v − mean) / std`` before, where ``v`` is the
+        joined input ``[x, context]``; so the first layer's pre-activations on data with these statistics have the
+        scale its initialisation chose for standardized inputs, whatever the data's units (a data-dependent
+        initialisation in the spirit of weight normalization's, and of ActNorm's). It changes the function unless
+        the output does not depend on the input yet, as while the last layer is zero (``zero_last``). It sets
+        :attr:`input_standardized`, which data-dependent initialisations check so as never to standardize twice.
+
+        Args:
+            mean: per-feature mean of the joined input, shape ``(in_features + context_features,)``.
+            std: per-feature scale, the same shape; entries that are not positive and finite leave their feature
+                unscaled (only centred).
+
+        References:
+            Weight Normalization (Salimans & Kingma, 2016), arXiv:1602.07868, §3.
+        """
+        first = self.linears[0]
+        width = first.in_features
+        if mean.shape != (width,) or std.shape != (width,):
+            raise ValueError(f"expected mean and std of shape ({width},), got shapes {tuple(mean.shape)} and "
+                             f"{tuple(std.shape)}")
+        std = torch.where(torch.isfinite(std) & (std > 0), std, torch.ones_like(std)).to(first.weight)
+        first.weight.div_(std)
+        first.bias.sub_(first.weight @ mean.to(first.weight))
+        self.input_standardized = True
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"

@@ -11,13 +11,13 @@ from .checkpoint import (
     newest_intact_checkpoint,
     save_checkpoint,
 )
+from .data_init import fresh_conditioners, initialize_from_data
 from .distributed import (
     CollectiveError,
     DistContext,
     collective_failure,
     end_process,
     init_distributed,
-    initialize_actnorm,
     shutdown_distributed,
 )
 from .evaluation import (
@@ -70,9 +70,10 @@ __all__ = [
     "fit",
     "fit_max_likelihood",
     "fit_reverse_kl",
+    "fresh_conditioners",
     "get_rng_state",
     "init_distributed",
-    "initialize_actnorm",
+    "initialize_from_data",
     "latest_step_checkpoint",
     "load_checkpoint",
     "load_model_state",

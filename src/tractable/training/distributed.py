@@ -2,9 +2,9 @@
 
 ``torchrun --standalone --nproc-per-node=N -m tractable fit ...`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``;
 :func:`init_distributed` then joins the process group (NCCL on GPUs, gloo on CPU). The loops read the group through
-:class:`DistContext`: each rank trains on its own slice of every global batch, DDP all-reduces the gradients, ActNorm
-layers are initialised from statistics of the *global* batch, evaluation metrics are all-reduced as sums and counts,
-and only rank 0 writes files and shows progress.
+:class:`DistContext`: each rank trains on its own slice of every global batch, DDP all-reduces the gradients,
+data-dependent initialisations (:mod:`~tractable.training.data_init`) use statistics of the *global* batch,
+evaluation metrics are all-reduced as sums and counts, and only rank 0 writes files and shows progress.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,9 +19,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-
-from ..transforms.normalization import ActNorm
-from ..utils import evaluating
 
 #: Minutes a collective waits for the other ranks before it fails (``train.timeout``); PyTorch's own default is 30
 #: (10 for NCCL), half an hour of a stopped run holding every other process.
@@ -159,31 +154,3 @@ def end_process(code: int) -> int:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(code)
-
-
-@torch.no_grad()
-def initialize_actnorm(model: nn.Module, run: Callable[[], object], ctx: DistContext) -> int:
-    """Initialise every uninitialised :class:`ActNorm` in ``model`` from one pass of ``run()`` over the global batch.
-
-    Only the ActNorm layers are in training mode during the pass (the rest in eval mode, so batch-norm statistics and
-    dropout are untouched); with several ranks, each layer's statistics are all-reduced (:meth:`ActNorm.reducing`),
-    so every rank sets the same values, those a single process would set from the whole global batch. Call before
-    wrapping the model in DDP. Returns the number of layers initialised.
-
-    Raises:
-        RuntimeError: when the pass did not reach every uninitialised layer.
-    """
-    layers = [m for m in model.modules() if isinstance(m, ActNorm) and not bool(m.initialized)]
-    if not layers:
-        return 0
-    with evaluating(model), ExitStack() as reductions:
-        for layer in layers:
-            layer.train()
-            if ctx.distributed:
-                reductions.enter_context(layer.reducing(ctx.all_reduce_sum))
-        run()
-    missed = [layer for layer in layers if not bool(layer.initialized)]
-    if missed:
-        raise RuntimeError(f"{len(missed)} ActNorm layers were not reached by the initialisation pass; expected all "
-                           f"{len(layers)} to run forward on the first batch")
-    return len(layers)

@@ -217,14 +217,21 @@ class LikelihoodLoss:
     (:class:`~tractable.models.continuous.FlowMatching`, :class:`~tractable.models.continuous.FFJORD`); validation
     still measures the NLL. Every
     epoch is a fresh permutation seeded by ``(seed, epoch)``. Under ``torchrun`` each rank takes its slice of every
-    global batch of ``world_size × batch_size`` rows and ActNorm layers are initialised from the global first batch,
-    so the result equals one process with the larger batch.
+    global batch of ``world_size × batch_size`` rows and the data-dependent initialisation reads the global first
+    batch, so the result equals one process with the larger batch.
+
+    Before the first step of a fresh run, ActNorm layers are set from the first batch, and (``data_init``) each
+    coupling's MLP conditioner reads its input standardized by that batch's statistics
+    (:func:`~tractable.training.data_init.initialize_from_data`): the density is unchanged, but what the first steps
+    learn no longer depends on the data's units.
 
     Args:
         data: training rows, ``(rows, *event_shape)``, on the flow's device and in its dtype.
         context: the rows' contexts, ``(rows, C)``, for a conditional flow.
         batch_size: rows per step (per process).
         seed: seeds the mini-batch order (the flow's initialisation is the caller's business).
+        data_init: standardize the coupling conditioners' inputs on the first batch (``False``: only ActNorm layers
+            are initialised from data).
 
     References:
         Normalizing Flows for Probabilistic Modeling and Inference (Papamakarios et al., 2021), arXiv:1912.02762.
@@ -236,9 +243,11 @@ class LikelihoodLoss:
     columns: tuple[str, ...] = ("val_nll",)
     desc = "fit (max likelihood)"
 
-    def __init__(self, data: Tensor, context: Tensor | None = None, *, batch_size: int = 512, seed: int = 0):
+    def __init__(self, data: Tensor, context: Tensor | None = None, *, batch_size: int = 512, seed: int = 0,
+                 data_init: bool = True):
         check_positive_int("batch_size", batch_size)
         self.data, self.context, self.batch_size, self.seed = data, context, batch_size, seed
+        self.data_init = bool(data_init)
         self.flow: nn.Module | None = None
         self.module: nn.Module | None = None
         self.batches: _Batches | None = None
@@ -257,7 +266,8 @@ class LikelihoodLoss:
                                 ctx.world_size)
         if trainer.step > 0:
             self.batches.load_state_dict(trainer.loop_state["sampler"])
-        trainer.initialize_actnorm(lambda: model.log_prob(*self._rows(self.batches.peek())))
+        trainer.initialize_from_data(lambda: model.log_prob(*self._rows(self.batches.peek())),
+                                     conditioners=self.data_init)
         trainer.decorrelate_ranks()  # e.g. dequantization noise: each rank its own
         self.module = trainer.wrap(_LogProb(model))
 

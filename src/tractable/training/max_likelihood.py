@@ -40,6 +40,7 @@ def fit_max_likelihood(
     eval_batch_size: int = EVAL_BATCH_SIZE,
     patience: int | None = None,
     seed: int = 0,
+    data_init: bool = True,
     **options: Any,
 ) -> FitHistory:
     """Train ``flow`` in place by maximum likelihood on the rows of ``train`` (optionally conditioned on ``context``).
@@ -49,8 +50,8 @@ def fit_max_likelihood(
     ``fit(flow, LikelihoodLoss(train, context, ...), steps=steps, options=TrainOptions(...), validation=Validation(val,
     val_context, ...))``. Under ``torchrun`` (an initialised process group)
     each rank takes its slice of every global batch of ``world_size × batch_size`` rows, DDP averages the gradients,
-    ActNorm layers are initialised from the global first batch, the validation NLL is all-reduced as sums and counts,
-    and only rank 0 writes files: the result equals one process with the larger batch.
+    the data-dependent initialisation reads the global first batch, the validation NLL is all-reduced as sums and
+    counts, and only rank 0 writes files: the result equals one process with the larger batch.
 
     Args:
         flow: the flow to train (its ``log_prob`` must be differentiable).
@@ -65,6 +66,10 @@ def fit_max_likelihood(
         eval_batch_size: rows per batch when validating.
         patience: stop after this many validations in a row without a new best (``None``: never stop early).
         seed: seeds the mini-batch order (the flow's initialisation is the caller's business).
+        data_init: before the first step of a fresh run, each coupling's MLP conditioner reads its input
+            standardized by the first batch's statistics (the density is unchanged; see
+            :func:`~tractable.training.data_init.initialize_from_data`); ActNorm layers are set from the first batch
+            either way.
         **options: any other field of :class:`~tractable.training.options.TrainOptions` (``schedule``, ``warmup``,
             ``clip``, ``ema``, ``checkpoint_dir``, ``resume``, ...); the rows have the columns ``ML_COLUMNS``
             (``val_nll`` empty where not evaluated), and ``checkpoint_dir`` also gets ``best.pt``, the best
@@ -97,7 +102,7 @@ def fit_max_likelihood(
                          f"val={'given' if val is not None else None}")
     if (context is None) != (val_context is None) and val is not None:
         raise ValueError("expected contexts for both the training and the validation data, or for neither")
-    loss = LikelihoodLoss(train, context, batch_size=batch_size, seed=seed)
+    loss = LikelihoodLoss(train, context, batch_size=batch_size, seed=seed, data_init=data_init)
     validation = None
     if val is not None:
         validation = Validation(val, val_context, every=eval_every, batch_size=eval_batch_size, patience=patience)

@@ -33,7 +33,8 @@ from .checkpoint import (
     newest_intact_checkpoint,
     save_step_checkpoint,
 )
-from .distributed import DistContext, initialize_actnorm
+from .data_init import initialize_from_data
+from .distributed import DistContext
 from .hygiene import (
     EMA,
     NonFiniteError,
@@ -195,12 +196,13 @@ class Trainer:
                   f"{self.ctx.world_size}: random streams restart (the run is not bit-identical)", file=sys.stderr)
         self.saved_step, self.resumed_from = self.step, path
 
-    def initialize_actnorm(self, run: Callable[[], object]) -> int:
-        """Initialise the model's ActNorm layers from the global first batch (``run()`` computes it); a fresh run
-        only (a resumed one has them loaded). Call before :meth:`wrap`. Returns the number of layers set."""
+    def initialize_from_data(self, run: Callable[[], object], *, conditioners: bool = True) -> int:
+        """Initialise the model's data-dependent layers from the global first batch (``run()`` computes it; see
+        :func:`~tractable.training.data_init.initialize_from_data`); a fresh run only (a resumed one has them
+        loaded). Call before :meth:`wrap`. Returns the number of layers set."""
         if self.step > 0:
             return 0
-        n = initialize_actnorm(self.model, run, self.ctx)
+        n = initialize_from_data(self.model, run, self.ctx, conditioners=conditioners)
         if n and self.ema is not None:
             self.ema = EMA(self.params, self.ema.decay)
         return n

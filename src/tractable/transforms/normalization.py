@@ -22,6 +22,29 @@ from torch import Tensor, nn
 from .base import Transform, check_features
 
 
+def feature_moments(x: Tensor, axis: int, reduce: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """The mean and (biased) variance of ``x`` along every dimension but ``axis``, one pair per index of ``axis``.
+
+    Args:
+        x: the batch.
+        axis: the feature dimension (the others are averaged over).
+        reduce: maps a tensor of per-process sums to the sums over every process (e.g. an all-reduce sum): the
+            moments are then those of the batches of every process together. Two passes (the global mean, then the
+            squared deviations from it), so the variance keeps its precision where the mean is large.
+    """
+    axis = axis % x.dim()
+    dims = tuple(d for d in range(x.dim()) if d != axis)
+    if reduce is None:
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        return mean, var
+    shape = [-1 if d == axis else 1 for d in range(x.dim())]
+    count = torch.tensor([float(x.numel() // x.shape[axis])], dtype=x.dtype, device=x.device)
+    total = reduce(torch.cat([x.sum(dims), count]))
+    mean = total[:-1] / total[-1]
+    var = reduce(((x - mean.view(shape)) ** 2).sum(dims)) / total[-1]
+    return mean, var
+
+
 class ActNorm(Transform):
     """Per-feature (per-channel) affine normalization ``y = (x - loc) · exp(-log_scale)`` with data-dependent init.
 
@@ -82,16 +105,7 @@ class ActNorm(Transform):
     def data_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-feature ``(mean, std)`` of ``x`` over every dimension but the feature one (``std = √(var + eps)``);
         within :meth:`reducing`, over the batches of every process."""
-        axis = x.dim() - self.event_dims
-        dims = tuple(d for d in range(x.dim()) if d != axis)
-        if self._reduce is None:
-            var, mean = torch.var_mean(x, dim=dims, correction=0)
-            return mean, torch.sqrt(var + self.eps)
-        # two passes of reduced sums: the global mean first, then the squared deviations from it
-        count = torch.tensor([float(x.numel() // self.features)], dtype=x.dtype, device=x.device)
-        total = self._reduce(torch.cat([x.sum(dims), count]))
-        mean = total[:-1] / total[-1]
-        var = self._reduce(((x - self._view(mean)) ** 2).sum(dims)) / total[-1]
+        mean, var = feature_moments(x, x.dim() - self.event_dims, self._reduce)
         return mean, torch.sqrt(var + self.eps)
 
     @contextmanager
@@ -214,4 +228,4 @@ class BatchNorm(Transform):
         return f"features={self.features}, momentum={self.momentum}, eps={self.eps}"
 
 
-__all__ = ["ActNorm", "BatchNorm"]
+__all__ = ["ActNorm", "BatchNorm", "feature_moments"]
