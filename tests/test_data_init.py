@@ -53,6 +53,20 @@ def test_conditioners_read_standardized_inputs_and_density_is_unchanged(build):
     assert initialize_from_data(flow, lambda: flow.log_prob(x, c), DistContext()) == 0
 
 
+def test_features_the_batch_cannot_tell_from_standardized_are_left_alone():
+    """Only the features off unit scale beyond sampling noise are folded in: here the second of the passing pair (the
+    first coupling's) and the context's first column."""
+    torch.manual_seed(0)
+    flow = NSF(4, layers=1, hidden=8, context_features=2)
+    net = fresh_conditioners(flow)[0]
+    x = torch.randn(512, 4) * torch.tensor([1.0, 3.0, 1.0, 1.0])
+    c = torch.randn(512, 2) + torch.tensor([5.0, 0.0])
+    w = net.linears[0].weight.detach().clone()
+    initialize_from_data(flow, lambda: flow.log_prob(x, c), DistContext())
+    changed = (net.linears[0].weight != w).any(0).tolist()
+    assert changed == [False, True, True, False], changed  # columns: x_1, x_2 (passing half), then the context
+
+
 def test_constant_input_is_centred_not_scaled():
     net = MLP(2, 3, hidden=8, blocks=1)
     w = net.linears[0].weight.detach().clone()
