@@ -95,9 +95,8 @@ def initialize_from_data(model: nn.Module, run: Callable[[], object], ctx: DistC
         std = var.sqrt()
         rows = v.shape[0] * ctx.world_size  # every rank holds an equal slice of the global batch
         off = (mean.abs() > NOISE * std / rows**0.5) | (std.log().abs() > NOISE / (2 * rows) ** 0.5)
-        std = torch.where(std > CONSTANT * (1 + mean.abs()), std, torch.zeros_like(std))  # constant: centre only
-        net.standardize_input_(torch.where(off, mean, torch.zeros_like(mean)),
-                               torch.where(off, std, torch.ones_like(std)))
+        scaled = off & (std > CONSTANT * (1 + mean.abs()))  # a constant feature is centred only
+        net.standardize_input_(torch.where(off, mean, 0.0), torch.where(scaled, std, 1.0))
         done.add(id(net))
 
     with evaluating(model), ExitStack() as stack:
