@@ -21,7 +21,9 @@ The protocol is the one of ``tractable fit <dataset> --model nsf --steps 5000 --
 Every library gets the same loop (peer flows are wrapped in a module exposing ``log_prob``), the same data, the same
 standardisation and the same architecture: ``--layers`` coupling layers of rational-quadratic splines with ``--bins``
 bins on ``[-bound, bound]`` (identity / linear tails), conditioners with ``--blocks`` hidden layers of ``--hidden``
-ReLU units, alternating halves, a standard normal base. Differences that the libraries build in are kept and listed:
+ReLU units, alternating halves, a standard normal base; tractable's NSF as ``tractable fit`` builds it for a new fit,
+so with ``passing_map=True`` (each coupling's passing half gets an unconditional spline of its own; ``--no-passing-map``
+measures it without). Differences that the libraries build in are kept and listed:
 
 * nflows: ``PiecewiseRationalQuadraticCouplingTransform`` with its ``MLP`` (exactly tractable's architecture and
   parameter count; nflows divides the width/height logits by ``sqrt(hidden)``, as it does for its own nets).
@@ -70,8 +72,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tractable.transforms.base import Transform
-
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("eight_gaussians", "checkerboard", "rings")
 LIBS = ("tractable", "nflows", "zuko", "normflows")
@@ -106,7 +106,9 @@ EXTRA_DEFAULTS = {
     "last_init": "zero",  # zero: the conditioner's last layer zero, bias = identity; torch: PyTorch default init
     "logit_scale": False,  # divide the width/height logits by sqrt(hidden), as nflows and normflows do
     "derivative": "tractable",  # tractable: m + (1-m) softplus(u)/log 2; nflows: m + softplus(u)
-    "unconditional": False,  # an unconditional spline on the passing half of each coupling (normflows, NSF paper)
+    # NSF(passing_map=True): an unconditional spline on the passing half of each coupling (the NSF paper, normflows),
+    # as tractable fit builds a new NSF
+    "passing_map": True,
     # he: the conditioners' hidden layers He-initialised, as the library builds them; torch: PyTorch's nn.Linear
     # default (the same draws scaled by 1/√6, a third of the variance)
     "hidden_init": "he",
@@ -114,7 +116,7 @@ EXTRA_DEFAULTS = {
     # data_init: each reads its input standardized by the first batch); --no-data-init measures a fit without it
     "data_init": True,
 }
-TRACTABLE_ONLY = ("last_init", "logit_scale", "derivative", "unconditional", "hidden_init", "data_init")
+TRACTABLE_ONLY = ("last_init", "logit_scale", "derivative", "passing_map", "hidden_init", "data_init")
 
 #: The quality grid's axes (``--grid``) and its data sets; the tail bound follows the standardization (3 in
 #: standardised units, 5 on the raw toy sets, which all lie within ±4.3).
@@ -173,35 +175,6 @@ class ScaledConditioner(nn.Module):
         return self.inner(x, context) * self.scale
 
 
-class PassingSpline(Transform):
-    """An unconditional spline (learned knots, identity at start) on the passing features of a vector coupling.
-
-    Applied after the coupling, whose conditioner so reads the untransformed passing features (as in nflows'
-    ``unconditional_transform``).
-    """
-
-    def __init__(self, split, spline):
-        super().__init__()
-        self.split, self.spline = split, spline
-        self.theta = nn.Parameter(spline.identity().repeat(split.n_pass, 1))
-
-    def _run(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        x_pass, x_t = self.split.split(x)
-        theta = self.theta.expand(*x_pass.shape, self.spline.params)
-        y_pass, log_d = (self.spline.inverse if inverse else self.spline.forward)(x_pass, theta)
-        y = torch.empty_like(x)
-        mask = self.split.mask
-        y[..., mask] = y_pass
-        y[..., ~mask] = x_t
-        return y, log_d.sum(-1)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._run(x, False)
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._run(y, True)
-
-
 def nflows_derivative(u: Tensor, minimum: float) -> Tensor:
     """nflows' knot derivative ``m + softplus(u)`` (1 at ``u = log(e^(1-m) - 1)``)."""
     return torch.nn.functional.softplus(u) + minimum
@@ -210,7 +183,6 @@ def nflows_derivative(u: Tensor, minimum: float) -> Tensor:
 def build_tractable(cfg: dict, features: int = 2) -> nn.Module:
     from tractable.models.nsf import NSF
     from tractable.transforms import splines
-    from tractable.transforms.base import Compose
     from tractable.transforms.coupling import Coupling
     from tractable.transforms.splines import RQSplineMap
 
@@ -227,6 +199,7 @@ def build_tractable(cfg: dict, features: int = 2) -> nn.Module:
         bound=cfg["bound"],
         permutation=cfg["permutation"],
         activation=cfg["activation"],
+        passing_map=cfg["passing_map"],
     )
     for t in flow.transform.transforms:
         if not isinstance(t, Coupling):
@@ -254,13 +227,6 @@ def build_tractable(cfg: dict, features: int = 2) -> nn.Module:
             scale = torch.ones(per)
             scale[: 2 * bins] = 1 / math.sqrt(cfg["hidden"])
             t.conditioner = ScaledConditioner(t.conditioner, scale.repeat(last.out_features // per))
-    if cfg["unconditional"]:
-        chain: list[Transform] = []
-        for t in flow.transform.transforms:
-            chain.append(t)
-            if isinstance(t, Coupling):
-                chain.append(PassingSpline(t.split, t.map))
-        flow.transform = Compose(*chain)
     return flow
 
 
@@ -479,7 +445,9 @@ def log_mass(flow: torch.nn.Module, data) -> float | None:
 def job_key(lib: str, name: str, seed: int, cfg: dict) -> str:
     # tractable's keys always name its conditioners' initialisation (hidden layers, data-dependent first layer): its
     # runs cached before the library did either are runs of other code, never reused for the current one
-    named = ("hidden_init", "data_init") if lib == "tractable" else ()
+    # runs, and its passing-half splines when on (runs without them are the earlier code's: their keys stay valid)
+    named = ("hidden_init", "data_init") + (("passing_map",) if cfg.get("passing_map") else ()) if lib == "tractable" \
+        else ()
     cfg = {k: v for k, v in cfg.items() if k in named or not (k in EXTRA_DEFAULTS and v == EXTRA_DEFAULTS[k])}
     blob = json.dumps({"lib": lib, "dataset": name, "seed": seed, "cfg": cfg}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -49,6 +49,11 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
     "nsf-2d": lambda: randomised(NSF(2, layers=3, hidden=8, bins=6, bound=2.5).transform, 0.2),
     "nsf-random": lambda: randomised(NSF(4, layers=2, hidden=8, bound=2.0, permutation="random").transform, 0.2),
     "nsf-ar": lambda: randomised(NSF(3, layers=2, hidden=8, bound=2.0, autoregressive=True).transform, 0.2),
+    # the passing halves' own splines: contiguous halves (one concatenation) and random masks (the gathered path)
+    "nsf-passing-2d": lambda: randomised(NSF(2, layers=3, hidden=8, bins=6, bound=2.5, passing_map=True).transform,
+                                         0.2),
+    "nsf-passing-random": lambda: randomised(
+        NSF(5, layers=2, hidden=8, bound=2.0, permutation="random", passing_map=True).transform, 0.2),
 }
 
 NUMERICAL = ["maf-mixture"]
@@ -62,6 +67,7 @@ AT_INIT: dict[str, Callable[[], Transform]] = {
     "maf": lambda: MAF(3).transform,
     "iaf": lambda: IAF(3).transform,
     "nsf": lambda: NSF(4).transform,
+    "nsf-passing": lambda: NSF(5, permutation="random", passing_map=True).transform,
     "nsf-ar": lambda: NSF(3, autoregressive=True).transform,
 }
 
@@ -80,4 +86,6 @@ CONDITIONAL: dict[str, tuple[Callable[[], Transform], int]] = {
     ),
     "iaf-conditional": (lambda: randomised(IAF(2, layers=2, hidden=8, context_features=1).transform, 0.3), 1),
     "nsf-conditional": (lambda: randomised(NSF(3, layers=2, hidden=8, context_features=2).transform, 0.2), 2),
+    "nsf-passing-conditional": (
+        lambda: randomised(NSF(3, layers=2, hidden=8, context_features=2, passing_map=True).transform, 0.2), 2),
 }

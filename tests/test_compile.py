@@ -60,8 +60,9 @@ def test_vector_models_compile_without_graph_breaks(name):
 
 @pytest.mark.parametrize("flow", [MAF(3, layers=2, hidden=16, context_features=2),
                                   NSF(3, layers=2, hidden=16, context_features=2),
-                                  NSF(3, layers=2, hidden=16, context_features=2, autoregressive=True)],
-                         ids=["maf", "nsf", "nsf-ar"])
+                                  NSF(3, layers=2, hidden=16, context_features=2, autoregressive=True),
+                                  NSF(3, layers=2, hidden=16, context_features=2, passing_map=True)],
+                         ids=["maf", "nsf", "nsf-ar", "nsf-passing"])
 def test_conditional_models_compile(flow):
     x, c = torch.randn(8, 3), torch.randn(8, 2)
     _same(lambda: flow.log_prob(x, c), lambda: _compiled(flow.log_prob)(x, c))

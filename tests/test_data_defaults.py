@@ -73,6 +73,30 @@ def test_toy_data_and_old_runs_keep_the_fixed_defaults(tmp_path):
     assert not load_config(old).data.whiten and "hidden" not in load_config(old).model
 
 
+def test_a_new_nsf_fit_maps_the_passing_halves_and_an_old_run_keeps_its_model(tmp_path):
+    """A new NSF fit records ``passing_map = true`` (toy data, a table, NSF named or by default); other models and
+    the user's own setting are left alone; a run written before the key reopens, and compares with the configuration
+    its checkpoint recorded, as the model it trained."""
+    from tractable.app.fingerprint import config_changes
+    from tractable.app.models import build_vector
+
+    path = _table(tmp_path / "t.csv")
+    for config in (resolve({"target": "rings"}), resolve({}, options={"data.path": path}),
+                   resolve({"target": "rings", "model": {"name": "nsf"}})):
+        assert config.model["passing_map"] is True
+    assert "passing_map" not in resolve({"target": "rings", "model": {"name": "maf"}}).model
+    assert "passing_map" not in resolve({"target": "rings", "model": {"name": "nsf-ar"}}).model
+    assert resolve({"target": "rings"}, sets=[("model.passing_map", False)]).model["passing_map"] is False
+    old = {"target": "rings", "model": {"name": "nsf", "layers": 5, "base": "normal", "bins": 16}}
+    (tmp_path / "config.toml").write_text('target = "rings"\n[model]\nname = "nsf"\nlayers = 5\nbase = "normal"\n'
+                                          'bins = 16\n')
+    reopened = load_config(tmp_path / "config.toml")
+    assert "passing_map" not in reopened.model
+    assert config_changes(reopened, old, "checkpoint.pt") is None
+    flow = build_vector(reopened.model, 2)
+    assert not any("passing_theta" in k for k in flow.state_dict())
+
+
 def test_whitening_is_exact():
     x = torch.randn(300, 3, dtype=torch.float64) @ torch.tensor([[1.0, 0.5, 0], [0, 2, 0], [0, 1, 0.1]]).double()
     t = WhitenTransform.fit(x)

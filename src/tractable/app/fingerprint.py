@@ -142,7 +142,8 @@ def _value(table: Mapping[str, Any], key: str) -> str:
 def config_changes(config: FitConfig, recorded: Mapping[str, Any] | None, where: str) -> str | None:
     """How ``config`` (a run's ``config.toml``) differs from the configuration ``recorded`` in the checkpoint
     ``where``: one phrase naming the differing keys with both values, or ``None`` (also for an old checkpoint without
-    one). Both sides are resolved the same way, so an earlier layout or a key added since compare equal.
+    one). Both sides are resolved the same way (as a run being reopened), so an earlier layout or a key added since
+    compare equal.
 
     Raises:
         FingerprintError: if the recorded configuration is not a valid one.
@@ -150,7 +151,7 @@ def config_changes(config: FitConfig, recorded: Mapping[str, Any] | None, where:
     if not isinstance(recorded, Mapping):
         return None
     try:
-        then = _flat(resolve(dict(recorded)).to_dict())
+        then = _flat(resolve(dict(recorded), new=False).to_dict())
     except ConfigError as e:
         raise FingerprintError(f"the configuration stored in {where} is not valid: {e}") from None
     now = _flat(config.to_dict())

@@ -42,11 +42,20 @@ class Coupling(Transform):
     as the exact identity. Both directions are analytic when ``map`` is (affine, additive, splines); the inverse
     evaluates the same conditioner on ``y_A = x_A``.
 
+    With ``passing_map=True`` (vector splits) the passing features are not left unchanged: each gets the map too,
+    with parameters of its own that depend on nothing (``y_A = g(x_A; θ_A)``, ``θ_A`` learned, starting at
+    ``map.identity()``), while the conditioner still reads the untransformed ``x_A``. The Jacobian stays triangular.
+    This is the unconditional transform of the identity features of the neural-spline-flow paper (nflows'
+    ``apply_unconditional_transform``): every feature is transformed in every layer, at the cost of ``params``
+    numbers per passing feature. Both halves go through one call of the map in the density direction; sampling
+    inverts the passing half first, then the conditioned half.
+
     Args:
         split: a :class:`~tractable.transforms.splits.Split`, or a boolean mask tensor ``(D,)`` over vector features
             (``True`` = passes unchanged), which is wrapped in a :class:`~tractable.transforms.splits.VectorSplit`.
         map: the family of monotone maps (:class:`~tractable.transforms.maps.AffineMap`, ...).
         conditioner: an ``nn.Module`` called as ``conditioner(x_pass, context)``.
+        passing_map: also map the passing features, with learned unconditional parameters (vector splits only).
 
     Example:
         >>> import torch
@@ -61,14 +70,19 @@ class Coupling(Transform):
         (True, 0.0)
     """
 
-    def __init__(self, split: Split | Tensor, map: ElementwiseMap, conditioner: nn.Module):
+    def __init__(self, split: Split | Tensor, map: ElementwiseMap, conditioner: nn.Module, *,
+                 passing_map: bool = False):
         super().__init__()
         split = split if isinstance(split, Split) else VectorSplit(split)
         if not isinstance(map, ElementwiseMap):
             raise TypeError(f"expected an ElementwiseMap, got {type(map).__name__}")
         if not isinstance(conditioner, nn.Module):
             raise TypeError(f"expected an nn.Module as conditioner, got {type(conditioner).__name__}")
+        if passing_map and not isinstance(split, VectorSplit):
+            raise ValueError(f"passing_map=True needs a VectorSplit, got {type(split).__name__}")
         self.split, self.map, self.conditioner = split, map, conditioner
+        # the passing features' own parameters, one row per feature (None: they pass unchanged)
+        self.passing_theta = nn.Parameter(map.identity().repeat(split.n_pass, 1)) if passing_map else None
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         for old, new in _MOVED_KEYS.items():
@@ -79,13 +93,24 @@ class Coupling(Transform):
     def _theta(self, x_pass: Tensor, context: Tensor | None) -> Tensor:
         return self.split.params_view(self.conditioner(x_pass, self.split.context(context)), self.map.params)
 
+    def _passing_theta(self, x_pass: Tensor) -> Tensor:
+        return self.passing_theta.expand(*x_pass.shape, self.map.params)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x_pass, x_t = self.split.split(x)
-        y_t, log_d = self.map.forward(x_t, self._theta(x_pass, context))
+        theta = self._theta(x_pass, context)
+        if self.passing_theta is not None:  # one call of the map on every feature, in the input's order
+            y, log_d = self.map.forward(x, self.split.join(self._passing_theta(x_pass), theta, -2))
+            return y, log_d.sum(-1)
+        y_t, log_d = self.map.forward(x_t, theta)
         return self.split.merge(x, x_pass, y_t), self.split.sum_ladj(log_d, x)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         y_pass, y_t = self.split.split(y)
+        if self.passing_theta is not None:  # the conditioner reads the passing features as they came in
+            x_pass, log_d_pass = self.map.inverse(y_pass, self._passing_theta(y_pass))
+            x_t, log_d = self.map.inverse(y_t, self._theta(x_pass, context))
+            return self.split.join(x_pass, x_t), log_d.sum(-1) + log_d_pass.sum(-1)
         x_t, log_d = self.map.inverse(y_t, self._theta(y_pass, context))
         return self.split.merge(y, y_pass, x_t), self.split.sum_ladj(log_d, y)
 

@@ -120,6 +120,8 @@ class VectorSplit(Split):
         pass_index, transform_index = torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
         self.register_buffer("pass_index", pass_index, persistent=False)
         self.register_buffer("transform_index", transform_index, persistent=False)
+        # where each feature sits in ``cat((passing, transformed))``: the gather that undoes the concatenation
+        self.register_buffer("join_index", torch.cat((pass_index, transform_index)).argsort(), persistent=False)
         # Fast path: the two parts are contiguous blocks, the passing block first when mask[0].
         self._blocks = _contiguous(pass_index.cpu()) and _contiguous(transform_index.cpu())
         self._pass_first = bool(mask[0])
@@ -145,6 +147,13 @@ class VectorSplit(Split):
         if self._blocks:
             return torch.cat((x_pass, y_t) if self._pass_first else (y_t, x_pass), -1)
         return x.index_copy(-1, self.transform_index, y_t)
+
+    def join(self, a_pass: Tensor, a_t: Tensor, dim: int = -1) -> Tensor:
+        """Both parts in the input's feature order along ``dim`` (the feature axis: ``-1`` for values, ``-2`` for
+        parameters ``(..., features, params)``)."""
+        if self._blocks:
+            return torch.cat((a_pass, a_t) if self._pass_first else (a_t, a_pass), dim)
+        return torch.cat((a_pass, a_t), dim).index_select(dim, self.join_index)
 
     def sum_ladj(self, log_d: Tensor, x: Tensor) -> Tensor:
         return log_d.sum(-1)
