@@ -16,6 +16,7 @@ from tractable.models.maf import IAF, MAF
 from tractable.models.nsf import NSF
 from tractable.models.permutations import coupling_masks, layer_orders
 from tractable.nn.made import MADE, SequentialPasses
+from tractable.transforms import splines
 from tractable.transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
 from tractable.transforms.numerics import softmax
 from tractable.transforms.splines import RQSplineMap, rational_quadratic, spline_knots
@@ -147,6 +148,37 @@ def test_spline_float32_inverse_is_accurate_in_flat_bins() -> None:
     x2, _ = spline.inverse(y, theta)
     conditioning = 6e-8 * y.abs().clamp(min=1) / ladj.exp()
     assert ((x2 - x).abs() / conditioning).max().item() < 200
+
+
+@given(seed=seeds, circular=st.booleans(), inverse=st.booleans())
+@SETTINGS
+def test_spline_parameters_shared_by_the_batch_are_the_per_sample_ones(seed: int, circular: bool,
+                                                                       inverse: bool) -> None:
+    """Parameters expanded over the batch (a coupling's passing half) take the once-per-parameter-set path; values,
+    log-derivatives and gradients must equal those of the same parameters materialised for every sample."""
+    g = torch.Generator().manual_seed(seed)
+    spline = RQSplineMap(5, 2.0, circular=circular)
+    theta = torch.randn(3, spline.params, generator=g, dtype=F64)
+    x = 3 * torch.randn(64, 3, generator=g, dtype=F64)  # inside and outside [-2, 2]
+    results, knot_shapes, knots = [], [], splines._knots
+
+    def spy(theta, *args):
+        knot_shapes.append(tuple(theta.shape[:-1]))
+        return knots(theta, *args)
+
+    for materialise in (False, True):
+        t = theta.clone().requires_grad_(True)
+        shared = t.expand(64, 3, spline.params)
+        assert shared.stride(0) == 0
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(splines, "_knots", spy)
+            y, log_d = (spline.inverse if inverse else spline.forward)(x, shared.contiguous() if materialise
+                                                                       else shared)
+        grad, = torch.autograd.grad((y.sin() + log_d).sum(), t)
+        results.append((y, log_d, grad))
+    assert knot_shapes == [(1, 3), (64, 3)]  # the knots of the shared parameters computed once
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_spline_errors_name_expected_and_actual() -> None:

@@ -47,8 +47,8 @@ class Coupling(Transform):
     ``map.identity()``), while the conditioner still reads the untransformed ``x_A``. The Jacobian stays triangular.
     This is the unconditional transform of the identity features of the neural-spline-flow paper (nflows'
     ``apply_unconditional_transform``): every feature is transformed in every layer, at the cost of ``params``
-    numbers per passing feature. Both halves go through one call of the map in the density direction; sampling
-    inverts the passing half first, then the conditioned half.
+    numbers per passing feature. The passing parameters reach the map as an expanded view (stride 0 over the
+    batch), so a map may treat them once rather than per sample (the spline computes their knots once).
 
     Args:
         split: a :class:`~tractable.transforms.splits.Split`, or a boolean mask tensor ``(D,)`` over vector features
@@ -98,11 +98,10 @@ class Coupling(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x_pass, x_t = self.split.split(x)
-        theta = self._theta(x_pass, context)
-        if self.passing_theta is not None:  # one call of the map on every feature, in the input's order
-            y, log_d = self.map.forward(x, self.split.join(self._passing_theta(x_pass), theta, -2))
-            return y, log_d.sum(-1)
-        y_t, log_d = self.map.forward(x_t, theta)
+        y_t, log_d = self.map.forward(x_t, self._theta(x_pass, context))
+        if self.passing_theta is not None:
+            y_pass, log_d_pass = self.map.forward(x_pass, self._passing_theta(x_pass))
+            return self.split.join(y_pass, y_t), log_d.sum(-1) + log_d_pass.sum(-1)
         return self.split.merge(x, x_pass, y_t), self.split.sum_ladj(log_d, x)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

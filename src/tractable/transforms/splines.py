@@ -114,8 +114,17 @@ def _spline(
 ) -> tuple[Tensor, Tensor]:
     """The spline (or its inverse) on ``x`` (shape ``S``) with parameters ``θ`` (``S + (3K - 1,)``: width logits,
     height logits, inner derivatives; ``circular``: ``S + (3K,)``, the last the derivative shared by both ends).
-    Returns the output and the elementwise log-derivative."""
-    knots = _knots(theta, bins, bound, min_bin_width, min_bin_height)
+    Returns the output and the elementwise log-derivative.
+
+    A ``θ`` expanded along some axes (stride 0: parameters shared by every sample, as a coupling's passing half) has
+    its knots computed once per distinct parameter set, then expanded: the softmax and the knot product are the
+    costly part of an evaluation."""
+    shared = [d for d in range(theta.dim() - 1) if theta.stride(d) == 0 and theta.shape[d] > 1]
+    if shared:
+        compact = theta[tuple(slice(0, 1) if d in shared else slice(None) for d in range(theta.dim()))]
+        knots = _knots(compact, bins, bound, min_bin_width, min_bin_height).expand(*theta.shape[:-1], 2, bins + 1)
+    else:
+        knots = _knots(theta, bins, bound, min_bin_width, min_bin_height)
     pair = _constants(bins, bound, min_bin_width, min_bin_height, theta.dtype, theta.device)[1]
     clamped = x.clamp(-bound, bound)
     inside = clamped == x
@@ -128,7 +137,10 @@ def _spline(
     w, h = (lo_hi[..., 1] - start).unbind(-1)
     # Knot derivatives, only the two of the bin: δ(u) at inner knots, exactly 1 at the two ends (circular: the
     # shared parameter θ[3K - 1] at both ends, so the map's derivative is continuous around the circle).
-    if circular:
+    if shared and not circular:  # all K + 1 derivatives once per parameter set, then the bin's two gathered
+        ends = F.pad(_derivative(compact[..., 2 * bins :], min_derivative), (1, 1), value=1.0)
+        delta = ends.expand(*theta.shape[:-1], bins + 1).gather(-1, j)
+    elif circular:
         raw = theta.gather(-1, torch.where(j % bins == 0, 3 * bins - 1, j + (2 * bins - 1)))
         delta = _derivative(raw, min_derivative)
     else:
