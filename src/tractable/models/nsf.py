@@ -38,8 +38,8 @@ class NSF(Flow):
     per passing feature. It helps most where the density has thin radial structure (rings in raw coordinates, 16
     bins, 2×64 conditioners, 5,000 steps: KL gap 0.058 → 0.041 nats, median of 3 seeds) and costs about a fifth
     more per training step and a third more per sample (5 layers, 2×128, 8 bins, batch 1024, one thread: ×1.22 /
-    1.24 / 1.19 a step at 2 / 16 / 64 features); ``tractable fit`` turns it on for every new NSF fit. It applies to
-    the coupling form only.
+    1.24 / 1.19 a step at 2 / 16 / 64 features); ``tractable fit`` turns it on for every new NSF fit to data. It
+    applies to the coupling form only.
 
     Args:
         features: dimension of the data.

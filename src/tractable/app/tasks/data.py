@@ -126,8 +126,8 @@ BATCH = 512
 #: loss went from 20.8 to 29.2 in one step (gradient norm 15,480) and the fit ended above the Gaussian's test NLL
 #: (28.5 against 28.0); with 50 warmup steps, 21.1.
 WARMUP = 50
-#: Model settings of every new NSF fit, recorded in its ``config.toml`` (so a run written before keeps the model it
-#: trained): each coupling's passing half gets a spline of its own (:class:`~tractable.models.nsf.NSF`'s
+#: Model settings of every new NSF fit to data, recorded in its ``config.toml`` (so a run written before keeps the
+#: model it trained): each coupling's passing half gets a spline of its own (:class:`~tractable.models.nsf.NSF`'s
 #: ``passing_map``). On the quality grid of benchmarks/density_quality.py it closed the gap to nflows on rings in raw
 #: coordinates (16 bins, 2×64 conditioners, 5,000 steps: 0.058 → 0.041 nats).
 NEW_NSF: dict[str, Any] = {"passing_map": True}
