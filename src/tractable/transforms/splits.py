@@ -145,7 +145,7 @@ class VectorSplit(Split):
 
     def merge(self, x: Tensor, x_pass: Tensor, y_t: Tensor) -> Tensor:
         if self._blocks:
-            return torch.cat((x_pass, y_t) if self._pass_first else (y_t, x_pass), -1)
+            return self.join(x_pass, y_t)
         return x.index_copy(-1, self.transform_index, y_t)
 
     def join(self, a_pass: Tensor, a_t: Tensor, dim: int = -1) -> Tensor:
