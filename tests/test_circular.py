@@ -97,8 +97,9 @@ def test_fit_checkerboard_with_a_continuous_flow(tmp_path, model: str, capsys) -
 
 def test_models_declare_their_training_defaults() -> None:
     from tractable.app.tasks import DATA
+    from tractable.app.tasks.data import NEW_NSF
 
     assert DATA.sized_defaults({"model": {"name": "ffjord"}})["train"]["steps"] == 1000
     assert DATA.sized_defaults({"model": {"name": "fm"}})["train"] == {"steps": 16000, "batch_size": 1024,
                                                                         "lr": 2e-3, "eval_every": 4000}
-    assert DATA.sized_defaults({"model": {"name": "nsf"}}) == {}
+    assert DATA.sized_defaults({"model": {"name": "nsf"}}) == {"model": NEW_NSF}  # no training defaults of its own
