@@ -148,12 +148,11 @@ class VectorSplit(Split):
             return self.join(x_pass, y_t)
         return x.index_copy(-1, self.transform_index, y_t)
 
-    def join(self, a_pass: Tensor, a_t: Tensor, dim: int = -1) -> Tensor:
-        """Both parts in the input's feature order along ``dim`` (the feature axis: ``-1`` for values, ``-2`` for
-        parameters ``(..., features, params)``)."""
+    def join(self, a_pass: Tensor, a_t: Tensor) -> Tensor:
+        """Both parts along the last axis, in the input's feature order."""
         if self._blocks:
-            return torch.cat((a_pass, a_t) if self._pass_first else (a_t, a_pass), dim)
-        return torch.cat((a_pass, a_t), dim).index_select(dim, self.join_index)
+            return torch.cat((a_pass, a_t) if self._pass_first else (a_t, a_pass), -1)
+        return torch.cat((a_pass, a_t), -1).index_select(-1, self.join_index)
 
     def sum_ladj(self, log_d: Tensor, x: Tensor) -> Tensor:
         return log_d.sum(-1)
