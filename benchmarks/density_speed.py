@@ -4,7 +4,10 @@
         [--batches 256 1024] [--compile] [--libs tractable zuko ...] [--baseline OTHER_CHECKOUT/src]
 
 One training step is ``log_prob`` on a batch + ``backward`` + ``Adam.step`` (lr 1e-3; torch's default Adam for every
-library, ``--tractable-adam fused`` gives tractable the fused Adam its own training loop uses); sampling draws a batch
+library; ``--tractable-adam fused`` gives tractable the fused Adam its own training loop uses, and
+``--tractable-adam trainer`` runs tractable's rows through that loop itself, as ``tractable fit`` does:
+``Trainer.train_step`` and ``end_step``, with their non-finite guard, logged gradient norm and learning-rate schedule,
+the peers keeping a plain loop with torch's default Adam, as their documentation trains them); sampling draws a batch
 of points without gradients. Architectures: 5 layers, conditioners with 2 hidden layers of 64 units (ReLU), affine
 maps for MAF, 8-bin rational-quadratic splines on [-3, 3] with linear tails for NSF (coupling form, MLP conditioners;
 ``nsf-ar`` the autoregressive form), affine couplings for RealNVP. Peer libraries are looked up on ``--peer-path``
@@ -195,14 +198,48 @@ def weight_entries(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.dim() >= 2)
 
 
-def make_adam(module: nn.Module, fused: bool) -> torch.optim.Optimizer:
-    if fused:
-        return importlib.import_module("tractable.training.hygiene").make_adam(list(module.parameters()), 1e-3)
-    return torch.optim.Adam(module.parameters(), lr=1e-3)
+def package_of(lib: str) -> str:
+    return BASELINE if lib == "baseline" else "tractable"
+
+
+def plain_step(module: nn.Module, log_prob: Callable, x: torch.Tensor, adam: str, lib: str) -> Callable[[], None]:
+    """One step of a hand-written loop: ``log_prob``, ``backward`` and Adam (tractable's fused one for tractable's
+    rows under ``adam == "fused"``, else torch's default)."""
+    if adam == "fused" and lib in OURS:
+        hygiene = importlib.import_module(f"{package_of(lib)}.training.hygiene")
+        opt = hygiene.make_adam(list(module.parameters()), 1e-3)
+    else:
+        opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+    def step() -> None:
+        loss = -log_prob(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def trainer_step(module: nn.Module, log_prob: Callable, x: torch.Tensor, lib: str) -> Callable[[], None]:
+    """One step of tractable's own training loop, as ``tractable fit`` runs it: ``Trainer.train_step`` (backward, the
+    gradient norm, the non-finite guard, fused Adam, the schedule) and ``end_step`` (the step's row logged, read on
+    the host every step on CPU), with the default options and a schedule long enough never to end."""
+    training = importlib.import_module(f"{package_of(lib)}.training")
+    trainer = training.Trainer(module, steps=10**9, columns=("step", "loss", "grad_norm", "lr"), desc="bench",
+                               options=training.TrainOptions(lr=1e-3, progress=False))
+
+    def compute() -> tuple[torch.Tensor, None]:
+        return -log_prob(x).mean(), None
+
+    def step() -> None:
+        r = trainer.train_step(compute, lambda loss, aux: "", lambda: None)
+        trainer.end_step({"step": trainer.step, "loss": r.loss, "grad_norm": r.grad_norm, "lr": r.lr}, {}, dict)
+
+    return step
 
 
 def bench(kind: str, d: int, libs: list[str], *, batch: int, calls: int, repeats: int, sample_calls: int,
-          fused: bool, compile_sample_dims: int) -> list[dict]:
+          adam: str, compile_sample_dims: int) -> list[dict]:
     prepared, extra = {}, {}
     for lib in libs:
         torch.manual_seed(0)
@@ -216,14 +253,11 @@ def bench(kind: str, d: int, libs: list[str], *, batch: int, calls: int, repeats
             info["sample_compiled"] = kind not in SEQUENTIAL_SAMPLING or d <= compile_sample_dims
             if info["sample_compiled"]:
                 sample = torch.compile(sample)
-        opt = make_adam(module, fused and lib in OURS)
         x = torch.randn(batch, d)
-
-        def step(module=module, log_prob=log_prob, opt=opt, x=x) -> None:
-            loss = -log_prob(x).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        if adam == "trainer" and lib in OURS:
+            step = trainer_step(module, log_prob, x, lib)
+        else:
+            step = plain_step(module, log_prob, x, adam, lib)
 
         def draw(sample=sample) -> None:
             with torch.no_grad():
@@ -353,9 +387,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help=f"add the rows {COMPILED!r} (torch.compile)")
     parser.add_argument("--compile-sample-dims", type=int, default=16,
                         help="compile the sequential sampling of maf / nsf-ar only up to this many dimensions")
-    parser.add_argument("--tractable-adam", choices=["plain", "fused"], default="plain",
-                        help="tractable's optimizer: torch's default Adam as the peers' (plain) or the fused Adam of "
-                        "tractable's training loop")
+    parser.add_argument("--tractable-adam", choices=["plain", "fused", "trainer"], default="plain",
+                        help="tractable's step: a plain loop with torch's default Adam as the peers' (plain) or with "
+                        "the fused Adam of tractable's training loop (fused), or that loop itself (trainer)")
     parser.add_argument("--calls", type=int, default=10, help="training steps per timing round")
     parser.add_argument("--sample-calls", type=int, default=2, help="sampling calls per timing round")
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds (the best is kept)")
@@ -389,7 +423,7 @@ def main() -> None:
             for kind in args.models:
                 for d in args.dims:
                     for row in bench(kind, d, libs, batch=batch, calls=args.calls, repeats=args.repeats,
-                                     sample_calls=args.sample_calls, fused=args.tractable_adam == "fused",
+                                     sample_calls=args.sample_calls, adam=args.tractable_adam,
                                      compile_sample_dims=args.compile_sample_dims):
                         row["threads"], row["mm_gflops"], row["adam"] = threads, peaks[threads], args.tractable_adam
                         row["limit_fraction"] = limit_fraction(row, peaks[threads])
@@ -404,7 +438,10 @@ def main() -> None:
 
 def report(rows: list[dict], peaks: dict[int, float], adam: str, baseline: bool) -> str:
     """The .md of a run: its setup, the table of times, the ratios, and (with a baseline) the change against it."""
-    setup = (f"torch {torch.__version__}; tractable's Adam: {adam}; torch.mm peak GFLOP/s by threads: "
+    step = {"plain": "a plain loop, torch's default Adam (as the peers')", "fused": "a plain loop, its fused Adam",
+            "trainer": "its training loop (Trainer.train_step + end_step, fused Adam)"}.get(adam, adam)
+    setup = (f"torch {torch.__version__}; tractable's step: {step}; peers: a plain loop, torch's default Adam; "
+             "torch.mm peak GFLOP/s by threads: "
              + ", ".join(f"{t}: {g:.1f}" for t, g in peaks.items()))
     text = (setup + "\n\n" + table(rows) + "\n\nRatios (fastest peer's time / tractable's, the median over rounds "
             "timed back to back; CPU time on one thread, wall clock on more; > 1 means tractable is faster):\n\n"

@@ -16,7 +16,7 @@ from tractable.nn.mlp import MLP
 from tractable.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling, mlp_conditioner
 from tractable.transforms.elementwise import ElementwiseAffine, Logit, Sigmoid
 from tractable.transforms.linear import LULinear, Permutation, RandomPermutation
-from tractable.transforms.maps import AffineMap
+from tractable.transforms.maps import AffineMap, soft_bound
 from tractable.transforms.normalization import ActNorm, BatchNorm
 from tractable.transforms.splits import VectorSplit, coupling_mask
 
@@ -234,6 +234,20 @@ def test_batchnorm_ladj_matches_autograd_in_both_modes() -> None:
 
 
 # --- coupling -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_soft_bound_is_a_scaled_tanh_with_exact_derivatives(learned: bool) -> None:
+    # the sigmoid form runs in place on its own products: values, first and second derivatives must be untouched
+    torch.manual_seed(0)
+    raw = (4 * torch.randn(3, 2, 4, 5, dtype=torch.float64)).requires_grad_()
+    bound = (torch.rand(2, 1, 1, dtype=torch.float64) + 0.5).requires_grad_() if learned else 3.0
+    assert torch.allclose(soft_bound(raw, bound), bound * torch.tanh(raw / bound), atol=1e-12)
+    inputs = (raw, bound) if learned else (raw,)
+    f = (lambda r, b: soft_bound(r, b)) if learned else (lambda r: soft_bound(r, bound))
+    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradgradcheck(f, inputs)
+    assert float(soft_bound(torch.tensor([1e4, -1e4]), 2.0).abs().max()) <= 2.0
 
 
 def test_coupling_mask_validation() -> None:

@@ -30,8 +30,11 @@ def params_axis(theta: Tensor) -> int:
 def soft_bound(raw: Tensor, bound: float | Tensor) -> Tensor:
     """``bound · tanh(raw / bound)``, computed as ``2 bound · σ(2 raw / bound) − bound``: the same function, and
     two to three times faster on CPU with its gradient (torch's ``tanh`` kernel is several times slower than its
-    ``sigmoid``)."""
-    return torch.sigmoid(raw * (2 / bound)) * (2 * bound) - bound
+    ``sigmoid``). The sigmoid and the shift run in place on the fresh products (neither product is saved for the
+    backward pass): two batch-sized allocations fewer, whose first writes would go to memory out of the cache."""
+    u = raw * (2 / bound)
+    u.sigmoid_()
+    return (u * (2 * bound)).sub_(bound)
 
 
 class ElementwiseMap(nn.Module):
