@@ -4,7 +4,8 @@ directory's default name, the thread count; and the listing of what can be fitte
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -35,6 +36,19 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@contextmanager
+def threads_set(threads: int) -> Iterator[None]:
+    """torch's CPU thread count at ``threads`` for the block, and the caller's count back after it, as the block ends
+    or fails: a fit run from a notebook or a test process must not leave its setting to the code that follows (two
+    threads left set in one of two parallel test processes slowed a later test of small operations twenty-fold)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def default_threads(config: FitConfig) -> int:
     """The CPU threads of a fit without ``--threads``: :data:`DEFAULT_THREADS` for vectors, two for images where this
     process may use two cores (a step of the digits default: medians of 0.25-0.35 s on two threads against 0.37-0.45 s
@@ -56,7 +70,8 @@ def fit(*, target: str | None = None, config_file: str | None = None, preset: st
         threads: int | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Resolve the settings (task defaults, then ``config_file`` or ``preset``, then ``options``, then ``sets``)
     and run the fit into ``out`` (default ``runs/TARGET-MODELLAYERS-seedSEED``), which must be absent or empty
-    unless ``overwrite``; return its metrics. Nothing is written for a rejected fit.
+    unless ``overwrite``; return its metrics. Nothing is written for a rejected fit. torch's CPU thread count is
+    ``threads`` (else the task's default) for the run and the caller's again when it returns or fails.
 
     Raises:
         ConfigError: for ``preset`` with ``config_file``, no target at all, or a bad setting.
@@ -73,11 +88,11 @@ def fit(*, target: str | None = None, config_file: str | None = None, preset: st
     if target is not None:
         options = {"target": target, **options}
     config = resolve(user, options=options, sets=sets)
-    torch.set_num_threads(threads if threads is not None else default_threads(config))
     if out is None:
         layers = config.model.get("layers") or ""
         out = f"runs/{config.stem}-{config.model_name}{layers}-seed{config.train.seed}"
-    return run_fit(config, out, progress=progress, overwrite=overwrite, eval_threads=evaluation_threads(threads))
+    with threads_set(threads if threads is not None else default_threads(config)):
+        return run_fit(config, out, progress=progress, overwrite=overwrite, eval_threads=evaluation_threads(threads))
 
 
 def resume(run_dir: str, *, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -90,8 +105,8 @@ def resume(run_dir: str, *, threads: int | None = None, progress: bool = True) -
     """
     check_threads(threads)
     config = run_config(run_dir)
-    torch.set_num_threads(threads if threads is not None else default_threads(config))
-    return run_fit(config, run_dir, progress=progress, resume=True, eval_threads=evaluation_threads(threads))
+    with threads_set(threads if threads is not None else default_threads(config)):
+        return run_fit(config, run_dir, progress=progress, resume=True, eval_threads=evaluation_threads(threads))
 
 
 def print_listing(*, counts: bool = False) -> None:
