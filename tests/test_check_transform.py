@@ -17,7 +17,7 @@ from tractable import (
     ReversePermutation,
     Transform,
 )
-from tractable.testing import check_transform, randomised
+from tractable.testing import check_log_det_cancels, check_transform, randomised
 
 
 class Scale(Transform):
@@ -123,6 +123,19 @@ def test_a_wrong_inverse_is_caught() -> None:
     with pytest.raises(AssertionError, match=r"WrongInverse: inverse\(forward\(x\)\) differs from x by up to [\d.]+ "
                                              r"\(tolerance 1e-06\) at row \d+: inverse is not the inverse of forward"):
         check_transform(WrongInverse())
+
+
+def test_an_inverse_log_determinant_off_by_a_millionth_is_caught() -> None:
+    # the tolerance grows with the round-trip error, which for this exact inverse is rounding only
+    class InverseLogDetOff(Scale):
+        def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            x, ladj = super().inverse(y)
+            return x, ladj + 1e-6
+
+    x = torch.randn(16, 3, dtype=torch.float64)
+    check_log_det_cancels(Scale().double(), x)
+    with pytest.raises(AssertionError, match="do not cancel: their sum is 1e-06"):
+        check_log_det_cancels(InverseLogDetOff().double(), x)
 
 
 def test_a_wrong_return_shape_is_caught() -> None:

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from cases import AT_INIT, CONDITIONAL, DOMAINS, IMAGES, NUMERICAL, QUADRATURE, SIGNED, TRANSFORMS, features_of
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
 
@@ -81,6 +81,7 @@ def test_ladj_matches_jacobian(name: str, batch: int, seed: int) -> None:
 @pytest.mark.parametrize("name", NAMES)
 @SETTINGS
 @given(batch=batches, seed=seeds)
+@example(batch=5, seed=43822085)  # nsf-2d: a layer with log g' = -12.3, its inverse off by rounding (4.6e-11)
 def test_ladj_cancels(name: str, batch: int, seed: int) -> None:
     t, d = make(name, seed)
     check_log_det_cancels(t, draw(name, "forward", batch, d), ctx(name, batch), atol=1e-8)

@@ -172,15 +172,28 @@ def check_log_det(t: Transform, x: Tensor, context: Tensor | None = None, *, dir
     )
 
 
+#: How fast a log-determinant may change with its input, per unit (the largest ``|d ladj / dx|`` that
+#: :func:`check_log_det_cancels` allows for): the inverse evaluates its log-determinant at the point it reconstructs,
+#: off ``x`` by its round-trip error, so a strongly contracting layer (a spline bin of slope ``1e-3`` between steep
+#: knots, ``log g' ≈ -12``) leaves a mismatch of this rate times that error, not a wrong formula.
+LADJ_RATE = 1e4
+
+
 @torch.no_grad()
 def check_log_det_cancels(t: Transform, x: Tensor, context: Tensor | None = None, *, atol: float = 1e-8) -> None:
-    """The forward ``ladj`` at ``x`` and the inverse ``ladj`` at ``y = forward(x)`` sum to zero."""
+    """The forward ``ladj`` at ``x`` and the inverse ``ladj`` at ``y = forward(x)`` sum to zero: to ``atol`` plus
+    :data:`LADJ_RATE` times the row's round-trip error ``|inverse(y) − x|`` (what the inverse's rounding explains;
+    a wrong log-determinant is off by far more)."""
     y, ladj = check_contract(t, x, context, direction="forward")
-    ladj_inv = check_contract(t, y, context, direction="inverse")[1]
-    error, row = _worst((ladj + ladj_inv).abs())
-    assert error <= atol, (
-        f"{type(t).__name__}: forward and inverse log-determinants do not cancel: their sum is up to {error:.3g} "
-        f"(tolerance {atol:g}) at row {row}"
+    x_back, ladj_inv = check_contract(t, y, context, direction="inverse")
+    mismatch = (ladj + ladj_inv).abs().reshape(-1)
+    drift = (x_back - x).abs().reshape(mismatch.numel(), -1).amax(-1)  # each batch element's round-trip error
+    allowed = atol + LADJ_RATE * drift
+    row = int((mismatch - allowed).argmax())
+    assert mismatch[row] <= allowed[row], (
+        f"{type(t).__name__}: forward and inverse log-determinants do not cancel: their sum is "
+        f"{float(mismatch[row]):.3g} at batch element {row} (tolerance {atol:g} + {LADJ_RATE:g} × its round-trip "
+        f"error {float(drift[row]):.3g})"
     )
 
 
