@@ -244,7 +244,7 @@ def test_soft_bound_is_a_scaled_tanh_with_exact_derivatives(learned: bool) -> No
     bound = (torch.rand(2, 1, 1, dtype=torch.float64) + 0.5).requires_grad_() if learned else 3.0
     assert torch.allclose(soft_bound(raw, bound), bound * torch.tanh(raw / bound), atol=1e-12)
     inputs = (raw, bound) if learned else (raw,)
-    f = (lambda r, b: soft_bound(r, b)) if learned else (lambda r: soft_bound(r, bound))
+    f = soft_bound if learned else (lambda r: soft_bound(r, bound))
     assert torch.autograd.gradcheck(f, inputs)
     assert torch.autograd.gradgradcheck(f, inputs)
     assert float(soft_bound(torch.tensor([1e4, -1e4]), 2.0).abs().max()) <= 2.0
