@@ -176,6 +176,18 @@ def test_bad_input_raises(base: str) -> None:
         model.log_prob(x)
 
 
+def test_the_nan_check_tells_nan_from_infinities_whose_sum_is_nan() -> None:
+    # the check reads the input's sum first: +inf and -inf sum to NaN without a NaN entry, and must not be rejected
+    model = random_flow("planar", 0, layers=2)
+    x = torch.zeros(4, 2, dtype=torch.float64)
+    x[0, 0], x[2, 1] = math.inf, -math.inf
+    assert torch.isnan(x.sum())
+    model.log_prob(x)  # no ValueError: infinities are the model's to score
+    x[3, 0] = math.nan
+    with pytest.raises(ValueError, match=r"NaN \(1 of 4 rows\)"):
+        model.log_prob(x)
+
+
 class Shift(Transform):
     """A conditional test transform: ``z = x - A c``."""
 
