@@ -18,7 +18,7 @@ import torch
 
 from tractable.app.resolve import load_config, resolve
 from tractable.app.tasks.data import PATIENCE, WARMUP, sized_for_rows, training_rows
-from tractable.baselines import folds_for_rows, gaussian_nll, gmm_nll
+from tractable.baselines import folds_for_rows, gaussian_nll, gmm_nll, linear_gaussian_nll
 from tractable.cli import main
 from tractable.transforms.linear import WhitenTransform
 
@@ -131,6 +131,32 @@ def test_the_gaussian_baseline_is_the_exact_gaussian_nll():
     assert gaussian_nll(train, test) == pytest.approx(expected, rel=1e-10)
 
 
+
+def test_the_conditional_baseline_is_the_exact_linear_gaussian_nll():
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    a, b, cov = np.array([[2.0, -1.0], [0.5, 0.0], [0.0, 3.0]]), np.array([1.0, -2.0]), [[1.0, 0.6], [0.6, 2.0]]
+
+    def rows(n):
+        c = rng.normal(size=(n, 3))
+        return c @ a + b + rng.multivariate_normal([0, 0], cov, size=n), c
+
+    (xtr, ctr), (xte, cte) = rows(300), rows(80)
+    design = np.c_[ctr, np.ones(300)]
+    coef = np.linalg.solve(design.T @ design, design.T @ xtr)  # the normal equations, not lstsq
+    resid = xtr - design @ coef
+    expected = -np.mean([multivariate_normal(np.r_[c, 1] @ coef, np.cov(resid.T, bias=True)).logpdf(x)
+                         for x, c in zip(xte, cte)])
+    assert linear_gaussian_nll(xtr, ctr, xte, cte) == pytest.approx(expected, rel=1e-10)
+    # the regression explains what the context does: far below the unconditional Gaussian
+    assert linear_gaussian_nll(xtr, ctr, xte, cte) < gaussian_nll(xtr, xte) - 1.0
+    with pytest.raises(ValueError, match="expected more than 5 training rows for a regression on 3 context columns, "
+                                         "got 5"):
+        linear_gaussian_nll(xtr[:5], ctr[:5], xte, cte)
+    with pytest.raises(ValueError, match="expected one context per row, got 300 training rows with 299 contexts"):
+        linear_gaussian_nll(xtr, ctr[:-1], xte, cte)
+
 def test_the_mixture_baseline_is_chosen_by_cross_validation(monkeypatch):
     rng = np.random.default_rng(2)
 
@@ -156,6 +182,20 @@ def test_a_table_fit_reports_both_baselines(tmp_path, capsys):
     # the flow starts as the Gaussian and keeps its best validated state: it cannot be far above it
     assert m["test_nll"] < m["baseline_gaussian_nll"] + 0.5
     assert "baselines on the same split" in capsys.readouterr().out
+
+
+def test_a_conditional_table_fit_reports_the_linear_gaussian_baseline(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    c = rng.normal(size=(300, 2))
+    y = np.c_[2 * c[:, 0] - c[:, 1], np.sin(3 * c[:, 0])] + 0.3 * rng.normal(size=(300, 2))
+    path = tmp_path / "cond.csv"
+    np.savetxt(path, np.c_[c, y], delimiter=",", header="c0,c1,y0,y1", comments="")
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(path), "--context", "c0,c1", "--steps", "30", "--no-plots", "--quiet",
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(m["baseline_linear_gaussian_nll"]) and "baseline_gaussian_nll" not in m
+    assert "linear-Gaussian regression" in capsys.readouterr().out
 
 
 def test_collinear_columns_are_standardized_with_a_warning(tmp_path, capsys):

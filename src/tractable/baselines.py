@@ -9,6 +9,10 @@ training split and scored on the same test split, in the same units (nats per ro
   training split and scored on the test split. scikit-learn is an optional dependency (the
   ``images`` and ``dev`` extras); without it the mixture baseline is ``None`` with a note saying why.
 
+A conditional fit (a table with context columns) reports instead :func:`linear_gaussian_nll`: the conditional density
+``x | c ~ N(A c + b, Σ)`` of a linear regression on the context with a full-covariance Gaussian residual (maximum
+likelihood: least squares, then the residuals' covariance), the conditional analogue of the Gaussian.
+
 A flow whose test NLL is above the Gaussian's has learned less than a covariance matrix; one well above a validated
 mixture is not worth its parameters on this table.
 
@@ -77,6 +81,33 @@ def gaussian_nll(train: Tensor | np.ndarray, test: Tensor | np.ndarray) -> float
     d = xtr.shape[1]
     nll = 0.5 * (z * z).sum(0) + np.log(np.diag(chol)).sum() + 0.5 * d * math.log(2 * math.pi)
     return float(nll.mean())
+
+
+def linear_gaussian_nll(train: Tensor | np.ndarray, train_context: Tensor | np.ndarray, test: Tensor | np.ndarray,
+                        test_context: Tensor | np.ndarray) -> float:
+    """The mean test NLL (nats) of ``x | c ~ N(A c + b, Σ)`` fitted by maximum likelihood on the training rows.
+
+    ``A`` and ``b`` are the least-squares regression of the rows on their contexts; ``Σ`` is the covariance of its
+    training residuals, whose mean is zero, so this is :func:`gaussian_nll` of the test residuals under the training
+    residuals'.
+
+    Raises:
+        ValueError: if the rows and contexts differ in number, or the training rows are too few for the regression
+            and the residual covariance (more rows than context columns plus features are needed).
+    """
+    xtr, ctr, xte, cte = _array(train), _array(train_context), _array(test), _array(test_context)
+    if len(xtr) != len(ctr) or len(xte) != len(cte):
+        raise ValueError(f"expected one context per row, got {len(xtr)} training rows with {len(ctr)} contexts and "
+                         f"{len(xte)} test rows with {len(cte)} contexts")
+    if len(xtr) <= ctr.shape[1] + xtr.shape[1]:
+        raise ValueError(f"expected more than {ctr.shape[1] + xtr.shape[1]} training rows for a regression on "
+                         f"{ctr.shape[1]} context columns, got {len(xtr)}")
+
+    def design(c: np.ndarray) -> np.ndarray:
+        return np.c_[c, np.ones(len(c))]
+
+    coef, *_ = np.linalg.lstsq(design(ctr), xtr, rcond=None)
+    return gaussian_nll(xtr - design(ctr) @ coef, xte - design(cte) @ coef)
 
 
 def folds_for_rows(rows: int) -> int:
@@ -180,4 +211,14 @@ def baselines(train: Tensor, val: Tensor, test: Tensor, *, seed: int = 0) -> dic
     return {"baseline_gaussian_nll": gaussian, "baseline_gmm_nll": gmm, "baseline_gmm": info}
 
 
-__all__ = ["baselines", "folds_for_rows", "gaussian_nll", "gmm_nll"]
+def conditional_baselines(train: Tensor, train_context: Tensor, test: Tensor, test_context: Tensor) -> dict[str, Any]:
+    """``metrics.json``'s baseline key for a conditional split: ``baseline_linear_gaussian_nll`` (``None`` when the
+    training rows are too few or the residual covariance is singular)."""
+    try:
+        nll: float | None = linear_gaussian_nll(train, train_context, test, test_context)
+    except ValueError:
+        nll = None
+    return {"baseline_linear_gaussian_nll": nll}
+
+
+__all__ = ["baselines", "conditional_baselines", "folds_for_rows", "gaussian_nll", "gmm_nll", "linear_gaussian_nll"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...baselines import baselines
+from ...baselines import baselines, conditional_baselines
 from ...distributions import GaussianMixture
 from ...flow import Flow
 from ...models.registry import MODELS
@@ -217,8 +217,9 @@ class DataTask:
         "best_step", "stopped_early", "steps", "seconds", "parameters", "target", "flow", "layers", "seed", "features",
         "context_features", "train_rows", "val_rows", "test_rows", "skipped_steps",
     )
-    #: Beside :attr:`metrics_keys`, in the ``metrics.json`` of a fit to a user's table.
-    baseline_keys = ("baseline_gaussian_nll", "baseline_gmm_nll", "baseline_gmm")
+    #: Beside :attr:`metrics_keys`, in the ``metrics.json`` of a fit to a user's table (the first three without context
+    #: columns, the last with them).
+    baseline_keys = ("baseline_gaussian_nll", "baseline_gmm_nll", "baseline_gmm", "baseline_linear_gaussian_nll")
     figure_suffix = "scatter"
     label = "data (maximum likelihood)"
 
@@ -367,6 +368,8 @@ class DataTask:
         extra = {}
         if problem.dataset is None and problem.train_context is None:  # a user's table: the classical baselines
             extra = baselines(problem.train, problem.val, problem.test, seed=config.train.seed)
+        elif problem.dataset is None:  # with context columns: the linear-Gaussian regression
+            extra = conditional_baselines(problem.train, problem.train_context, problem.test, problem.test_context)
         return {**extra,
             "best_val_nll": history.best_val_nll, "best_step": history.best_step,
             "stopped_early": history.stopped_early, "steps": len(history.rows), "seconds": round(history.seconds, 3),
@@ -394,6 +397,8 @@ class DataTask:
             gmm = m.get("baseline_gmm_nll")
             text += (f"; baselines on the same split: full-covariance Gaussian {m['baseline_gaussian_nll']:.4f}, "
                      f"Gaussian mixture {'n/a' if gmm is None else f'{gmm:.4f}'}")
+        if m.get("baseline_linear_gaussian_nll") is not None and split == TEST:
+            text += f"; baseline on the same split: linear-Gaussian regression {m['baseline_linear_gaussian_nll']:.4f}"
         if "label_kl_gap" in m:
             text += ", per-label KL gap = " + ", ".join(f"{g:.4f}" for g in m["label_kl_gap"])
         return text
