@@ -89,8 +89,12 @@ def test_non_finite_cells_are_located(tmp_path):
 
 def test_csv_parse_errors_name_the_line(tmp_path):
     (tmp_path / "t.csv").write_text("x,y\n1,2\n3,oops\n")
-    with pytest.raises(ValueError, match=r"line 3 \(data row 1\) column 1: expected a number, got 'oops'"):
+    with pytest.raises(ValueError, match=r"line 3 \(data row 1\) column 1 \('y'\): expected a number, got 'oops' "
+                                         r"\(encode a text column"):
         load_table(tmp_path / "t.csv")
+    (tmp_path / "n.csv").write_text("1,2\n3,oops\n")  # no header: the column by position only
+    with pytest.raises(ValueError, match=r"line 2 \(data row 1\) column 1: expected a number, got 'oops'"):
+        load_table(tmp_path / "n.csv")
     (tmp_path / "r.csv").write_text("1,2\n3,4,5\n")
     with pytest.raises(ValueError, match="line 2: expected 2 columns, got 3"):
         load_table(tmp_path / "r.csv")

@@ -103,8 +103,10 @@ def _read_csv(path: Path, delimiter: str | None) -> tuple[np.ndarray, list[str] 
             try:
                 data[r, c] = float(cell)
             except ValueError:
+                name = f" ({header[c]!r})" if header is not None else ""
                 raise ValueError(
-                    f"file {str(path)!r} line {line_no} (data row {r}) column {c}: expected a number, got {cell!r}"
+                    f"file {str(path)!r} line {line_no} (data row {r}) column {c}{name}: expected a number, got "
+                    f"{cell!r} (encode a text column, such as a category, as numbers or drop it)"
                 ) from None
     return data, header, np.array([n for n, _ in lines])
 
