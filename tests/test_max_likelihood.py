@@ -210,3 +210,58 @@ def test_planar_flow_trains_through_its_numerical_inverse():
     history = fit_max_likelihood(flow, train, val=val, steps=40, batch_size=128, lr=1e-2, eval_every=20,
                                  progress=False)
     assert history.best_val_nll < before - 0.3
+
+
+def _count_calls(monkeypatch, module, name: str) -> list[int]:
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def counted(self_or_x, *args):
+        calls.append(1)
+        return real(self_or_x, *args)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_the_steps_read_no_input_values_on_the_host(monkeypatch):
+    """The rows are checked once, before the first step; log_prob's NaN check (a host read: a wait for the device on
+    an accelerator) is left out of every step and validation batch, and runs again outside the fit."""
+    import tractable.flow as flow_module
+    from tractable import MAF
+
+    calls = _count_calls(monkeypatch, flow_module, "_has_nan")
+    x = torch.randn(600, 2)
+    counts = []
+    for steps in (10, 40):
+        calls.clear()
+        fit_max_likelihood(MAF(2, layers=2, hidden=8), x[:500], val=x[500:], steps=steps, batch_size=50,
+                           eval_every=5, progress=False)
+        counts.append(len(calls))
+    assert counts[0] == counts[1] <= 1, counts  # at most the data-dependent initialisation's call, not per step
+    flow = MAF(2, layers=2, hidden=8)
+    calls.clear()
+    flow.log_prob(x[:3])
+    assert len(calls) == 1
+    bad = x[:3].clone()
+    bad[1, 0] = math.nan
+    with pytest.raises(ValueError, match=r"NaN \(1 of 3 rows\)"):
+        flow.log_prob(bad)
+
+
+def test_image_levels_are_checked_once_before_the_first_step(monkeypatch):
+    from tractable import build_image_model
+    from tractable.models.image_flow import ImageFlow
+
+    torch.manual_seed(0)
+    model = build_image_model("realnvp", (1, 4, 4), levels=17, hidden=8, blocks=1)
+    x = torch.randint(0, 17, (64, 1, 4, 4)).float()
+    bad = x.clone()
+    bad[3, 0, 1, 1] = 2.5
+    with pytest.raises(ValueError, match=r"^training data: expected integer levels 0..16, got values in"):
+        fit_max_likelihood(model, bad, steps=2, batch_size=16, progress=False)
+    calls = _count_calls(monkeypatch, ImageFlow, "check_levels")
+    fit_max_likelihood(model, x, steps=6, batch_size=16, progress=False)
+    assert len(calls) == 1  # the training rows, once (64 rows: one chunk), and no step's batch
+    with pytest.raises(ValueError, match=r"expected integer levels 0..16"):
+        model.log_prob(bad[:4])  # outside a fit, log_prob checks its input

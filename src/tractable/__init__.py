@@ -29,7 +29,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "DiagonalGaussian", "Distribution", "GaussianMixture", "StandardLogistic", "StandardNormal", "TorchBase",
         "as_base", "make_base",
     ),
-    "flow": ("Flow", "FlowDistribution"),
+    "flow": ("Flow", "FlowDistribution", "values_checked"),
     "models": (
         "FlowPlusPlus", "Glow", "IAF", "ImageFlow", "ImageRealNVP", "MAF", "NSF", "PlanarFlow", "RealNVP",
         "build_image_model",

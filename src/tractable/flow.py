@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import torch
@@ -56,6 +58,37 @@ def check_like(t: Tensor, ref: Tensor, name: str = "input", what: str = "x") -> 
                          f"flow with flow.to('{t.device}') or the {name} with {what}.to('{ref.device}')")
 
 
+_VALUES_CHECKED: ContextVar[bool] = ContextVar("tractable_values_checked", default=False)
+
+
+@contextmanager
+def values_checked() -> Iterator[None]:
+    """Within the block, ``log_prob`` of every flow leaves out the checks that read the input's values on the host
+    (NaN; an image flow's integer levels), which a training loop made once for all its rows before the first step:
+    a step on an accelerator then does not wait for the device. Shapes, dtypes and devices are still checked.
+
+    Example:
+        >>> import torch
+        >>> from tractable import MAF
+        >>> from tractable import values_checked
+        >>> flow, x = MAF(2, layers=2, hidden=8), torch.randn(4, 2)
+        >>> with values_checked():  # x has been checked by the caller
+        ...     flow.log_prob(x).shape
+        torch.Size([4])
+    """
+    token = _VALUES_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED.reset(token)
+
+
+def read_values() -> bool:
+    """Whether a flow's input checks may read the input's values on the host: not while compiling (a graph has no
+    host values) and not inside :func:`values_checked`."""
+    return not torch.compiler.is_compiling() and not _VALUES_CHECKED.get()
+
+
 def _has_nan(x: Tensor) -> bool:
     """Whether ``x`` holds a NaN: its sum is NaN when it does, and is read first because a sum runs on vectorized
     kernels (5 µs for 1024×64 floats on one CPU thread, against 84 µs for ``isnan(x).any()``); a NaN sum without a
@@ -74,8 +107,9 @@ class Flow(nn.Module):
             ``Independent(Normal(loc, scale), 1)``), which is wrapped in
             :class:`~tractable.distributions.TorchBase` (fixed parameters).
         validate: check the input's shape, dtype and device and reject NaN with a clear ``ValueError`` (one host
-            synchronisation per call on an accelerator; turn off in tight loops once the pipeline is trusted). The
-            transform's return contract is checked always (it costs a few attribute reads).
+            synchronisation per call on an accelerator: inside :func:`values_checked`, as in tractable's training
+            loops for rows they checked up front, the NaN check is left out). The transform's return contract is
+            checked always (it costs a few attribute reads).
 
     Example:
         >>> import torch
@@ -127,8 +161,8 @@ class Flow(nn.Module):
             check_like(x, ref)
             if context is not None:
                 check_like(context, ref, "context", "context")
-        # a compiled graph leaves the NaN check out: it needs the values on the host (shapes and dtypes are checked)
-        if not torch.compiler.is_compiling() and torch.isnan(x).any():
+        # the NaN check reads the values on the host: not in a compiled graph, nor for rows checked up front
+        if read_values() and _has_nan(x):
             bad = int(torch.isnan(x).flatten(1).any(1).sum()) if x.dim() > 1 else 1
             raise ValueError(f"input contains NaN ({bad} of {x.shape[0]} rows); expected finite values")
 

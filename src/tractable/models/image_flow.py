@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..dequantization import Dequantizer, bits_per_dim, importance_weighted, make_dequantizer
 from ..distributions import StandardNormal
-from ..flow import Flow
+from ..flow import Flow, read_values
 from ..transforms.base import Compose, Transform
 from ..transforms.elementwise import Logit
 
@@ -88,13 +88,18 @@ class ImageFlow(Flow):
         x = x.to(dtype) if x.dtype != dtype else x
         if self.validate:
             self._check_input(x)
-            bad = (x < 0) | (x > self.levels - 1) | (x != torch.floor(x))
-            # a compiled graph leaves the value check out (it needs the values on the host)
-            if not torch.compiler.is_compiling() and bool(bad.any()):
-                raise ValueError(
-                    f"expected integer levels 0..{self.levels - 1}, got values in [{float(x.min())}, {float(x.max())}]"
-                )
+            if read_values():  # not in a compiled graph, nor for rows checked up front
+                self.check_levels(x)
         return x
+
+    def check_levels(self, x: Tensor) -> None:
+        """Raise a one-line ``ValueError`` unless every value of ``x`` is an integer level ``0..levels-1`` (a training
+        loop checks all its rows once, then trains inside :func:`~tractable.flow.values_checked`)."""
+        bad = (x < 0) | (x > self.levels - 1) | (x != torch.floor(x))
+        if bool(bad.any()):
+            raise ValueError(
+                f"expected integer levels 0..{self.levels - 1}, got values in [{float(x.min())}, {float(x.max())}]"
+            )
 
     def dequantize(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``((x + u) / k, log q(u|x))`` for one draw of the dequantization noise."""

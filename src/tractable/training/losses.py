@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flow import Flow
+from ..flow import Flow, values_checked
 from ..objectives import ReverseKL, annealing, reverse_kl, target_for
 from ..targets.custom import as_target
 from ..targets.energies import Energy
@@ -126,9 +126,15 @@ class ReverseKLLoss:
         return {}
 
 
+#: Rows checked at a time for an image flow's levels (bounds the boolean temporaries of a large image set).
+_CHECK_ROWS = 4096
+
+
 def check_data(flow: nn.Module, x: Tensor, context: Tensor | None, name: str) -> None:
     """Raise a one-line ``ValueError`` unless ``x`` (with its ``context``) is data ``flow`` can be trained on: rows of
-    the flow's event shape, in its dtype and on its device, finite, with one context row per row."""
+    the flow's event shape, in its dtype and on its device, finite (for an image flow, integer levels), with one
+    context row per row. The training steps then leave these value checks out of ``log_prob``
+    (:func:`~tractable.flow.values_checked`)."""
     shape = tuple(flow.event_shape)
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
         raise ValueError(f"expected {name} of shape (rows, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
@@ -146,6 +152,13 @@ def check_data(flow: nn.Module, x: Tensor, context: Tensor | None, name: str) ->
             f"expected the {name} context as (rows, features) with {x.shape[0]} rows (one per {name} row), "
             f"got shape {tuple(context.shape)}"
         )
+    check_levels = getattr(flow, "check_levels", None)  # an image flow's integer levels
+    if check_levels is not None:
+        try:
+            for rows in x.split(_CHECK_ROWS):
+                check_levels(rows)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
 
 
 class _Batches:
@@ -273,7 +286,8 @@ class LikelihoodLoss:
 
     def compute(self, step: int) -> tuple[Tensor, Tensor]:
         self.last = x, c = self._rows(self.batches.next())
-        log_q = self.module(x, c)
+        with values_checked():  # every row was checked before the first step (check): no host read per step
+            log_q = self.module(x, c)
         return -log_q.mean(), log_q
 
     def metrics(self, step: int, aux: Tensor) -> dict[str, float]:
