@@ -3,6 +3,8 @@ readably, on a wrong log-determinant, a wrong inverse, a wrong return shape and 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -17,7 +19,7 @@ from tractable import (
     ReversePermutation,
     Transform,
 )
-from tractable.testing import check_log_det_cancels, check_transform, randomised
+from tractable.testing import check_log_det_cancels, check_round_trip, check_transform, randomised
 
 
 class Scale(Transform):
@@ -121,8 +123,36 @@ def test_a_wrong_log_determinant_names_both_values() -> None:
 
 def test_a_wrong_inverse_is_caught() -> None:
     with pytest.raises(AssertionError, match=r"WrongInverse: inverse\(forward\(x\)\) differs from x by up to [\d.]+ "
-                                             r"\(tolerance 1e-06\) at row \d+: inverse is not the inverse of forward"):
+                                             r"at row \d+ \(tolerance 1e-06 \+ 100 × eps × the way back's "
+                                             r"magnification, [\d.e-]+\): inverse is not the inverse of forward"):
         check_transform(WrongInverse())
+
+
+class SteepShift(Transform):
+    """``y = 1 + 10⁻¹⁰·x``: exact both ways, but ``y`` near 1 is rounded to 2.2e-16, which the way back magnifies
+    ``10¹⁰`` times: a round trip misses ``x`` by up to 2.2e-6, more than the default tolerance, by rounding alone."""
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return 1 + 1e-10 * x, torch.full(x.shape[:1], 3 * math.log(1e-10), dtype=x.dtype)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return (y - 1) / 1e-10, torch.full(y.shape[:1], -3 * math.log(1e-10), dtype=y.dtype)
+
+
+def test_a_round_trip_allows_for_rounding_that_the_way_back_magnifies() -> None:
+    t, x = SteepShift(), torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float((t.inverse(t(x)[0])[0] - x).abs().max()) > 1e-6  # the fixed tolerance alone would fail it
+    check_round_trip(t, x)
+
+    class OffByTenMillionths(Scale):  # a well-conditioned map: the tolerance stays about 1e-6
+        def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            x, ladj = super().inverse(y)
+            return x + 1e-5, ladj
+
+    with pytest.raises(AssertionError, match=r"differs from x by up to 1e-05 at row \d+ \(tolerance 1e-06 \+ 100 × "
+                                             r"eps × the way back's magnification, [\d.]+e-1[0-4]\)"):
+        check_round_trip(OffByTenMillionths().double(), x)
 
 
 def test_an_inverse_log_determinant_off_by_a_millionth_is_caught() -> None:

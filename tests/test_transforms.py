@@ -61,6 +61,7 @@ def ctx(name: str, *batch: int, dtype: torch.dtype = torch.float64) -> torch.Ten
 @pytest.mark.parametrize("name", NAMES)
 @SETTINGS
 @given(batch=batches, seed=seeds)
+@example(batch=8, seed=1664)  # nsf-2d: the inverse of two steep layers magnifies the last one's rounding to 1.0e-6
 def test_round_trip(name: str, batch: int, seed: int) -> None:
     t, d = make(name, seed)
     x, c = draw(name, "forward", batch, d), ctx(name, batch)
