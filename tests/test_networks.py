@@ -251,6 +251,26 @@ def test_linear_takes_the_transposed_products_for_thin_inputs() -> None:
     assert seen.shapes == [((256, 2), (2, 64))]
 
 
+
+@pytest.mark.parametrize("outputs", [1, 2, 8, 12])
+def test_linear_takes_the_transposed_product_for_thin_outputs_without_gradients(outputs: int) -> None:
+    """64 inputs into 2–8 outputs, 1024 rows, no gradients (sampling, evaluation): the product is W xᵀ, whose output
+    has 1024 columns, equal to F.linear's to rounding; 1 or 12 outputs, fewer rows, or gradients: F.linear's."""
+    x = torch.randn(1024, 64, dtype=F64)
+    w, b = torch.randn(outputs, 64, dtype=F64), torch.randn(outputs, dtype=F64)
+    with torch.no_grad(), MatrixProducts() as seen:
+        y = linear(x, w, b)
+    thin = 2 <= outputs <= 8
+    assert seen.shapes == ([((outputs, 64), (64, 1024))] if thin else [((1024, 64), (64, outputs))])
+    torch.testing.assert_close(y.relu_(), F.linear(x, w, b).relu_(), rtol=0, atol=1e-12)
+    with torch.no_grad(), MatrixProducts() as seen:
+        linear(x[:256], w, b)
+    assert seen.shapes == [((256, 64), (64, outputs))]
+    w.requires_grad_(True)
+    with MatrixProducts() as seen:
+        linear(x, w, b)
+    assert seen.shapes == [((1024, 64), (64, outputs))]
+
 def test_networks_train_the_same_with_the_fast_linear() -> None:
     """An MLP and a MADE on thin inputs: parameters after a few Adam steps equal those of the same networks run
     with F.linear (the products differ only by rounding)."""

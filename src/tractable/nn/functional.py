@@ -22,6 +22,10 @@ from torch import Tensor
 #: more lose up to 20%.
 THIN_INPUTS = (2, 8)
 WIDE_OUTPUTS = 32
+#: The fewest rows for which :func:`linear` without gradients takes a product with 2–8 outputs transposed. Measured on
+#: CPU, 64 inputs, 1–2 threads: 2 outputs 23 → 10 µs at 1024 rows and 86 → 24 µs at 4096, 8 outputs 22 → 18 and
+#: 84 → 59 µs; a tie at 256 rows; 1 or 12 and more outputs lose. With gradients the transposed backward gains nothing.
+THIN_OUTPUT_ROWS = 512
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -31,10 +35,25 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     (:data:`THIN_INPUTS`, :data:`WIDE_OUTPUTS`), the product is taken with ``weightᵀ`` made contiguous, so that
     torch's backward runs on its fast kernels (see the module's description): a MAF layer's first MADE layer on a
     2-d problem takes 86 µs forward and backward instead of 206 µs. Under ``torch.compile`` too: inductor calls the
-    same kernels in the layout it is given (a compiled MAF step at ``d = 2``: 1.13× faster). Elsewhere (without
-    gradients, where the copy would only cost; on other devices) it is ``F.linear``.
+    same kernels in the layout it is given (a compiled MAF step at ``d = 2``: 1.13× faster).
+
+    Without gradients on CPU, a layer of 2–8 outputs on at least :data:`THIN_OUTPUT_ROWS` rows of a batch is the
+    same product transposed, ``(W xᵀ + b)ᵀ`` (returned as a transposed view), whose output has the batch's many
+    columns: a 5-layer MAF samples 1.3–5.5% faster (``d`` = 2, 16, 64) and evaluates 2.6–6% faster at ``d = 2``
+    (RealNVP: 1.6–7%; 1 and 2 threads, interleaved).
+    Elsewhere (on other devices; with gradients and other shapes, where neither form gains) it is ``F.linear``.
     """
     out_features, in_features = weight.shape
+    if (
+        THIN_INPUTS[0] <= out_features <= THIN_INPUTS[1]
+        and x.dim() == 2
+        and x.shape[0] >= THIN_OUTPUT_ROWS
+        and x.device.type == "cpu"
+        and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+    ):
+        # a thin output without gradients: the product transposed, whose output has the batch's many columns
+        out = torch.mm(weight, x.t()) if bias is None else torch.addmm(bias.unsqueeze(-1), weight, x.t())
+        return out.t()
     if (
         THIN_INPUTS[0] <= in_features <= THIN_INPUTS[1]
         and out_features >= WIDE_OUTPUTS
@@ -51,4 +70,4 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return F.linear(x, weight, bias)
 
 
-__all__ = ["THIN_INPUTS", "WIDE_OUTPUTS", "linear"]
+__all__ = ["THIN_INPUTS", "THIN_OUTPUT_ROWS", "WIDE_OUTPUTS", "linear"]

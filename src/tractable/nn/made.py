@@ -279,7 +279,7 @@ class SequentialPasses:
         h = self.act(F.linear(h, self.weights[0][cut], self.biases[0][cut]))
         for w, b in zip(self.weights[1:-1], self.biases[1:-1]):
             h = self.act(F.linear(h, w[cut, cut], b[cut]))
-        return F.linear(h, last[rows, cut], bias)
+        return linear(h, last[rows, cut], bias)  # params outputs: a thin product, transposed without gradients
 
 
 __all__ = ["MADE", "SequentialPasses", "hidden_degrees"]
