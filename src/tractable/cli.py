@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="spline bins of nsf and nsf-ar (default 16 for data, 8 for a --data file of under "
                        "10,000 training rows; the models' own default, 8, elsewhere)")
     model.add_argument("--bound", type=float, default=None,
-                       help="spline interval [-B, B] and log-scale bound, in standardized units (default 3)")
+                       help="spline interval [-B, B] and log-scale bound (default 3): in standardized units for data, "
+                            "in the density's own units for an energy (cover its support)")
     train = fit.add_argument_group("training")
     train.add_argument("--steps", type=int, default=None, help="optimisation steps (default 10000 / 5000)")
     train.add_argument("--batch-size", type=int, default=None,
