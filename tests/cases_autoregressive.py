@@ -47,6 +47,7 @@ TRANSFORMS: dict[str, Callable[[], Transform]] = {
     "maf-stack": lambda: randomised(MAF(3, layers=3, hidden=8, permutation="random").transform, 0.2),
     "iaf-stack": lambda: randomised(IAF(3, layers=2, hidden=8).transform, 0.2),
     "nsf-2d": lambda: randomised(NSF(2, layers=3, hidden=8, bins=6, bound=2.5).transform, 0.2),
+    "nsf-affine": lambda: randomised(NSF(2, layers=2, hidden=8, bins=6, affine=True).transform, 0.2),
     "nsf-random": lambda: randomised(NSF(4, layers=2, hidden=8, bound=2.0, permutation="random").transform, 0.2),
     "nsf-ar": lambda: randomised(NSF(3, layers=2, hidden=8, bound=2.0, autoregressive=True).transform, 0.2),
     # the passing halves' own splines: contiguous halves (one concatenation) and random masks (the gathered path)

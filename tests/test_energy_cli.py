@@ -100,6 +100,21 @@ def test_a_model_the_user_names_is_not_replaced_above_2d(tmp_path, module):
     assert load_config(out / "config.toml").model == {"name": "maf", "hidden": 8, "layers": 2, "base": "diagonal"}
 
 
+def test_a_spline_flow_on_an_energy_learns_the_frame_of_its_interval(tmp_path, module):
+    """A spline flow fitted to an energy gets a learnable affine map in front of its splines (the interval is in the
+    density's own units); on data, which are standardized, and for other flows, none."""
+    for flow, expected in (("nsf", True), ("nsf-ar", True), ("maf", None)):
+        out = tmp_path / flow
+        assert main(["fit", "--energy", f"{module}:gauss", "--features", "2", "--model", flow, "--hidden", "8",
+                     "--layers", "2", *FAST, "--out", str(out)]) == 0
+        assert load_config(out / "config.toml").model.get("affine") is expected, flow
+        assert main(["sample", str(out), "-n", "4", "--out", str(tmp_path / f"{flow}.npy")]) == 0  # reopens
+    out = tmp_path / "data"
+    assert main(["fit", "eight_gaussians", "--model", "nsf", "--hidden", "8", "--layers", "2", "--steps", "5",
+                 "--no-plots", "--quiet", "--out", str(out)]) == 0
+    assert "affine" not in load_config(out / "config.toml").model
+
+
 def test_an_iaf_of_one_variable_warns_that_it_is_gaussian(tmp_path, module, capsys):
     assert main(["fit", "--energy", f"{module}:gauss", "--features", "1", "--model", "iaf", "--hidden", "8",
                  "--layers", "2", *FAST, "--out", str(tmp_path / "run")]) == 0

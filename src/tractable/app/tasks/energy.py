@@ -34,6 +34,11 @@ PLANAR_FEATURES = 2
 HIGH_DIMENSIONAL_MODEL: Mapping[str, Any] = {MODEL_NAME: "iaf", "layers": 5, "hidden": 64, "base": "diagonal"}
 
 
+#: The spline flows, whose interval ``[-bound, bound]`` is in the density's own units for an energy: the CLI puts a
+#: learnable affine map in front of their splines (``NSF(affine=True)``).
+SPLINE_MODELS = ("nsf", "nsf-ar")
+
+
 class EnergyTask:
     """Reverse KL to an energy (``ring``, ``u1`` … ``u4``, ``mixture``, or ``--energy module:function``): 16 planar
     layers with a learnable diagonal Gaussian base in 2D, :data:`HIGH_DIMENSIONAL_MODEL` above, and
@@ -63,6 +68,8 @@ class EnergyTask:
         named = isinstance(model, Mapping) and MODEL_NAME in model  # the user's model keeps its own defaults
         if isinstance(features, int) and features > PLANAR_FEATURES and not named:
             return {"model": dict(HIGH_DIMENSIONAL_MODEL)}
+        if named and model[MODEL_NAME] in SPLINE_MODELS:  # a density's own units: the splines' interval learns them
+            return {"model": {"affine": True}}
         return {}
 
     def inapplicable(self, config: FitConfig) -> dict[str, str]:
