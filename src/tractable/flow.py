@@ -69,8 +69,7 @@ def values_checked() -> Iterator[None]:
 
     Example:
         >>> import torch
-        >>> from tractable import MAF
-        >>> from tractable import values_checked
+        >>> from tractable import MAF, values_checked
         >>> flow, x = MAF(2, layers=2, hidden=8), torch.randn(4, 2)
         >>> with values_checked():  # x has been checked by the caller
         ...     flow.log_prob(x).shape
