@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tractable import Flow, StandardNormal
 from tractable.models.realnvp import RealNVP
 from tractable.nn.mlp import MLP
+from tractable.testing import randomised
 from tractable.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling, mlp_conditioner
 from tractable.transforms.elementwise import ElementwiseAffine, Logit, Sigmoid
 from tractable.transforms.linear import LULinear, Permutation, RandomPermutation
@@ -28,13 +29,6 @@ def jacobians(fn, x: torch.Tensor) -> torch.Tensor:
     j = torch.autograd.functional.jacobian(fn, x, vectorize=True)
     idx = torch.arange(x.shape[0])
     return j[idx, :, idx, :]
-
-
-def randomise(module: torch.nn.Module, scale: float) -> torch.nn.Module:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return module
 
 
 # --- MLP ---------------------------------------------------------------------------------------------------------
@@ -120,7 +114,7 @@ def test_lu_linear_orthogonal_init_and_inverse() -> None:
     t = LULinear(6, init="orthogonal").double()
     w = t.weight()
     torch.testing.assert_close(w @ w.T, torch.eye(6, dtype=torch.float64), atol=1e-6, rtol=0)
-    randomise(t, 0.3)
+    randomised(t, 0.3)
     w = t.weight()
     y = torch.randn(9, 6, dtype=torch.float64)
     x, ladj = t.inverse(y)
@@ -213,7 +207,7 @@ def test_batchnorm_train_and_eval_statistics() -> None:
 
 def test_batchnorm_ladj_matches_autograd_in_both_modes() -> None:
     torch.manual_seed(1)
-    t = randomise(BatchNorm(4, momentum=1.0).double(), 0.5)
+    t = randomised(BatchNorm(4, momentum=1.0).double(), 0.5)
     x = 1 + 2 * torch.randn(64, 4, dtype=torch.float64)
     y_train, ladj_train = t(x)  # momentum 1: the running statistics become this batch's
     t.eval()
@@ -273,7 +267,7 @@ def test_coupling_block_and_gather_paths_agree(seed: int, features: int) -> None
     """The contiguous-block fast path computes what the general gather/scatter path does."""
     torch.manual_seed(seed)
     split = VectorSplit(coupling_mask(features, "half", seed % 2))
-    fast = randomise(Coupling(split, AffineMap(), mlp_conditioner(split, AffineMap(), hidden=8)).double(), 0.5)
+    fast = randomised(Coupling(split, AffineMap(), mlp_conditioner(split, AffineMap(), hidden=8)).double(), 0.5)
     split = VectorSplit(coupling_mask(features, "half", seed % 2))
     slow = Coupling(split, AffineMap(), mlp_conditioner(split, AffineMap(), hidden=8)).double()
     slow.load_state_dict(fast.state_dict())
@@ -286,18 +280,18 @@ def test_coupling_block_and_gather_paths_agree(seed: int, features: int) -> None
 
 def test_coupling_state_dict_restores_mask() -> None:
     torch.manual_seed(0)
-    a = randomise(AffineCoupling(4, mask="alternate", hidden=8), 0.5)
-    b = AffineCoupling(4, mask="half", hidden=8)
+    a = randomised(AffineCoupling(4, mask="alternate", hidden=8), 0.5)
+    b = AffineCoupling(4, mask="half", hidden=8).double()
     b.load_state_dict(a.state_dict())
-    x = torch.randn(5, 4)
+    x = torch.randn(5, 4, dtype=torch.float64)
     torch.testing.assert_close(b(x), a(x))
     with pytest.raises(ValueError, match="passing features"):
         AffineCoupling(5, hidden=8).load_state_dict(AffineCoupling(5, parity=1, hidden=8).state_dict())
 
 
 def test_additive_coupling_is_volume_preserving() -> None:
-    t = randomise(AdditiveCoupling(4, hidden=8), 0.5)
-    x = torch.randn(7, 4)
+    t = randomised(AdditiveCoupling(4, hidden=8), 0.5)
+    x = torch.randn(7, 4, dtype=torch.float64)
     y, ladj = t(x)
     assert not torch.allclose(y, x) and bool((ladj == 0).all())
 
@@ -307,7 +301,7 @@ def test_additive_coupling_is_volume_preserving() -> None:
 
 def random_realnvp(seed: int, scale: float = 0.3, **kwargs) -> RealNVP:
     torch.manual_seed(seed)
-    return randomise(RealNVP(2, **kwargs).double(), scale)  # type: ignore[return-value]
+    return randomised(RealNVP(2, **kwargs).double(), scale)  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(
@@ -322,7 +316,7 @@ def random_realnvp(seed: int, scale: float = 0.3, **kwargs) -> RealNVP:
 @given(n=st.integers(1, 64), seed=st.integers(0, 2**31 - 1))
 def test_realnvp_log_prob_matches_sample_and_log_prob(kwargs: dict, n: int, seed: int) -> None:
     torch.manual_seed(seed)
-    model = randomise(RealNVP(5, **kwargs).double(), 0.3)
+    model = randomised(RealNVP(5, **kwargs).double(), 0.3)
     c = torch.randn(n, 3, dtype=torch.float64) if kwargs.get("context_features") else None
     model.log_prob(torch.randn(64, 5, dtype=torch.float64), c[:1] if c is not None else None)  # ActNorm data init
     x, log_q = model.sample_and_log_prob(n, c)
@@ -334,8 +328,8 @@ def test_realnvp_log_prob_matches_sample_and_log_prob(kwargs: dict, n: int, seed
 
 def test_realnvp_context_changes_samples() -> None:
     torch.manual_seed(0)
-    model = randomise(RealNVP(3, layers=4, hidden=16, context_features=2), 0.3)
-    c1, c2 = torch.zeros(1, 2), torch.ones(1, 2)
+    model = randomised(RealNVP(3, layers=4, hidden=16, context_features=2), 0.3)
+    c1, c2 = torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
     torch.manual_seed(1)
     x1 = model.sample(100, c1)
     torch.manual_seed(1)
@@ -344,7 +338,7 @@ def test_realnvp_context_changes_samples() -> None:
     x2 = model.sample(100, c2)
     torch.testing.assert_close(x1, x1b)
     assert ((x1 - x2).abs().max(-1).values > 1e-4).all()
-    x = torch.randn(10, 3)
+    x = torch.randn(10, 3, dtype=torch.float64)
     assert not torch.allclose(model.log_prob(x, c1), model.log_prob(x, c2))
 
 
@@ -419,15 +413,15 @@ def test_checkpoints_written_before_the_split_load() -> None:
     from tractable.transforms.image_coupling import ImageAffineCoupling
 
     torch.manual_seed(0)
-    a = randomise(AffineCoupling(4, mask="alternate", hidden=8), 0.5)
+    a = randomised(AffineCoupling(4, mask="alternate", hidden=8), 0.5)
     old = {k.replace("split.", ""): v for k, v in a.state_dict().items()}
-    b = AffineCoupling(4, mask="half", hidden=8)
+    b = AffineCoupling(4, mask="half", hidden=8).double()
     b.load_state_dict(old)
-    x = torch.randn(5, 4)
+    x = torch.randn(5, 4, dtype=torch.float64)
     torch.testing.assert_close(b(x), a(x))
-    image = randomise(ImageAffineCoupling(2, mask="channel", learn_bound=True, hidden=4, blocks=1), 0.3)
+    image = randomised(ImageAffineCoupling(2, mask="channel", learn_bound=True, hidden=4, blocks=1), 0.3)
     old = {k.replace("map.", ""): v for k, v in image.state_dict().items()}
     assert "log_bound" in old
-    fresh = ImageAffineCoupling(2, mask="channel", learn_bound=True, hidden=4, blocks=1)
+    fresh = ImageAffineCoupling(2, mask="channel", learn_bound=True, hidden=4, blocks=1).double()
     fresh.load_state_dict(old)
     torch.testing.assert_close(fresh.map.log_bound, image.map.log_bound)

@@ -11,6 +11,7 @@ import torch
 from tractable import Flow, bits_per_dim, unit_bits_per_dim
 from tractable.dequantization import UniformDequantization, VariationalDequantization, importance_weighted
 from tractable.distributions import Distribution
+from tractable.testing import randomised
 from tractable.transforms.elementwise import Logit
 
 NET = {"hidden": 8, "blocks": 1}
@@ -60,9 +61,7 @@ def test_bits_per_dim_and_importance_weighting() -> None:
 def test_variational_dequantization_density_is_exact_and_trains() -> None:
     torch.manual_seed(0)
     deq = VariationalDequantization((1, 4, 4), levels=17, layers=2, **NET).double()
-    with torch.no_grad():
-        for p in deq.flow.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    randomised(deq.flow, 0.1)
     x = torch.randint(0, 17, (6, 1, 4, 4)).double()
     u, log_q = deq(x)
     assert bool(((u > 0) & (u < 1)).all()) and log_q.shape == (6,)
@@ -79,9 +78,7 @@ def test_variational_dequantization_without_context_net_reads_the_image() -> Non
     torch.manual_seed(0)
     deq = VariationalDequantization((2, 4, 4), levels=17, layers=2, context_net=False, **NET).double()
     assert deq.context_net is None
-    with torch.no_grad():
-        for p in deq.flow.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    randomised(deq.flow, 0.1)
     x = torch.randint(0, 17, (5, 2, 4, 4)).double()
     u, log_q = deq(x)
     torch.testing.assert_close(deq.flow.log_prob(u, 2 * x / 16 - 1), log_q, rtol=0, atol=1e-8)
@@ -105,9 +102,7 @@ def test_mixture_dequantizer_samples_analytically_and_its_density_is_exact() -> 
     torch.manual_seed(0)
     deq = VariationalDequantization((1, 4, 4), levels=17, layers=2, coupling="mixture", components=3,
                                     **NET).double()
-    with torch.no_grad():
-        for p in deq.flow.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    randomised(deq.flow, 0.1)
     x = torch.randint(0, 17, (4, 1, 4, 4)).double()
     calls = {"forward": 0, "inverse": 0}
     for step in deq.flow.transform[1:]:

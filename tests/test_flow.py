@@ -22,6 +22,7 @@ from tractable import (
 )
 from tractable.distributions import StandardLogistic
 from tractable.plots._common import layer_outputs, sample_steps
+from tractable.testing import randomised
 
 FLOWS = ["planar", "radial", "sylvester"]
 
@@ -31,11 +32,8 @@ def random_flow(flow: str, seed: int, *, layers: int = 8, scale: float = 0.5, ba
     torch.manual_seed(seed)
     # planar from its identity start: the noise below then moves it "moderately" (moved from the shear start, the
     # seed-0 planar flow put 1.5% of its mass where test_density_integrates_to_one's grid does not resolve it)
-    model = PlanarFlow(2, layers, flow=flow, base=base, **({"init": "identity"} if flow == "planar" else {})).double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return model
+    model = PlanarFlow(2, layers, flow=flow, base=base, **({"init": "identity"} if flow == "planar" else {}))
+    return randomised(model, scale)
 
 
 @pytest.mark.parametrize("flow", FLOWS)

@@ -14,6 +14,7 @@ from tractable import Flow, ImageFlow
 from tractable.app.presets import build_preset, image_format, print_parameter_counts
 from tractable.models.image_registry import build_image_model
 from tractable.models.multiscale import FlowPlusPlus, build_multiscale, parse_architecture
+from tractable.testing import randomised
 from tractable.transforms.conv import InvertibleConv1x1
 from tractable.transforms.image_coupling import ImageAffineCoupling, MixtureLogisticCoupling
 from tractable.transforms.logistic_mixture import mixture_logit_cdf
@@ -116,9 +117,7 @@ def test_wrong_shapes_raise() -> None:
 def test_conditional_coupling_reads_an_image_context() -> None:
     torch.manual_seed(0)
     t = Squeezed(ImageAffineCoupling(4, mask="channel", context_channels=12, **NET)).double()
-    with torch.no_grad():
-        for p in t.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    randomised(t, 0.3)
     x = torch.randn(4, 1, 4, 4, dtype=torch.float64)
     c1, c2 = torch.randn(2, 4, 3, 4, 4, dtype=torch.float64)  # full resolution, 3 channels: squeezed to 12
     y1, _ = t(x, c1)
@@ -134,9 +133,7 @@ def test_columns_coupling_splits_even_and_odd_columns() -> None:
     together with both column halves of a full-resolution context, and an odd width is refused."""
     torch.manual_seed(0)
     t = ImageAffineCoupling(1, mask="columns", context_channels=2, **NET).double()
-    with torch.no_grad():
-        for p in t.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    randomised(t, 0.3)
     x = torch.randn(3, 1, 4, 6, dtype=torch.float64)
     c1, c2 = torch.randn(2, 3, 2, 4, 6, dtype=torch.float64)
     y1, _ = t(x, c1)

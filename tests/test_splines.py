@@ -16,6 +16,7 @@ from tractable.models.maf import IAF, MAF
 from tractable.models.nsf import NSF
 from tractable.models.permutations import coupling_masks, layer_orders
 from tractable.nn.made import MADE, SequentialPasses
+from tractable.testing import randomised
 from tractable.transforms import splines
 from tractable.transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
 from tractable.transforms.numerics import softmax
@@ -196,14 +197,6 @@ def test_spline_errors_name_expected_and_actual() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- models
-
-
-def randomised(flow: torch.nn.Module, scale: float) -> torch.nn.Module:
-    flow = flow.double()
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return flow
 
 
 MODELS = {

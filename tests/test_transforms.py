@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from torch.func import functional_call
 
 from tractable import Inverse, Transform
-from tractable.testing import check_log_det, check_log_det_cancels, check_round_trip, context_width, jacobians
+from tractable.testing import (
+    check_contract,
+    check_log_det,
+    check_log_det_cancels,
+    check_round_trip,
+    context_width,
+    jacobians,
+)
 from tractable.transforms.numerics import solve_tanh_shift
 
 UNCONDITIONAL = sorted(TRANSFORMS)
@@ -278,17 +285,17 @@ def test_near_identity_at_init(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(IMAGES))
 @settings(deadline=None, max_examples=5, database=None)
 @given(batch=st.integers(1, 4), seed=seeds)
+@example(batch=2, seed=9883)  # sigmoid-logit-image: log-determinants off by 2.4e-8 where the sigmoid nears 1
 def test_images(name: str, batch: int, seed: int) -> None:
     """Image-shaped inputs ``(B, C, H, W)``: round trip, ``ladj`` of shape ``(B,)`` matching the Jacobian."""
     torch.manual_seed(seed)
     constructor, shape = IMAGES[name]
     t = constructor()
     x = torch.randn(batch, *shape, dtype=torch.float64)
-    y, ladj = t(x)
-    assert y.shape == x.shape and ladj.shape == (batch,) and y.dtype == ladj.dtype == torch.float64
-    x2, ladj_inv = t.inverse(y)
-    torch.testing.assert_close(x2, x, rtol=0, atol=1e-6)
-    torch.testing.assert_close(ladj + ladj_inv, torch.zeros_like(ladj), rtol=0, atol=1e-8)
+    with torch.no_grad():
+        ladj = check_contract(t, x)[1]
+    check_round_trip(t, x, atol=1e-6)
+    check_log_det_cancels(t, x, atol=1e-8)
     n = math.prod(shape)
     flat = lambda v: t(v.reshape(batch, *shape))[0].reshape(batch, n)
     j = torch.autograd.functional.jacobian(flat, x.reshape(batch, n), vectorize=True)
