@@ -186,6 +186,15 @@ def test_the_nan_check_tells_nan_from_infinities_whose_sum_is_nan() -> None:
         model.log_prob(x)
 
 
+def test_inputs_that_are_not_tensors_get_one_line_with_the_conversion() -> None:
+    model = random_flow("planar", 0, layers=2)
+    with pytest.raises(TypeError, match=r"expected input as a torch.Tensor, got a numpy.ndarray; convert it with "
+                                        r"torch.as_tensor\(x, dtype=torch.float64\)"):
+        model.log_prob(torch.zeros(3, 2).numpy())
+    with pytest.raises(TypeError, match="got a list"):
+        model.log_prob([[0.0, 0.0]])
+
+
 class Shift(Transform):
     """A conditional test transform: ``z = x - A c``."""
 

@@ -161,6 +161,14 @@ def test_bad_arguments_and_data():
         fit_max_likelihood(flow, train, steps=0, progress=False)
     with pytest.raises(ValueError, match="for both the training and the validation data"):
         fit_max_likelihood(_flow(3), train, context=torch.zeros(100, 3), val=val, progress=False)
+    # data as NumPy arrays or lists: a one-line TypeError with the conversion, not an AttributeError from inside
+    with pytest.raises(TypeError, match=r"training data as a torch.Tensor, got a numpy.ndarray; convert it with "
+                                        r"torch.as_tensor\(train, dtype=torch.float32\)"):
+        fit_max_likelihood(flow, train.numpy(), progress=False)
+    with pytest.raises(TypeError, match=r"validation data as a torch.Tensor, got a list; .*as_tensor\(val, "):
+        fit_max_likelihood(flow, train, val=val.tolist(), progress=False)
+    with pytest.raises(TypeError, match=r"training data's context as a torch.Tensor, got a numpy.ndarray"):
+        fit_max_likelihood(_flow(3), train, context=torch.zeros(100, 3).numpy(), progress=False)
 
 
 def test_csv_rows(tmp_path):

@@ -47,8 +47,21 @@ def _convert(dtype: torch.dtype, what: str) -> str:
     return f"{what}.{_CONVERT[dtype]}" if dtype in _CONVERT else f"{what}.to({dtype})"
 
 
+def check_tensor(t: object, name: str = "input", what: str = "x", dtype: torch.dtype | None = None) -> None:
+    """Raise a one-line ``TypeError`` naming the type and the conversion unless ``t`` is a tensor (a NumPy array or
+    a list is not converted silently: its dtype, float64 for NumPy, would rarely be the flow's)."""
+    if not isinstance(t, Tensor):
+        module, kind = type(t).__module__.split(".")[0], type(t).__qualname__
+        kind = kind if module == "builtins" else f"{module}.{kind}"
+        target = "" if dtype is None else f", dtype={dtype}"
+        raise TypeError(f"expected {name} as a torch.Tensor, got a {kind}; convert it with "
+                         f"torch.as_tensor({what}{target})")
+
+
 def check_like(t: Tensor, ref: Tensor, name: str = "input", what: str = "x") -> None:
-    """Raise a one-line ``ValueError`` naming both sides and the fix unless ``t`` has ``ref``'s dtype and device."""
+    """Raise a one-line ``ValueError`` naming both sides and the fix unless ``t`` is a tensor of ``ref``'s dtype and
+    device."""
+    check_tensor(t, name, what, ref.dtype)
     if t.dtype != ref.dtype:
         fix = f"convert the flow with {_convert(t.dtype, 'flow')} or " if t.is_floating_point() else "convert "
         raise ValueError(f"expected {name} of dtype {ref.dtype} (the flow's), got {t.dtype}; {fix}the {name} with "
@@ -149,13 +162,14 @@ class Flow(nn.Module):
     def _check_input(self, x: Tensor, context: Tensor | None = None) -> None:
         if not self.validate:
             return
+        ref = self._reference()
+        check_tensor(x, dtype=None if ref is None else ref.dtype)
         k = len(self.event_shape)
         if x.dim() <= k or tuple(x.shape[-k:]) != self.event_shape:
             raise ValueError(
                 f"expected input of shape (batch, {', '.join(map(str, self.event_shape))}), "
                 f"got input of shape {tuple(x.shape)}"
             )
-        ref = self._reference()
         if ref is not None:
             check_like(x, ref)
             if context is not None:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flow import Flow, values_checked
+from ..flow import Flow, check_tensor, values_checked
 from ..objectives import ReverseKL, annealing, reverse_kl, target_for
 from ..targets.custom import as_target
 from ..targets.energies import Energy
@@ -130,15 +130,20 @@ class ReverseKLLoss:
 _CHECK_ROWS = 4096
 
 
-def check_data(flow: nn.Module, x: Tensor, context: Tensor | None, name: str) -> None:
+def check_data(flow: nn.Module, x: Tensor, context: Tensor | None, name: str,
+               variables: tuple[str, str] = ("x", "context")) -> None:
     """Raise a one-line ``ValueError`` unless ``x`` (with its ``context``) is data ``flow`` can be trained on: rows of
     the flow's event shape, in its dtype and on its device, finite (for an image flow, integer levels), with one
-    context row per row. The training steps then leave these value checks out of ``log_prob``
-    (:func:`~tractable.flow.values_checked`)."""
+    context row per row (a ``TypeError`` unless both are tensors, naming ``variables`` in the conversion it shows).
+    The training steps then leave these value checks out of ``log_prob`` (:func:`~tractable.flow.values_checked`)."""
+    ref = next((p for p in flow.parameters() if p.is_floating_point()), None)
+    dtype = None if ref is None else ref.dtype
+    check_tensor(x, name, variables[0], dtype)
+    if context is not None:
+        check_tensor(context, f"the {name}'s context", variables[1], dtype)
     shape = tuple(flow.event_shape)
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
         raise ValueError(f"expected {name} of shape (rows, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
-    ref = next((p for p in flow.parameters() if p.is_floating_point()), None)
     if ref is not None and x.dtype != ref.dtype:
         raise ValueError(f"expected {name} of dtype {ref.dtype} (the flow's), got {x.dtype}; convert one of them")
     if ref is not None and x.device != ref.device:
@@ -267,7 +272,7 @@ class LikelihoodLoss:
         self.last: tuple[Tensor, Tensor | None] | None = None
 
     def check(self, model: nn.Module) -> None:
-        check_data(model, self.data, self.context, "training data")
+        check_data(model, self.data, self.context, "training data", ("train", "context"))
 
     def _rows(self, idx: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.data[idx], None if self.context is None else self.context[idx]

@@ -81,6 +81,7 @@ def fit_max_likelihood(
 
     Raises:
         ValueError: for malformed arguments or data (wrong shape, dtype, non-finite rows, misaligned contexts).
+        TypeError: for data or contexts that are not tensors (a NumPy array: ``torch.as_tensor(a, dtype=...)``).
         NonFiniteError: after ``max_bad_steps`` non-finite steps in a row (naming the step, the quantity and the
             first non-finite layer), or when the validation NLL is not finite.
 

@@ -82,7 +82,7 @@ class Validation:
 
     def check(self, model: nn.Module) -> None:
         """Raise ``ValueError`` for validation data that does not fit ``model``."""
-        check_data(model, self.data, self.context, "validation data")
+        check_data(model, self.data, self.context, "validation data", ("val", "val_context"))
 
     def prepare(self, model: nn.Module, trainer: Trainer) -> None:
         """Restore the validation's state from a resumed run's checkpoint."""
