@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,19 @@ def test_skipped_steps_is_documented():
     metrics.json keys: energies and data in the command-line guide, images in the images guide)."""
     guides = sorted((Path(__file__).resolve().parents[1] / "docs" / "guide").glob("*.md"))
     assert sum(page.read_text(encoding="utf-8").count("| `skipped_steps` |") for page in guides) >= 3
+
+
+@pytest.mark.parametrize("standardize", [[], ["--no-standardize"]])
+def test_a_table_far_from_unit_scale_without_standardization_is_warned_in_the_clis_words(tmp_path, capsys,
+                                                                                        standardize):
+    """--no-standardize on columns in the hundreds: one warning line naming the option, not the Python advice."""
+    path = _csv(tmp_path / "wide.csv", ["x", "y"], 300 * _rows(60, 2) + 600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the library's own warning would raise here
+        code, err = _fit_table(path, capsys, *standardize)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "far from unit scale" in line]
+    if standardize:
+        assert len(lines) == 1 and "drop --no-standardize" in lines[0] and "standardize_flow" not in err, err
+    else:
+        assert not lines, err

@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tractable"
 
 #: The mathematics: what a user of the library builds and evaluates flows with.
 MATHS = ("transforms", "nn", "distributions", "flow", "models", "dequantization", "objectives", "targets", "utils",
-         "diagnostics", "testing")
+         "diagnostics", "testing", "preprocessing")
 #: Top-level parts each layer must not import.
 FORBIDDEN = {
     **{part: ("app", "training", "plots", "cli", "presets", "__main__") for part in MATHS},

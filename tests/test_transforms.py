@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 from cases import AT_INIT, CONDITIONAL, DOMAINS, IMAGES, NUMERICAL, QUADRATURE, SIGNED, TRANSFORMS, features_of
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tractable import Inverse, Transform
 from tractable.testing import (
@@ -24,6 +25,8 @@ from tractable.testing import (
     jacobians,
 )
 from tractable.transforms.numerics import solve_tanh_shift
+
+aten = torch.ops.aten
 
 UNCONDITIONAL = sorted(TRANSFORMS)
 NAMES = UNCONDITIONAL + sorted(CONDITIONAL)
@@ -237,16 +240,45 @@ def test_wrong_features_raise(name: str) -> None:
             assert str(d) in message and str(tuple(bad.shape)) in message, message
 
 
+class KinkDistance(TorchDispatchMode):
+    """The smallest ``|input|`` of every rectifier (ReLU, leaky ReLU) run inside the block: how far the point is from
+    a kink of the network, where a function has no derivative and finite differences straddle two slopes."""
+
+    RECTIFIERS = (aten.relu, aten.relu_, aten.leaky_relu, aten.leaky_relu_)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.distance = math.inf
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in self.RECTIFIERS:
+            self.distance = min(self.distance, float(args[0].detach().abs().min()))
+        return func(*args, **(kwargs or {}))
+
+
+#: gradcheck's finite differences step by 1e-6 in the input and every parameter; a conditioner's pre-activation
+#: that near a ReLU's kink moves across it (a change of slope, not a wrong gradient)
+KINK_MARGIN = 1e-4
+
+
+def kink_distance(t: Transform, y: torch.Tensor, c: torch.Tensor | None) -> float:
+    with torch.no_grad(), KinkDistance() as mode:
+        t.inverse(y, c)
+    return mode.distance
+
+
 @pytest.mark.parametrize("name", NAMES)
 @settings(deadline=None, max_examples=3, database=None)
 @given(seed=seeds)
 def test_inverse_gradients(name: str, seed: int) -> None:
-    """Gradients through the (numerical) inverse, w.r.t. input and parameters, match finite differences."""
+    """Gradients through the (numerical) inverse, w.r.t. input and parameters, match finite differences (at points
+    away from the conditioners' ReLU kinks: :data:`KINK_MARGIN`)."""
     t, d = make(name, seed)
     y, c = draw(name, "inverse", 2, d), ctx(name, 2)
     if name in QUADRATURE:  # images of the test range: the quadrature is accurate there
         with torch.no_grad():
             y = t(draw(name, "forward", 2, d), c)[0]
+    assume(kink_distance(t, y, c) > KINK_MARGIN)
     y.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: t.inverse(v, c), (y,))
     # w.r.t. the parameters too (implicit function theorem through the solver): Inverse(t).forward is t.inverse.
@@ -255,6 +287,19 @@ def test_inverse_gradients(name: str, seed: int) -> None:
     params = tuple(p.detach().clone().requires_grad_(True) for _, p in inv.named_parameters())
     call = lambda v, *ps: functional_call(inv, dict(zip(names, ps)), (v, c))
     assert torch.autograd.gradcheck(call, (y, *params), fast_mode=True)
+
+
+@pytest.mark.parametrize("seed", [1484949622, 1952440079])
+def test_inverse_gradients_skips_points_at_a_kink(seed: int) -> None:
+    """The two draws (of 24,000) on which gradcheck failed for circular-coupling-conditional: a pre-activation of its
+    conditioner within 1.2e-6 and 1.3e-7 of ReLU's kink (one-sided differences of 1e-8 agree with autograd). The
+    guard recognises them."""
+    name = "circular-coupling-conditional"
+    t, d = make(name, seed)
+    y, c = draw(name, "inverse", 2, d), ctx(name, 2)
+    y.requires_grad_(True)
+    assert not torch.autograd.gradcheck(lambda v: t.inverse(v, c), (y,), raise_exception=False)
+    assert kink_distance(t, y.detach(), c) < KINK_MARGIN
 
 
 @pytest.mark.parametrize("name", NUMERICAL)

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "FlowPlusPlus", "Glow", "IAF", "ImageFlow", "ImageRealNVP", "MAF", "NSF", "PlanarFlow", "RealNVP",
         "build_image_model",
     ),
+    "preprocessing": ("scale_report", "standardize_flow"),
     "objectives": ("annealing", "ess_fraction", "evaluate_reverse", "forward_kl", "log_z_estimate", "reverse_kl"),
     "targets": (
         "DATASETS", "CallableTarget", "DistributionTarget", "Energy", "GaussianMixtureEnergy", "ImageData", "Ring",

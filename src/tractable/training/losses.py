@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..flow import Flow, check_tensor, values_checked
 from ..objectives import ReverseKL, annealing, reverse_kl, target_for
+from ..preprocessing import warn_unscaled
 from ..targets.custom import as_target
 from ..targets.energies import Energy
 from ..utils import evaluating
@@ -273,6 +274,7 @@ class LikelihoodLoss:
 
     def check(self, model: nn.Module) -> None:
         check_data(model, self.data, self.context, "training data", ("train", "context"))
+        warn_unscaled(model, self.data)
 
     def _rows(self, idx: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.data[idx], None if self.context is None else self.context[idx]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,11 @@ from ...flow import Flow
 from ...models.registry import MODELS
 from ...plots.data import plot_data_fit
 from ...plots.samples import plot_sample_set
-from ...targets.tabular import Standardizer, load_table, split
+from ...preprocessing import scale_report, standardize_flow
+from ...targets.tabular import load_table, split
 from ...targets.toy import GaussianMixtureData, ToyDataset, get_dataset, sample_splits
 from ...training import evaluate_conditional_toy, evaluate_nll, evaluate_toy, fit_max_likelihood
-from ...transforms.base import Compose
+from ...transforms.base import Compose, Transform
 from ...transforms.elementwise import StandardizeTransform
 from ...transforms.linear import WhitenTransform
 from ..config import MODEL_NAME, ConfigError, DataConfig, FitConfig
@@ -294,24 +296,18 @@ class DataTask:
         flow = place(build_vector(config.model, features, int(spec["context_features"])), config)
         if circular(config):  # angles on the torus: an affine standardisation would break their periodicity
             return flow
-        if config.data.standardize and config.data.whiten:
-            if problem is not None:
-                try:
-                    standardize = WhitenTransform.fit(problem.train)
-                except ValueError as e:  # collinear columns (one-hot groups): each column standardized instead
-                    scaled = Standardizer.fit(problem.train)  # refuses constant columns, naming them
-                    standardize = WhitenTransform(scaled.mean, torch.diag(torch.tensor(scaled.std,
-                                                                                       dtype=torch.float64)))
-                    print(f"warning: {e}; each column is standardized instead", file=sys.stderr)
-            else:  # a placeholder for the fitted values a checkpoint holds
-                standardize = WhitenTransform([0.0] * features, torch.eye(features, dtype=torch.float64))
-            flow.transform = Compose(standardize.to(config.train.device), flow.transform)
-        elif config.data.standardize:
-            if problem is not None:
-                standardize = Standardizer.fit(problem.train).as_transform().to(config.train.device)
-            else:  # a placeholder for the fitted values a checkpoint holds
-                standardize = StandardizeTransform([0.0] * features, [1.0] * features).to(config.train.device,
-                                                                                        dtype(config))
+        if config.data.standardize and problem is not None:
+            with warnings.catch_warnings(record=True) as caught:  # collinear columns: standardized, said on stderr
+                warnings.simplefilter("always")
+                standardize_flow(flow, problem.train, whiten=config.data.whiten)
+            for warning in caught:
+                print(f"warning: {warning.message}", file=sys.stderr)
+        elif config.data.standardize:  # a placeholder for the fitted values a checkpoint holds
+            standardize: Transform = (
+                WhitenTransform([0.0] * features, torch.eye(features, dtype=torch.float64)).to(config.train.device)
+                if config.data.whiten
+                else StandardizeTransform([0.0] * features, [1.0] * features).to(config.train.device, dtype(config))
+            )
             flow.transform = Compose(standardize, flow.transform)
         base = flow.base
         if problem is not None and problem.dataset is None and problem.train_context is None and isinstance(
@@ -333,12 +329,17 @@ class DataTask:
                   "smaller --layers/--hidden or the defaults sized for the table fit better", file=sys.stderr)
         if (warning := one_feature_warning(config.model, flow, problem.context_features)) is not None:
             print(warning, file=sys.stderr)
-        return fit_max_likelihood(
-            flow, _on(problem.train, device), context=_on(problem.train_context, device),
-            val=_on(problem.val, device), val_context=_on(problem.val_context, device), steps=t.steps,
-            batch_size=t.batch_size, lr=t.lr, schedule=t.schedule, clip=t.clip, eval_every=t.eval_every,
-            patience=t.patience or None, seed=t.seed, **options,
-        )
+        if not config.data.standardize and not circular(config) and (report := scale_report(problem.train)):
+            print(f"warning: {report}, and the flow's defaults suit standardized data: drop --no-standardize "
+                  "(or set data.standardize = true)", file=sys.stderr)
+        with warnings.catch_warnings():  # the library's form of that warning, whose advice is for Python
+            warnings.filterwarnings("ignore", message="training data: .* far from unit scale")
+            return fit_max_likelihood(
+                flow, _on(problem.train, device), context=_on(problem.train_context, device),
+                val=_on(problem.val, device), val_context=_on(problem.val_context, device), steps=t.steps,
+                batch_size=t.batch_size, lr=t.lr, schedule=t.schedule, clip=t.clip, eval_every=t.eval_every,
+                patience=t.patience or None, seed=t.seed, **options,
+            )
 
     def evaluate(self, flow: Flow, problem: DataSplits, config: FitConfig, *, split: str = TEST,
                  samples: int | None = None, seed: int | None = None) -> dict[str, Any]:
