@@ -70,6 +70,7 @@ def test_conditional_models_compile(flow):
 
 
 @pytest.mark.parametrize("name", ["realnvp", "glow", "flowpp"])
+@pytest.mark.filterwarnings("error::UserWarning")  # dynamo warned of tracing through the checkerboard's lru_cache
 def test_image_models_compile(name):
     torch.manual_seed(0)
     options = {"hidden": 8, "blocks": 1} | ({"components": 2, "heads": 1} if name == "flowpp" else {})

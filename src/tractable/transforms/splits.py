@@ -165,9 +165,15 @@ class VectorSplit(Split):
 
 
 @lru_cache(maxsize=64)
-def _checkerboard(height: int, width: int, parity: int, device: torch.device) -> Tensor:
-    """The checkerboard mask, built once per size, parity and device (it is read-only)."""
+def _cached_checkerboard(height: int, width: int, parity: int, device: torch.device) -> Tensor:
     return checkerboard_mask(height, width, parity, device=device)
+
+
+def _checkerboard(height: int, width: int, parity: int, device: torch.device) -> Tensor:
+    """The checkerboard mask, built once per size, parity and device (it is read-only); under ``torch.compile``
+    built in the graph (a constant there; dynamo would trace through the cache, and warns that it does)."""
+    build = _cached_checkerboard.__wrapped__ if torch.compiler.is_compiling() else _cached_checkerboard
+    return build(height, width, parity, device)
 
 
 class ImageSplit(Split):
