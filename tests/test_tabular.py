@@ -63,6 +63,9 @@ def test_wrong_rank(tmp_path, shape):
         ValueError, match=re.escape("expected a 2D array (rows, columns) in ") + f".*got shape {re.escape(str(shape))}"
     ):
         load_table(tmp_path / "x.npy")
+    with pytest.raises(ValueError) as info:  # an array of images: the error says where images are fitted
+        load_table(tmp_path / "x.npy")
+    assert ("build_image_model" in str(info.value)) == (len(shape) in (3, 4))
 
 
 def test_non_numeric_npy(tmp_path):

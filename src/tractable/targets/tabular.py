@@ -123,7 +123,9 @@ def _read_npy(path: Path) -> np.ndarray:
         reason = "it holds Python objects" if "pickled" in str(e) else str(e)
         raise ValueError(f"file {str(path)!r} is not a readable numeric .npy array: {reason}") from None
     if data.ndim != 2:
-        raise ValueError(f"expected a 2D array (rows, columns) in {str(path)!r}, got shape {data.shape}")
+        hint = ("; --data reads tables: images (N, C, H, W) of integer levels fit from Python, with "
+                "build_image_model and fit_max_likelihood (user guide, 'Images')" if data.ndim in (3, 4) else "")
+        raise ValueError(f"expected a 2D array (rows, columns) in {str(path)!r}, got shape {data.shape}{hint}")
     if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
         raise ValueError(f"expected a float or integer array in {str(path)!r}, got dtype {data.dtype}")
     return data.astype(np.float64)
