@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flow import Flow, check_tensor, values_checked
+from ..flow import Flow, check_like, check_tensor, values_checked
 from ..objectives import ReverseKL, annealing, reverse_kl, target_for
 from ..preprocessing import warn_unscaled
 from ..targets.custom import as_target
@@ -145,10 +145,8 @@ def check_data(flow: nn.Module, x: Tensor, context: Tensor | None, name: str,
     shape = tuple(flow.event_shape)
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
         raise ValueError(f"expected {name} of shape (rows, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
-    if ref is not None and x.dtype != ref.dtype:
-        raise ValueError(f"expected {name} of dtype {ref.dtype} (the flow's), got {x.dtype}; convert one of them")
-    if ref is not None and x.device != ref.device:
-        raise ValueError(f"expected {name} on device {ref.device} (the flow's), got {x.device}; move one of them")
+    if ref is not None:
+        check_like(x, ref, name, variables[0])
     bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(-1)
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten()
