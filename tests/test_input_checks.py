@@ -169,3 +169,17 @@ def test_a_table_far_from_unit_scale_without_standardization_is_warned_in_the_cl
         assert len(lines) == 1 and "drop --no-standardize" in lines[0] and "standardize_flow" not in err, err
     else:
         assert not lines, err
+
+
+def test_a_large_flow_on_a_small_table_is_warned_with_the_sizes_the_table_gets(tmp_path, capsys):
+    """--model maf keeps its own size (5 layers of 64 units: 33,730 parameters on wine's 142 × 13); the warning names
+    the size the default model gets for that many rows instead of pointing at defaults the named model does not get."""
+    path = _csv(tmp_path / "small.csv", ["a", "b", "c"], _rows(60))
+    capsys.readouterr()
+    code = main(["fit", "--data", str(path), "--model", "maf", "--steps", "2", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "expect it to overfit" in line]
+    assert code == 0 and len(lines) == 1, err
+    assert "for 48 training rows × 3 features" in lines[0] and "--layers 2 --hidden 16 for this many rows" in lines[0]
+    code = main(["fit", "--data", str(path), "--steps", "2", "--out", str(tmp_path / "run2")])  # sized: no warning
+    assert code == 0 and "overfit" not in capsys.readouterr().err

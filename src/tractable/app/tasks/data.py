@@ -324,9 +324,12 @@ class DataTask:
         numbers = problem.train.numel()
         parameters = parameter_count(flow)
         if parameters > OVERPARAMETERIZED * numbers:
+            sized = sized_for_rows(len(problem.train))["model"]
             print(f"warning: the flow has {parameters:,} parameters for {len(problem.train):,} training rows × "
-                  f"{problem.features} features ({parameters / numbers:.0f} per number): expect it to overfit; "
-                  "smaller --layers/--hidden or the defaults sized for the table fit better", file=sys.stderr)
+                  f"{problem.features} features ({parameters / numbers:.0f} per number): expect it to overfit "
+                  f"(early stopping on the validation rows limits it); smaller --layers/--hidden suit the table "
+                  f"(the default model gets --layers {sized['layers']} --hidden {sized['hidden']} for this many "
+                  "rows)", file=sys.stderr)
         if (warning := one_feature_warning(config.model, flow, problem.context_features)) is not None:
             print(warning, file=sys.stderr)
         if not config.data.standardize and not circular(config) and (report := scale_report(problem.train)):
