@@ -183,3 +183,5 @@ def test_a_large_flow_on_a_small_table_is_warned_with_the_sizes_the_table_gets(t
     assert "for 48 training rows × 3 features" in lines[0] and "--layers 2 --hidden 16 for this many rows" in lines[0]
     code = main(["fit", "--data", str(path), "--steps", "2", "--out", str(tmp_path / "run2")])  # sized: no warning
     assert code == 0 and "overfit" not in capsys.readouterr().err
+    code = main(["fit", "--data", str(path), "--steps", "2", "--hidden", "128", "--out", str(tmp_path / "run3")])
+    assert code == 0 and "expect it to overfit" in capsys.readouterr().err

@@ -323,8 +323,11 @@ class DataTask:
         t, device = config.train, config.train.device
         numbers = problem.train.numel()
         parameters = parameter_count(flow)
-        if parameters > OVERPARAMETERIZED * numbers:
-            sized = sized_for_rows(len(problem.train))["model"]
+        sized = {"layers": 5, "hidden": 64, **sized_for_rows(len(problem.train))["model"]}
+        # the default model at the sizes chosen for the table (or smaller) is as small as the defaults go
+        at_sized = config.model_name == self.defaults["model"][MODEL_NAME] and all(
+            config.model.get(key, math.inf) <= sized[key] for key in ("layers", "hidden"))
+        if parameters > OVERPARAMETERIZED * numbers and not at_sized:
             print(f"warning: the flow has {parameters:,} parameters for {len(problem.train):,} training rows × "
                   f"{problem.features} features ({parameters / numbers:.0f} per number): expect it to overfit "
                   f"(early stopping on the validation rows limits it); smaller --layers/--hidden suit the table "
