@@ -88,12 +88,12 @@ def check(flow, reference: dict, samples: int, seed: int = 0) -> dict:
 def python_fit(steps: int, seed: int) -> tuple[torch.nn.Module, float]:
     """The CLI's default flow above 2D, fitted with the library's ``fit_reverse_kl`` and the CLI's settings."""
     from tractable.app.config import TrainConfig
-    from tractable.app.tasks.energy import HIGH_DIMENSIONAL_MODEL
+    from tractable.app.tasks.energy import HIGH_DIMENSIONAL_MODEL, HIGH_DIMENSIONAL_TRAIN
     from tractable.models.registry import MODELS
     from tractable.training import fit_reverse_kl
 
     options = {k: v for k, v in HIGH_DIMENSIONAL_MODEL.items() if k != "name"}
-    t = TrainConfig()
+    t = TrainConfig(**HIGH_DIMENSIONAL_TRAIN)  # the CLI's settings for an energy above 2D (no annealing)
     torch.manual_seed(seed)
     flow = MODELS[HIGH_DIMENSIONAL_MODEL["name"]](lp.FEATURES, **options)
     start = time.perf_counter()

@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None, help="peak Adam learning rate (default 2e-3 / 1e-3)")
     train.add_argument("--seed", type=int, default=None, help="random seed: initialisation, data, batches (default 0)")
     train.add_argument("--anneal", type=float, default=None,
-                       help="energies: fraction of steps over which beta rises from 0.01 to 1 (default 0.5; 0 = off)")
+                       help="energies: fraction of steps over which beta rises from 0.01 to 1, 0 = off (default "
+                       "0.5 in 2D, 0 above)")
     train.add_argument("--schedule", choices=["cosine", "exponential", "constant"], default=None,
                        help="learning-rate schedule (default cosine)")
     train.add_argument("--clip", type=float, default=None, help="gradient-norm clip, 0 = none (default 0)")

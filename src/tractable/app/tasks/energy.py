@@ -32,6 +32,15 @@ PLANAR_FEATURES = 2
 #: layers stall near 0.5: a planar layer bends space along one direction only, so 16 of them cannot represent a 31-D
 #: covariance.
 HIGH_DIMENSIONAL_MODEL: Mapping[str, Any] = {MODEL_NAME: "iaf", "layers": 5, "hidden": 64, "base": "diagonal"}
+#: Above 2D the target is not annealed (any model). Tempered, ``β log p̃`` with ``β`` from 0.01, a 10-D funnel
+#: (v ~ N(0, 9), z | v ~ N(0, e^v I), log Z = 10.288) is nearly flat at first: the IAF followed it far out and ended
+#: at an ELBO of 2.95 and -10.2 (seeds 0, 1; 10,000 steps), against 10.287 and 10.287 without annealing. Elsewhere
+#: above 2D annealing bought little: on a 31-D logistic posterior -26.779 against -26.794 without (ESS 0.92 against
+#: 0.87-0.89), on an 8-D two-mode mixture 8.043 either way (both modes kept). Annealing along the geometric path from
+#: the standard normal instead (Neal 2001) fixed the funnel (10.283) but lost a mode of the mixture (7.21). In 2D
+#: annealing is kept: with planar layers it did better on a banana (ELBO 1.807, ESS 0.88 against 1.791, 0.15).
+#: The runs: benchmarks/results/anneal_user_energies.txt.
+HIGH_DIMENSIONAL_TRAIN: Mapping[str, Any] = {"anneal": 0.0}
 
 
 #: The spline flows, whose interval ``[-bound, bound]`` is in the density's own units for an energy: the CLI puts a
@@ -43,7 +52,7 @@ class EnergyTask:
     """Reverse KL to an energy (``ring``, ``u1`` … ``u4``, ``mixture``, or ``--energy module:function``): 16 planar
     layers with a learnable diagonal Gaussian base in 2D, :data:`HIGH_DIMENSIONAL_MODEL` above, and
     :class:`~tractable.app.config.TrainConfig`'s defaults (10,000 steps at lr 2e-3, β annealed over the first
-    half)."""
+    half in 2D; not annealed above, :data:`HIGH_DIMENSIONAL_TRAIN`)."""
 
     kind = "energy"
     images = False
@@ -62,15 +71,18 @@ class EnergyTask:
     label = "energy targets (reverse KL)"
 
     def sized_defaults(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults that depend on the problem: :data:`HIGH_DIMENSIONAL_MODEL` for a user's energy above 2D."""
+        """Defaults that depend on the problem: for a user's energy above 2D :data:`HIGH_DIMENSIONAL_MODEL` and no
+        annealing (:data:`HIGH_DIMENSIONAL_TRAIN`, whatever the model)."""
         energy, model = given.get("energy", {}), given.get("model", {})
         features = energy.get("features", 0) if isinstance(energy, Mapping) else 0
         named = isinstance(model, Mapping) and MODEL_NAME in model  # the user's model keeps its own defaults
-        if isinstance(features, int) and features > PLANAR_FEATURES and not named:
-            return {"model": dict(HIGH_DIMENSIONAL_MODEL)}
+        high = isinstance(features, int) and features > PLANAR_FEATURES
+        sized: dict[str, Any] = {"train": dict(HIGH_DIMENSIONAL_TRAIN)} if high else {}
+        if high and not named:
+            sized["model"] = dict(HIGH_DIMENSIONAL_MODEL)
         if named and model[MODEL_NAME] in SPLINE_MODELS:  # a density's own units: the splines' interval learns them
-            return {"model": {"affine": True}}
-        return {}
+            sized["model"] = {"affine": True}
+        return sized
 
     def inapplicable(self, config: FitConfig) -> dict[str, str]:
         no_validation = "reverse KL draws fresh samples every step; there is no validation split"
