@@ -100,3 +100,18 @@ def test_no_warning_for_standardized_data_or_images() -> None:
         model = build_image_model("realnvp", (1, 4, 4), levels=17, hidden=4, blocks=1, dequantization="uniform")
         fit_max_likelihood(model, torch.randint(0, 17, (16, 1, 4, 4)).float(), steps=1, batch_size=8,
                            progress=False)
+
+
+def test_a_spline_flow_warns_when_the_data_reach_beyond_its_interval() -> None:
+    """Raw checkerboard data (uniform on [-4, 4], within a factor 5 of unit scale) put a quarter of each column in
+    NSF(2)'s identity tails: fitted so (1,000 steps) it scored 2.19 nats above the entropy, standardized 0.10. The fit
+    warns for a spline flow; not for a MAF, nor when an affine frame or a wider interval covers the data."""
+    train = (torch.rand(2000, 2) * 8 - 4).float()
+    assert scale_report(train) is None
+    with pytest.warns(UserWarning, match=r"of column \d lies outside the splines' interval \[-3, 3\]"):
+        fit_max_likelihood(NSF(2, layers=1, hidden=4), train, steps=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for flow in (MAF(2, layers=1, hidden=4), NSF(2, layers=1, hidden=4, affine=True),
+                     NSF(2, layers=1, hidden=4, bound=5.0), standardize_flow(NSF(2, layers=1, hidden=4), train)):
+            fit_max_likelihood(flow, train, steps=1, progress=False)

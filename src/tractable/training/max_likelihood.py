@@ -87,10 +87,10 @@ def fit_max_likelihood(
 
     Example:
         >>> import torch
-        >>> from tractable import NSF, fit_max_likelihood, get_dataset
+        >>> from tractable import NSF, fit_max_likelihood, get_dataset, standardize_flow
         >>> data = get_dataset("eight_gaussians")
         >>> x = data.sample(4096, generator=torch.Generator().manual_seed(0))
-        >>> flow = NSF(2, layers=2, hidden=16)
+        >>> flow = standardize_flow(NSF(2, layers=2, hidden=16), x)  # the data's scale in front of the splines
         >>> before = -flow.log_prob(x).mean().item()
         >>> _ = fit_max_likelihood(flow, x, steps=100, batch_size=256, lr=3e-3, progress=False)
         >>> -flow.log_prob(x).mean().item() < before

@@ -64,10 +64,10 @@ class TrainOptions:
 
     Example:
         >>> import torch
-        >>> from tractable import NSF, TrainOptions, fit, get_dataset
+        >>> from tractable import NSF, TrainOptions, fit, get_dataset, standardize_flow
         >>> from tractable.training import LikelihoodLoss
         >>> data = get_dataset("eight_gaussians").sample(2048, generator=torch.Generator().manual_seed(0))
-        >>> flow = NSF(2, layers=2, hidden=16)
+        >>> flow = standardize_flow(NSF(2, layers=2, hidden=16), data)
         >>> options = TrainOptions(lr=3e-3, warmup=10, clip=5.0, ema=0.99, progress=False)
         >>> history = fit(flow, LikelihoodLoss(data, batch_size=256), steps=50, options=options)
         >>> len(history.rows), sorted(history.rows[-1])[:3]
