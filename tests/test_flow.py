@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tractable import (
+    MAF,
     DiagonalGaussian,
     Flow,
     GaussianMixture,
@@ -207,6 +209,16 @@ class Shift(Transform):
 
     def inverse(self, y, context=None):
         return y + self.a(context), y.new_zeros(y.shape[:-1])
+
+
+def test_a_models_sample_context_of_the_wrong_width_names_the_shape_given() -> None:
+    """Two values for a model reading one: the error named the context as broadcast, (5, 2), not the (2,) given."""
+    model = MAF(2, layers=1, hidden=4, context_features=1)
+    for bad in (torch.tensor([1.0, 2.0]), torch.zeros(3, 2), torch.zeros(2, 1, 1)):
+        expected = f"expected a context of shape (1,) for every sample, or (1 or 5, 1), got shape {tuple(bad.shape)}"
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            model.sample(5, bad)
+    assert model.sample(5, torch.tensor([1.0])).shape == model.sample(5, torch.zeros(5, 1)).shape == (5, 2)
 
 
 def test_sample_context() -> None:

@@ -184,6 +184,12 @@ class Flow(nn.Module):
             return None
         if self.validate and (ref := self._reference()) is not None:
             check_like(context, ref, "context", "context")
+        given = tuple(context.shape)
+        # a vector model knows its context width (a plain Flow or an image model leaves it to its layers)
+        width = getattr(self, "context_features", None) if len(self.event_shape) == 1 else None
+        if isinstance(width, int) and width > 0 and (context.dim() not in (1, 2) or context.shape[-1] != width):
+            raise ValueError(f"expected a context of shape ({width},) for every sample, or (1 or {n}, {width}), got "
+                             f"shape {given}")
         if context.dim() == 1:
             context = context.unsqueeze(0)
         if context.shape[0] == 1 and n != 1:
