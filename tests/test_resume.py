@@ -46,13 +46,22 @@ def _kill_after_checkpoint(args, out, min_step):
     proc = subprocess.Popen([sys.executable, "-m", "tractable", *args, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
+
+    def ready() -> bool:
+        rows = _rows(out / "metrics.csv")
+        steps = [s for s, _ in list_step_checkpoints(out / "checkpoints")]
+        return bool(steps) and steps[-1] >= min_step and rows > steps[-1]
+
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            rows = _rows(out / "metrics.csv")
-            steps = [s for s, _ in list_step_checkpoints(out / "checkpoints")]
-            if steps and steps[-1] >= min_step and rows > steps[-1]:
-                proc.send_signal(signal.SIGKILL)
-                break
+            if ready():
+                # frozen first, then checked again: a run that wrote its next checkpoint between the check and the
+                # kill (seen once on a loaded machine: checkpoint 75 with 75 rows) would leave no rows to cut back
+                proc.send_signal(signal.SIGSTOP)
+                if ready():
+                    proc.send_signal(signal.SIGKILL)
+                    break
+                proc.send_signal(signal.SIGCONT)
             time.sleep(0.002)
         proc.wait(timeout=60)
     finally:
