@@ -136,15 +136,21 @@ def standardize_flow(flow: Flow, train: Tensor, *, whiten: bool = False) -> Flow
     return flow
 
 
-def warn_unscaled(flow: object, train: Tensor) -> None:
-    """Warn (one line, with the fix) when ``flow``, a flow on vectors without a standardization in front, is about to
-    be fitted to rows that :func:`scale_report` finds far from unit scale."""
+def unscaled_report(flow: object, train: Tensor) -> str | None:
+    """For ``flow``, a flow on vectors without a standardization in front, about to be fitted to ``train``: what
+    :func:`scale_report` finds, else (no learnable affine map in front, which moves a spline's interval to the data,
+    as ``NSF(affine=True)``) what :func:`interval_report` finds; ``None`` for other flows or when neither finds
+    anything."""
     if not isinstance(flow, Flow) or len(tuple(flow.event_shape)) != 1 or starts_standardized(flow):
-        return
-    # a learnable affine map in front (NSF(affine=True)) moves the splines' interval to the data
-    report = scale_report(train) or (None if isinstance(_first(flow), ElementwiseAffine) else
-                                     interval_report(flow, train))
-    if report is not None:
+        return None
+    return scale_report(train) or (None if isinstance(_first(flow), ElementwiseAffine) else
+                                   interval_report(flow, train))
+
+
+def warn_unscaled(flow: object, train: Tensor) -> None:
+    """Warn (one line, with the fix) when ``flow`` is about to be fitted to rows that :func:`unscaled_report` finds
+    far from unit scale or beyond its splines' interval."""
+    if (report := unscaled_report(flow, train)) is not None:
         warnings.warn(f"training data: {report}, and the flow's spline intervals, bounds and initialisation suit "
                       "standardized data; flow = standardize_flow(flow, train) prepends the standardization fitted "
                       "on the rows (densities stay in the data's units)", stacklevel=_caller_level())
@@ -161,4 +167,4 @@ def _caller_level() -> int:
 
 
 __all__ = ["OUTSIDE", "SCALE", "interval_report", "scale_report", "standardize_flow", "starts_standardized",
-           "warn_unscaled"]
+           "unscaled_report", "warn_unscaled"]

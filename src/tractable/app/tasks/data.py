@@ -29,7 +29,7 @@ from ...flow import Flow
 from ...models.registry import MODELS
 from ...plots.data import plot_data_fit
 from ...plots.samples import plot_sample_set
-from ...preprocessing import scale_report, standardize_flow
+from ...preprocessing import standardize_flow, unscaled_report
 from ...targets.tabular import load_table, split
 from ...targets.toy import GaussianMixtureData, ToyDataset, get_dataset, sample_splits
 from ...training import evaluate_conditional_toy, evaluate_nll, evaluate_toy, fit_max_likelihood
@@ -335,11 +335,12 @@ class DataTask:
                   "rows)", file=sys.stderr)
         if (warning := one_feature_warning(config.model, flow, problem.context_features)) is not None:
             print(warning, file=sys.stderr)
-        if not config.data.standardize and not circular(config) and (report := scale_report(problem.train)):
+        if not config.data.standardize and not circular(config) and (
+                report := unscaled_report(flow, problem.train)):
             print(f"warning: {report}, and the flow's defaults suit standardized data: drop --no-standardize "
                   "(or set data.standardize = true)", file=sys.stderr)
         with warnings.catch_warnings():  # the library's form of that warning, whose advice is for Python
-            warnings.filterwarnings("ignore", message="training data: .* far from unit scale")
+            warnings.filterwarnings("ignore", message="training data: ")
             return fit_max_likelihood(
                 flow, _on(problem.train, device), context=_on(problem.train_context, device),
                 val=_on(problem.val, device), val_context=_on(problem.val_context, device), steps=t.steps,
