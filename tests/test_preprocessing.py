@@ -57,6 +57,9 @@ def test_standardize_flow_refuses_bad_rows() -> None:
     constant[:, 1] = 4.0
     with pytest.raises(ValueError, match=r"columns \[1\] are constant"):
         standardize_flow(NSF(2), constant)
+    twice = standardize_flow(NSF(2), torch.randn(10, 2) * 100)
+    with pytest.raises(ValueError, match="already starts with a standardization"):
+        standardize_flow(twice, torch.randn(10, 2) * 100)
     collinear = torch.randn(50, 3)
     collinear[:, 2] = collinear[:, 0] + collinear[:, 1]
     with pytest.warns(UserWarning, match="each column is standardized instead"):

@@ -105,7 +105,8 @@ def standardize_flow(flow: Flow, train: Tensor, *, whiten: bool = False) -> Flow
         whiten: decorrelate the columns too.
 
     Raises:
-        ValueError: for data of another width or fewer than two rows, or a constant column (naming it).
+        ValueError: for data of another width or fewer than two rows, a constant column (naming it), or a flow that
+            already starts with a standardization.
 
     Example:
         >>> import torch
@@ -121,6 +122,8 @@ def standardize_flow(flow: Flow, train: Tensor, *, whiten: bool = False) -> Flow
     """
     from .targets.tabular import Standardizer  # the data layer imports the flow layer, not the other way
 
+    if starts_standardized(flow):  # a second one would be fitted to the raw rows and applied to standardized ones
+        raise ValueError("the flow already starts with a standardization; build a fresh flow to fit another")
     features = tuple(flow.event_shape)
     if len(features) != 1 or train.dim() != 2 or train.shape[1] != features[0]:
         raise ValueError(f"expected training rows of shape (rows, {', '.join(map(str, features))}) for a flow on "
